@@ -1,0 +1,51 @@
+# Two commands on a fresh machine with Python 3.11 and make: `make run`, `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint typecheck pytest lock bench clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found: install Python 3.11 or run 'make PYTHON=python3 …'"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python requirements.txt pyproject.toml
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(BIN)/python requirements-dev.txt pyproject.toml
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@ $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(BIN)/contact-adapter serve --host $(HOST) --port $(PORT)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check adapter handlers tests bench
+	$(BIN)/ruff format --check adapter handlers
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy --strict adapter handlers
+
+pytest: $(VENV)/.installed-dev
+	bash tests/system-deps.sh
+	$(BIN)/python -m pytest -q
+
+test: lint typecheck pytest
+
+# Regenerate the pinned lock files after changing dependencies in pyproject.toml.
+lock: $(VENV)/.installed-dev
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml -o requirements.txt --python-version 3.11 -q
+	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements-dev.txt --python-version 3.11 -q
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,55 @@
+"""Omnichannel Contact Adapter: guests from anywhere become Rocket.Chat Omnichannel contacts.
+
+The public API of the core; channels (``handlers``) and tests import from here.
+"""
+
+from adapter.contact import Contact, ContactError, FieldError, validate_contact
+from adapter.delivery import DeliveryQueue, DeliveryRecord, DeliveryWorker, Outcome, Submission
+from adapter.errors import (
+    BadCredentials,
+    ConfigurationError,
+    ContactRejected,
+    PermissionDenied,
+    RateLimited,
+    RetryableError,
+    RocketChatError,
+    RocketChatUnavailable,
+    RouteNotFound,
+    ServerError,
+)
+from adapter.extract import Extraction, extract_contact
+from adapter.rocketchat import RocketChatClient, VisitorStrategy
+from adapter.sansio import RegisteredContact, Registration, contact_token
+from adapter.settings import Settings, SettingsError, load_settings
+
+__all__ = [
+    "BadCredentials",
+    "ConfigurationError",
+    "Contact",
+    "ContactError",
+    "ContactRejected",
+    "DeliveryQueue",
+    "DeliveryRecord",
+    "DeliveryWorker",
+    "Extraction",
+    "FieldError",
+    "Outcome",
+    "PermissionDenied",
+    "RateLimited",
+    "RegisteredContact",
+    "Registration",
+    "RetryableError",
+    "RocketChatClient",
+    "RocketChatError",
+    "RocketChatUnavailable",
+    "RouteNotFound",
+    "ServerError",
+    "Settings",
+    "SettingsError",
+    "Submission",
+    "VisitorStrategy",
+    "contact_token",
+    "extract_contact",
+    "load_settings",
+    "validate_contact",
+]

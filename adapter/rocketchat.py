@@ -1,0 +1,418 @@
+"""The one place that talks to Rocket.Chat: a pooled HTTP client that paces itself.
+
+:class:`RocketChatClient` owns one ``httpx.AsyncClient`` per process (bounded
+connection pool, timeouts, auth headers that are never logged) and a
+:class:`Pacer` that reads ``X-RateLimit-*`` on every answer, so calls wait for
+the window to reopen instead of running into 429s. Registration itself is a
+:class:`RegistrationStrategy`; :class:`VisitorStrategy` is the legacy
+``omnichannel/contact`` upsert that every server version has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from adapter import metrics
+from adapter.errors import (
+    ConfigurationError,
+    RateLimited,
+    RocketChatError,
+    RocketChatUnavailable,
+    RouteNotFound,
+)
+from adapter.sansio import (
+    RateLimit,
+    RegisteredContact,
+    Registration,
+    classify_answer,
+    parse_rate_limit,
+    parse_version,
+    visitor_body,
+)
+
+__all__ = [
+    "Pacer",
+    "ReadyReport",
+    "RegistrationStrategy",
+    "RocketChatClient",
+    "VisitorStrategy",
+]
+
+ContactIdRecorder = Callable[[str], Awaitable[None]]
+_MAX_WAIT = 300.0  # never trust a reset header further out than this
+
+
+class Pacer:
+    """Shared rate-limit state per route: wait for the window instead of hitting 429."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._routes: dict[str, _RouteState] = {}
+        self._cond = asyncio.Condition()
+
+    def _state(self, route: str) -> _RouteState:
+        return self._routes.setdefault(route, _RouteState())
+
+    async def acquire(self, route: str) -> None:
+        """Wait until a call to ``route`` fits in the server's current window."""
+        async with self._cond:
+            while True:
+                state = self._state(route)
+                now = self._clock()
+                self._reopen(state, now)
+                if not state.limited and state.known:
+                    break  # this user bypasses the limiter (no headers seen)
+                if not state.known:
+                    if state.in_flight == 0:
+                        break  # probe once to learn the limit
+                elif (state.remaining is not None and state.remaining - state.in_flight > 0) or (
+                    state.remaining is None and state.in_flight < max(state.limit, 1)
+                ):
+                    break
+                timeout = None
+                if state.reset_at is not None:
+                    timeout = min(max(state.reset_at - now, 0.0) + 0.05, _MAX_WAIT)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._cond.wait(), timeout=timeout)
+            state.in_flight += 1
+
+    async def release(
+        self, route: str, limit: RateLimit | None, *, rate_limited_until: float | None = None
+    ) -> None:
+        """Record the answer's headers (or their absence) and wake waiting callers."""
+        async with self._cond:
+            state = self._state(route)
+            state.in_flight = max(state.in_flight - 1, 0)
+            if rate_limited_until is not None:
+                state.limited = True
+                state.known = True
+                state.remaining = 0
+                state.reset_at = min(rate_limited_until, self._clock() + _MAX_WAIT)
+            elif limit is not None:
+                state.limited = True
+                state.known = True
+                state.limit = limit.limit
+                new_window = state.reset_at is None or limit.reset_at > state.reset_at + 0.5
+                if new_window or state.remaining is None:
+                    state.remaining = limit.remaining
+                else:
+                    state.remaining = min(state.remaining, limit.remaining)
+                state.reset_at = min(limit.reset_at, self._clock() + _MAX_WAIT)
+            elif not state.known:
+                state.known = True  # answered without headers: not rate limited
+            self._cond.notify_all()
+
+    async def cancel(self, route: str) -> None:
+        """A call ended without an answer (network error): free its slot."""
+        async with self._cond:
+            state = self._state(route)
+            state.in_flight = max(state.in_flight - 1, 0)
+            self._cond.notify_all()
+
+    @staticmethod
+    def _reopen(state: _RouteState, now: float) -> None:
+        if state.reset_at is not None and now >= state.reset_at:
+            # The window has reopened: the next answer tells us the new budget.
+            state.remaining = state.limit if state.limited else None
+            state.reset_at = None
+
+    def wait_hint_any(self, prefix: str = "/api/v1/omnichannel/") -> float | None:
+        """The latest reopening among exhausted routes, or None when all have room."""
+        hints = [
+            h for r in self._routes if r.startswith(prefix) if (h := self.wait_hint(r)) is not None
+        ]
+        return max(hints) if hints else None
+
+    def room_hint(self, wanted: int, prefix: str = "/api/v1/omnichannel/") -> int:
+        """How many new calls fit in the known windows right now (at most ``wanted``)."""
+        room = wanted
+        now = self._clock()
+        for route, state in self._routes.items():
+            if not route.startswith(prefix):
+                continue
+            self._reopen(state, now)
+            if not state.known:
+                room = min(room, 1 if state.in_flight == 0 else 0)
+            elif state.limited and state.remaining is not None:
+                room = min(room, max(state.remaining - state.in_flight, 0))
+        return room
+
+    def wait_hint(self, route: str) -> float | None:
+        """When the route's window reopens, if it is currently exhausted."""
+        state = self._routes.get(route)
+        if state is not None:
+            self._reopen(state, self._clock())
+        if state and state.remaining == 0 and state.reset_at and state.reset_at > self._clock():
+            return state.reset_at
+        return None
+
+
+@dataclass
+class _RouteState:
+    known: bool = False  # have we seen an answer yet?
+    limited: bool = False  # did answers carry rate-limit headers?
+    limit: int = 10
+    remaining: int | None = None
+    reset_at: float | None = None
+    in_flight: int = 0
+
+
+@dataclass(frozen=True)
+class ReadyReport:
+    """The outcome of a readiness check, shown by ``/readyz``."""
+
+    ok: bool
+    reason: str
+    version: str | None = None
+    strategy: str | None = None
+
+
+class RegistrationStrategy(Protocol):
+    """How a contact is registered on a given Rocket.Chat server."""
+
+    name: str
+
+    async def register(
+        self,
+        client: RocketChatClient,
+        registration: Registration,
+        *,
+        record_contact_id: ContactIdRecorder | None = None,
+    ) -> RegisteredContact: ...
+
+
+class VisitorStrategy:
+    """The legacy ``POST /api/v1/omnichannel/contact`` upsert, keyed by the token."""
+
+    name = "visitor"
+
+    def __init__(self, custom_field_ids: tuple[str, ...] = ()) -> None:
+        self.custom_field_ids = custom_field_ids
+
+    async def register(
+        self,
+        client: RocketChatClient,
+        registration: Registration,
+        *,
+        record_contact_id: ContactIdRecorder | None = None,
+    ) -> RegisteredContact:
+        body = visitor_body(registration, custom_field_ids=self.custom_field_ids)
+        data = await client.call("POST", "/api/v1/omnichannel/contact", json=body)
+        contact_id = data.get("contact")
+        if not isinstance(contact_id, str) or not contact_id:
+            raise RocketChatError("Rocket.Chat answered 200 without a contact id")
+        return RegisteredContact(contact_id=contact_id, strategy=self.name)
+
+
+StrategyFactory = Callable[["RocketChatClient", tuple[int, int] | None], RegistrationStrategy]
+
+
+class RocketChatClient:
+    """A pooled, paced client for one Rocket.Chat server."""
+
+    def __init__(
+        self,
+        base_url: str,
+        user_id: str,
+        auth_token: str,
+        *,
+        timeout: float = 10.0,
+        concurrency: int = 8,
+        contact_api: str = "auto",
+        custom_field_ids: tuple[str, ...] = (),
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.contact_api = contact_api
+        self.custom_field_ids = custom_field_ids
+        self._clock = clock
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={
+                "X-User-Id": user_id,
+                "X-Auth-Token": auth_token,
+                "User-Agent": "contact-adapter",
+            },
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            limits=httpx.Limits(
+                max_connections=concurrency,
+                max_keepalive_connections=concurrency,
+                keepalive_expiry=30.0,
+            ),
+            transport=transport,
+        )
+        self._slots = asyncio.Semaphore(concurrency)
+        self.pacer = Pacer(clock)
+        self._strategy: RegistrationStrategy | None = None
+        self._version: tuple[int, int] | None = None
+        self._version_text: str | None = None
+        self._ready: tuple[float, ReadyReport] | None = None
+        self._ready_lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- raw calls -------------------------------------------------------------
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+        auth: bool = True,
+        paced: bool = True,
+    ) -> dict[str, Any]:
+        """One call: paced, bounded, classified. Raises :mod:`adapter.errors`."""
+        route = path + method.lower()
+        if paced:
+            await self.pacer.acquire(route)
+        answered = False
+        limit: RateLimit | None = None
+        limited_until: float | None = None
+        try:
+            async with self._slots:
+                started = time.perf_counter()
+                try:
+                    response = await self._http.request(
+                        method,
+                        path,
+                        json=json,
+                        params=params,
+                        headers=None if auth else {"X-User-Id": "", "X-Auth-Token": ""},
+                    )
+                except httpx.TimeoutException as exc:
+                    raise RocketChatUnavailable(
+                        f"Rocket.Chat at {self.base_url} did not answer in time ({type(exc).__name__})"
+                    ) from None
+                except httpx.HTTPError as exc:
+                    raise RocketChatUnavailable(
+                        f"Rocket.Chat at {self.base_url} is unreachable ({type(exc).__name__}: {exc})"
+                    ) from None
+                finally:
+                    metrics.ROCKETCHAT_LATENCY.observe(time.perf_counter() - started)
+            answered = True
+            limit = parse_rate_limit(response.headers)
+            try:
+                return classify_answer(
+                    response.status_code,
+                    response.headers,
+                    response.content,
+                    now=self._clock(),
+                    where=f"Rocket.Chat at {self.base_url}",
+                )
+            except RateLimited as exc:
+                limited_until = exc.reset_at
+                raise
+        finally:
+            if paced:
+                if answered:
+                    await self.pacer.release(route, limit, rate_limited_until=limited_until)
+                else:
+                    await self.pacer.cancel(route)
+
+    async def server_info(self) -> dict[str, Any]:
+        """``GET /api/info``: unauthenticated, not rate limited."""
+        return await self.call("GET", "/api/info", auth=False, paced=False)
+
+    async def me(self) -> dict[str, Any]:
+        """``GET /api/v1/me``: are the credentials accepted? (rate limited: use sparingly)"""
+        return await self.call("GET", "/api/v1/me")
+
+    # -- strategy --------------------------------------------------------------
+
+    async def server_version(self, *, refresh: bool = False) -> tuple[int, int] | None:
+        if self._version is None or refresh:
+            try:
+                info = await self.server_info()
+                self._version = parse_version(info)
+                self._version_text = str(info.get("version"))
+            except (RocketChatError, ValueError):
+                return self._version
+        return self._version
+
+    async def strategy(self, *, refresh: bool = False) -> RegistrationStrategy:
+        """The registration strategy for this server, chosen once (and on 404)."""
+        if self._strategy is not None and not refresh:
+            return self._strategy
+        wanted = self.contact_api
+        version = None
+        if wanted != "visitor":
+            version = await self.server_version(refresh=refresh)
+        contact_center = wanted == "contact-center" or (
+            wanted == "auto" and version is not None and version >= (7, 1)
+        )
+        self._strategy = VisitorStrategy(self.custom_field_ids)
+        if contact_center:
+            try:
+                from adapter.contact_center import (  # type: ignore[import-not-found,unused-ignore]
+                    ContactCenterStrategy,
+                )
+            except ModuleNotFoundError:
+                if wanted == "contact-center":
+                    raise ConfigurationError(
+                        "ROCKETCHAT_CONTACT_API=contact-center is not available in this build"
+                    ) from None
+            else:
+                self._strategy = ContactCenterStrategy(self.custom_field_ids)
+        return self._strategy
+
+    async def register(
+        self, registration: Registration, *, record_contact_id: ContactIdRecorder | None = None
+    ) -> RegisteredContact:
+        """Register (upsert) one contact with the strategy this server supports."""
+        strategy = await self.strategy()
+        try:
+            return await strategy.register(self, registration, record_contact_id=record_contact_id)
+        except RouteNotFound:
+            if self.contact_api != "auto":
+                raise
+            strategy = await self.strategy(refresh=True)
+            return await strategy.register(self, registration, record_contact_id=record_contact_id)
+
+    def contact_url(self, contact_id: str) -> str:
+        """Where a person finds the contact in Rocket.Chat's web app."""
+        if self._strategy is not None and self._strategy.name == "contact-center":
+            return f"{self.base_url}/omnichannel/contact-center/details/{contact_id}"
+        return f"{self.base_url}/omnichannel/contact-center/contacts/info/{contact_id}"
+
+    # -- readiness ---------------------------------------------------------------
+
+    async def readiness(self, *, max_age: float = 60.0) -> ReadyReport:
+        """Reachable (``/api/info``) and credentials accepted (``/api/v1/me``), cached."""
+        async with self._ready_lock:
+            now = time.monotonic()
+            if self._ready is not None and now - self._ready[0] < max_age:
+                return self._ready[1]
+            report = await self._check_ready()
+            self._ready = (now, report)
+            return report
+
+    def forget_readiness(self) -> None:
+        self._ready = None
+
+    async def _check_ready(self) -> ReadyReport:
+        try:
+            info = await self.server_info()
+            version = str(info.get("version", "?"))
+            self._version = parse_version(info)
+            self._version_text = version
+        except (RocketChatError, ValueError) as exc:
+            return ReadyReport(False, f"Rocket.Chat at {self.base_url} is not reachable: {exc}")
+        try:
+            await self.me()
+        except ConfigurationError as exc:
+            return ReadyReport(False, str(exc), version=version)
+        except RocketChatError as exc:
+            return ReadyReport(False, f"checking credentials failed: {exc}", version=version)
+        strategy = await self.strategy()
+        return ReadyReport(True, "ok", version=version, strategy=strategy.name)

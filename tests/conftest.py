@@ -1,0 +1,164 @@
+"""Shared fixtures: a Rocket.Chat stand-in and the real service, both under uvicorn on loopback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from adapter.app import create_app
+from adapter.settings import Settings, load_settings
+from tests.rocketchat_standin import RocketChatStandIn, StandInServer
+
+AGENT = {"user_id": "agentUserId1", "token": "agent-token"}  # rate limited, like a normal user
+BOT = {"user_id": "botUserId1", "token": "bot-token"}  # api-bypass-rate-limit
+API_TOKEN = "test-api-token-0123456789"
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def standin() -> RocketChatStandIn:
+    return RocketChatStandIn()
+
+
+@pytest.fixture
+def rocketchat(standin: RocketChatStandIn) -> Iterator[StandInServer]:
+    with StandInServer(standin.app) as server:
+        yield server
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, rocketchat: StandInServer) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "rocketchat_url": rocketchat.url,
+            "rocketchat_user_id": BOT["user_id"],
+            "rocketchat_auth_token": BOT["token"],
+            "database_url": f"sqlite:///{tmp_path / 'contacts.db'}",
+            "api_token": API_TOKEN,
+            "admin_token": ADMIN_TOKEN,
+            "retry_first_delay": 0.2,
+            "retry_max_delay": 1.0,
+            "worker_poll_interval": 0.1,
+            "auth_check_interval": 0.3,
+            "sqlite_synchronous": "NORMAL",
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    return make
+
+
+class ServiceThread:
+    """Our app under uvicorn in a thread, lifespan on (migrations, worker), free loopback port."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.url = ""
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> ServiceThread:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        config = uvicorn.Config(self.app, lifespan="on", log_config=None, access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True, name="service"
+        )
+        self._thread.start()
+        wait_until(
+            lambda: (
+                (self._server is not None and self._server.started) or not self._thread.is_alive()
+            )
+        )
+        if not self._thread.is_alive():
+            raise RuntimeError("the service failed to start (see the log above)")
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(30)
+
+
+class Service:
+    """The real service under uvicorn, plus an HTTP client pointed at it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        self.server = ServiceThread(self.app)
+        self.url = ""
+        self.http: httpx.Client | None = None
+
+    def start(self) -> Service:
+        self.server.start()
+        self.url = self.server.url
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+        return self
+
+    def stop(self) -> None:
+        if self.http is not None:
+            self.http.close()
+        self.server.stop()
+
+    @property
+    def client(self) -> httpx.Client:
+        assert self.http is not None
+        return self.http
+
+    def post_contact(self, **body: Any) -> httpx.Response:
+        return self.client.post(
+            "/contacts", json=body, headers={"Authorization": f"Bearer {API_TOKEN}"}
+        )
+
+    def delivery(self, delivery_id: str) -> dict[str, Any]:
+        response = self.client.get(
+            f"/deliveries/{delivery_id}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+        response.raise_for_status()
+        return dict(response.json())
+
+
+@pytest.fixture
+def start_service() -> Iterator[Callable[[Settings], Service]]:
+    started: list[Service] = []
+
+    def start(settings: Settings) -> Service:
+        service = Service(settings).start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in reversed(started):
+        service.stop()
+
+
+@pytest.fixture
+def service(
+    make_settings: Callable[..., Settings], start_service: Callable[[Settings], Service]
+) -> Service:
+    return start_service(make_settings())
