@@ -74,6 +74,19 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
 
+    # Channel settings (provider secrets, Slack credentials…) that channels look up by name;
+    # tests pass them here instead of touching the environment.
+    channel_settings: dict[str, str] = Field(default_factory=dict, exclude=True)
+
+    def lookup(self, name: str) -> str | None:
+        """A channel's own setting: ``channel_settings``, else the environment, else ``.env``."""
+        name = name.upper()
+        if name in self.channel_settings:
+            return self.channel_settings[name] or None
+        if name in os.environ:
+            return os.environ[name] or None
+        return _dotenv().get(name) or None
+
     @field_validator("default_phone_region", mode="before")
     @classmethod
     def _region(cls, value: Any) -> str | None:
@@ -122,6 +135,15 @@ class Settings(BaseSettings):
     @property
     def rocketchat_configured(self) -> bool:
         return bool(self.rocketchat_user_id and self.rocketchat_auth_token.get_secret_value())
+
+
+def _dotenv() -> dict[str, str]:
+    from dotenv import dotenv_values
+
+    path = Path(".env")
+    if not path.is_file():
+        return {}
+    return {k.upper(): v for k, v in dotenv_values(path).items() if v is not None}
 
 
 def load_settings(**overrides: Any) -> Settings:

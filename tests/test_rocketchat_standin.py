@@ -16,20 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
-try:  # works whether or not tests/ is a package
-    from tests.rocketchat_standin import (
-        METEOR_ALPHABET,
-        RocketChatStandIn,
-        StandInServer,
-        parse_version,
-    )
-except ImportError:  # pragma: no cover
-    from rocketchat_standin import (  # type: ignore[no-redef]
-        METEOR_ALPHABET,
-        RocketChatStandIn,
-        StandInServer,
-        parse_version,
-    )
+from tests.rocketchat_standin import (
+    METEOR_ALPHABET,
+    RocketChatStandIn,
+    StandInServer,
+    parse_version,
+)
 
 AGENT = {"X-User-Id": "agentUserId1", "X-Auth-Token": "agent-token"}
 BOT = {"X-User-Id": "botUserId1", "X-Auth-Token": "bot-token"}

@@ -1,0 +1,203 @@
+"""The shared plumbing of webhook channels: one provider = verify + map, the rest is here.
+
+A provider module in ``handlers/`` subclasses :class:`WebhookProvider` with two pure
+methods, ``verify`` (exactly as the provider signs) and ``parse`` (its payload to a
+:class:`WebhookEvent`), and exposes ``channel = WebhookChannel(Provider())``. The
+channel mounts ``POST /webhooks/<name>`` and does what every provider needs:
+refuse when the secret is not configured (503, naming the setting), cap the body
+(413), verify (401), parse (400 with what was expected), accept durably with
+deduplication on the provider's event id, and answer the way the provider counts
+success. Signed but invalid contact data is answered 2xx and kept as ``rejected``:
+the provider would only send the same bad data again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from starlette.datastructures import Headers, QueryParams
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from adapter.channels import BodyTooLarge, ChannelContext, read_body
+from adapter.delivery import Outcome, Submission
+
+__all__ = [
+    "PayloadError",
+    "WebhookChannel",
+    "WebhookEvent",
+    "WebhookProvider",
+    "WebhookRequest",
+    "body_digest",
+]
+
+log = structlog.get_logger("adapter.webhooks")
+
+
+class PayloadError(ValueError):
+    """The (authentic) payload does not have the shape the provider documents."""
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """What a provider's pure functions may look at."""
+
+    body: bytes
+    headers: Headers
+    query: QueryParams
+    method: str = "POST"
+    url: str = ""
+    content_type: str = "application/json"
+    lookup: Callable[[str], str | None] = field(default=lambda _name: None)  # channel settings
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """One provider event, mapped to contact fields (or ignored, with the reason)."""
+
+    event_id: str | None
+    fields: Mapping[str, str | None] = field(default_factory=dict)
+    person_key: str | None = None
+    custom_fields: Mapping[str, str] = field(default_factory=dict)
+    ignored: str | None = None  # why this event carries no contact (then nothing is stored)
+    event_type: str | None = None
+
+
+def body_digest(body: bytes) -> str:
+    """An event id for providers that send none but retry byte-identical bodies."""
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+class WebhookProvider(ABC):
+    """A chat widget or form tool that posts webhooks."""
+
+    name: str  # URL segment and source suffix: /webhooks/<name>, source "webhook:<name>"
+    secret_setting: str  # e.g. "CHATWOOT_WEBHOOK_SECRET"
+    success_status: int = 200
+    timestamp_window: float = 300.0
+    max_body_bytes: int | None = None  # default: the service's MAX_BODY_BYTES
+
+    @abstractmethod
+    def verify(self, request: WebhookRequest, secret: str, *, now: float) -> bool:
+        """True when the request is authentic (constant-time; timestamp window if signed)."""
+
+    @abstractmethod
+    def parse(self, request: WebhookRequest) -> WebhookEvent:
+        """Map the payload; raise :class:`PayloadError` for a payload of the wrong shape."""
+
+    def answer(self, outcome: Outcome | None, event: WebhookEvent) -> Response:
+        """The success answer; Rocket.Chat stores it in the room, so keep it small."""
+        body: dict[str, Any] = {"ok": True}
+        if outcome is None:
+            body["ignored"] = event.ignored
+        else:
+            body.update(delivery_id=outcome.delivery_id, status=outcome.status)
+            if outcome.contact_id:
+                body["contact_id"] = outcome.contact_id
+            if outcome.duplicate:
+                body["duplicate"] = True
+            if outcome.errors:
+                body["errors"] = dict(outcome.errors)
+        return JSONResponse(body, status_code=self.success_status)
+
+
+class WebhookChannel:
+    """Mounts one provider at ``POST /webhooks/<name>``."""
+
+    def __init__(self, provider: WebhookProvider) -> None:
+        self.provider = provider
+        self.name = "webhook"  # outcomes of all webhooks are reported the same way (not at all)
+
+    def routes(self, context: ChannelContext) -> Sequence[BaseRoute]:
+        provider = self.provider
+        settings = context.settings
+        source = f"webhook:{provider.name}"
+        limit = provider.max_body_bytes or settings.max_body_bytes
+
+        async def receive(request: Request) -> Response:
+            secret = settings.lookup(provider.secret_setting)
+            if not secret:
+                return JSONResponse(
+                    {
+                        "error": f"the {provider.name} webhook is not configured: set "
+                        f"{provider.secret_setting} to the secret from {provider.name}, then "
+                        "the provider's retries will get through"
+                    },
+                    status_code=503,
+                )
+            try:
+                body = await read_body(request, limit)
+            except BodyTooLarge as exc:
+                return JSONResponse(
+                    {"error": f"{exc}: not a {provider.name} event"}, status_code=413
+                )
+            hook = WebhookRequest(
+                body=body,
+                headers=request.headers,
+                query=request.query_params,
+                method=request.method,
+                url=str(request.url),
+                content_type=request.headers.get("content-type", "").split(";")[0].strip().lower(),
+                lookup=settings.lookup,
+            )
+            try:
+                authentic = provider.verify(hook, secret, now=time.time())
+            except Exception:
+                authentic = False
+            if not authentic:
+                log.warning("webhook_refused", provider=provider.name, reason="bad signature")
+                return JSONResponse(
+                    {
+                        "error": f"signature or token check failed: make sure {provider.secret_setting} "
+                        f"matches the secret configured in {provider.name}"
+                    },
+                    status_code=401,
+                )
+            try:
+                event = provider.parse(hook)
+            except PayloadError as exc:
+                return JSONResponse(
+                    {"error": f"not a {provider.name} event we understand: {exc}"}, status_code=400
+                )
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                return JSONResponse(
+                    {"error": f"not a {provider.name} event we understand ({type(exc).__name__})"},
+                    status_code=400,
+                )
+            if event.ignored is not None:
+                log.info(
+                    "webhook_ignored",
+                    provider=provider.name,
+                    reason=event.ignored,
+                    event_type=event.event_type,
+                )
+                return provider.answer(None, event)
+            outcome = await context.queue.submit(
+                Submission(
+                    source=source,
+                    fields=event.fields,
+                    event_id=event.event_id,
+                    person_key=event.person_key,
+                    custom_fields=event.custom_fields,
+                    keep_rejected=True,
+                    drop_invalid_optional=True,
+                ),
+                wait=0,
+            )
+            log.info(
+                "webhook_accepted",
+                provider=provider.name,
+                delivery_id=outcome.delivery_id,
+                status=outcome.status,
+                event_type=event.event_type,
+            )
+            return provider.answer(outcome, event)
+
+        return [Route(f"/webhooks/{provider.name}", receive, methods=["POST"])]
