@@ -162,3 +162,22 @@ def service(
     make_settings: Callable[..., Settings], start_service: Callable[[Settings], Service]
 ) -> Service:
     return start_service(make_settings())
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A real PostgreSQL server for the whole session (skips with the reason if impossible)."""
+    from tests.postgres import PostgresServer, available
+
+    reason = available()
+    if reason is not None:
+        pytest.skip(reason)
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Any) -> str:
+    """A fresh database on the session's PostgreSQL server, as a ``postgres://`` URL."""
+    return str(postgres_server.create_database())
