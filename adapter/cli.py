@@ -290,3 +290,7 @@ def main() -> None:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The ``contact-adapter`` command as a person runs it: exit codes and messages."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import BOT
+from tests.rocketchat_standin import RocketChatStandIn, StandInServer
+
+
+def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "adapter.cli", *args],
+        cwd=cwd,
+        env={**os.environ, "LOG_LEVEL": "WARNING", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_parse_shows_what_would_be_registered(tmp_path: Path) -> None:
+    result = run(
+        ["parse", "Chris Doe <mailto:chris@example.com|chris@example.com> (415) 555-2671"],
+        tmp_path,
+        DEFAULT_PHONE_REGION="US",
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"phone": "+14155552671"' in result.stdout
+    assert '"name": "Chris Doe"' in result.stdout
+
+
+def test_parse_reports_each_bad_field_and_fails(tmp_path: Path) -> None:
+    result = run(["parse", "Chris Doe chris@ +1 555"], tmp_path)
+    assert result.returncode == 1
+    assert "phone: '+1 555' is not a valid phone number" in result.stderr
+    assert "email:" in result.stderr
+
+
+def test_register_delivers_and_lists(tmp_path: Path) -> None:
+    standin = RocketChatStandIn()
+    with StandInServer(standin.app) as server:
+        env = {
+            "ROCKETCHAT_URL": server.url,
+            "ROCKETCHAT_USER_ID": BOT["user_id"],
+            "ROCKETCHAT_AUTH_TOKEN": BOT["token"],
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        }
+        result = run(
+            [
+                "register",
+                "--name",
+                "Chris Doe",
+                "--email",
+                "chris@example.com",
+                "--phone",
+                "+14155552671",
+            ],
+            tmp_path,
+            **env,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "registered: Rocket.Chat contact" in result.stdout
+        assert len(standin.visitors) == 1
+        bad = run(["register", "--name", "Chris", "--email", "nope"], tmp_path, **env)
+        assert bad.returncode == 1
+        assert "email: 'nope' is not a valid email address" in bad.stderr
+        listed = run(["deliveries", "list"], tmp_path, **env)
+        assert "delivered" in listed.stdout
+        standin.down = True
+        queued = run(
+            [
+                "register",
+                "--name",
+                "Ana",
+                "--email",
+                "ana@example.com",
+                "--phone",
+                "+14155552672",
+                "--wait",
+                "0.5",
+            ],
+            tmp_path,
+            **env,
+        )
+        assert queued.returncode == 3
+        assert "queued" in queued.stdout
