@@ -42,6 +42,7 @@ test: lint typecheck pytest
 lock: $(VENV)/.installed-dev
 	$(BIN)/python -m pip install --quiet uv
 	$(BIN)/uv pip compile pyproject.toml -o requirements.txt --python-version 3.11 -q
+	printf '%s\n' '# The project itself (the contact-adapter command): Heroku installs only this file.' '--editable .' >> requirements.txt
 	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements-dev.txt --python-version 3.11 -q
 
 bench: $(VENV)/.installed-dev

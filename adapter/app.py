@@ -20,9 +20,10 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adapter import metrics
+from adapter.admin import admin_routes as admin_page_routes
 from adapter.channels import ChannelContext, discover_channels, notify_channel
 from adapter.db import create_engine, migrate
-from adapter.delivery import STATUSES, DeliveryQueue, DeliveryWorker
+from adapter.delivery import DeliveryQueue, DeliveryWorker
 from adapter.logs import configure_logging
 from adapter.rocketchat import RocketChatClient
 from adapter.settings import Settings, load_settings
@@ -92,6 +93,8 @@ class RequestIdMiddleware:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the service for ``settings`` (read from the environment when omitted)."""
+    from adapter.admin_api import admin_routes
+
     settings = settings or load_settings()
     engine = create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     client = build_client(settings)
@@ -164,13 +167,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             return error_response(401, "send Authorization: Bearer <METRICS_TOKEN>")
         from prometheus_client import generate_latest
 
-        counts = await queue.counts()
-        totals = dict.fromkeys(STATUSES, 0)
-        for per_status in counts.values():
-            for status, n in per_status.items():
-                totals[status] = totals.get(status, 0) + n
-        for status, n in totals.items():
-            metrics.QUEUE_DEPTH.labels(status).set(n)
+        await metrics.refresh(queue)  # the database-backed gauges: global, not per process
         return Response(generate_latest(metrics.REGISTRY), media_type="text/plain; version=0.0.4")
 
     routes: list[BaseRoute] = [
@@ -178,9 +175,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/deliveries/{delivery_id:str}", delivery, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *admin_routes(settings, queue),
     ]
     for channel in channels:
         routes.extend(channel.routes(context))
+    routes.extend(admin_page_routes(context))  # the /admin page (adapter/admin.py)
 
     app = Starlette(
         routes=routes,

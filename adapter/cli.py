@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -52,6 +53,9 @@ def serve(
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
+    # uvicorn re-raises the SIGTERM it shut down for once it is done, which would end the
+    # process as "killed by SIGTERM" (exit 143); a clean shutdown exits 0 (Heroku, honcho).
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "adapter.app:app",
         host=host,
@@ -60,8 +64,14 @@ def serve(
         proxy_headers=True,
         forwarded_allow_ips="*",
         log_config=None,
-        timeout_graceful_shutdown=int(settings.shutdown_grace) + 2,
+        # Requests wait for Rocket.Chat at most FAST_PATH_BUDGET (2.5 s): 5 s lets them end,
+        # then the lifespan gives in-flight deliveries SHUTDOWN_GRACE (Heroku kills at 30 s).
+        timeout_graceful_shutdown=max(1, int(min(5.0, settings.shutdown_grace))),
     )
+
+
+def _exit_cleanly(_signum: int, _frame: Any) -> None:
+    raise SystemExit(0)
 
 
 @app.command()
@@ -280,6 +290,113 @@ def deliveries_retry_failed() -> None:
     """Queue every failed delivery again."""
     count = _queue_call(lambda q: q.retry_failed())
     typer.echo(f"{count} failed deliveries queued again")
+
+
+@app.command("import")
+def import_csv(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV file with a header row", exists=True, dir_okay=False, readable=True
+        ),
+    ],
+    name_column: Annotated[
+        str | None, typer.Option(help="Column with the full name (default: Name, Full name…)")
+    ] = None,
+    first_name_column: Annotated[
+        str | None, typer.Option(help="Column with the first name, joined with the last name")
+    ] = None,
+    last_name_column: Annotated[str | None, typer.Option(help="Column with the last name")] = None,
+    email_column: Annotated[
+        str | None, typer.Option(help="Column with the email (default: Email, E-mail…)")
+    ] = None,
+    phone_column: Annotated[
+        str | None, typer.Option(help="Column with the phone (default: Phone, Mobile, Tel…)")
+    ] = None,
+    custom_field: Annotated[
+        list[str] | None,
+        typer.Option(help="ID=COLUMN: send COLUMN as the custom field ID (repeatable)"),
+    ] = None,
+    region: Annotated[
+        str | None,
+        typer.Option(
+            help="Country (e.g. US) of numbers written without +; else DEFAULT_PHONE_REGION"
+        ),
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            help="Name the import (source 'import:NAME'; dedupe is per name) (default: the file name)"
+        ),
+    ] = None,
+    delimiter: Annotated[
+        str | None, typer.Option(help="Field separator (default: detected among , ; tab |)")
+    ] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the file")] = "utf-8-sig",
+    rejected: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write the rejected rows (default: NAME.rejected.csv next to the file)"
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and write the report; store nothing")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1, max=5000, help="Rows per transaction")] = 500,
+) -> None:
+    """Import contacts from a CSV file into the delivery queue (rejected rows: NAME.rejected.csv).
+
+    Exit 0 when every row was accepted or already imported, 1 when some were rejected,
+    2 when the file cannot be imported as asked.
+    """
+    from adapter.importer import ColumnMapping, ImportFileError, progress_wanted, run_import
+
+    settings = _settings()
+    custom: dict[str, str] = {}
+    for item in custom_field or []:
+        field_id, sep, column = item.partition("=")
+        if not sep or not field_id.strip() or not column.strip():
+            typer.echo(f"error: --custom-field expects ID=COLUMN, got {item!r}", err=True)
+            raise typer.Exit(2)
+        custom[field_id.strip()] = column.strip()
+    if region is not None:
+        import phonenumbers
+
+        region = region.strip().upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            typer.echo(
+                f"error: --region expects a country code such as US, got {region!r}", err=True
+            )
+            raise typer.Exit(2)
+    mapping = ColumnMapping(
+        name=name_column,
+        first_name=first_name_column,
+        last_name=last_name_column,
+        email=email_column,
+        phone=phone_column,
+        custom_fields=custom,
+    )
+    try:
+        report = run_import(
+            path,
+            settings,
+            mapping=mapping,
+            source=source,
+            region=region,
+            delimiter=delimiter,
+            encoding=encoding,
+            rejected_path=rejected,
+            batch_size=batch_size,
+            dry_run=dry_run,
+            progress=progress_wanted(),
+            on_columns=lambda described: typer.echo(f"columns: {described}", err=True),
+        )
+    except (ImportFileError, LookupError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(report.summary())
+    if report.rejected:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -1,15 +1,25 @@
 """Database schema and engine: SQLite (WAL) by default, PostgreSQL when configured.
 
 The schema is created by :func:`migrate`, which is safe to run twice and while
-other processes use the database: ``create_all`` only adds what is missing, and a
+other processes use the database: ``create_all`` creates missing tables, then every
+column and index this code declares but the database lacks is added
+(``ALTER TABLE … ADD COLUMN``, ``CREATE INDEX IF NOT EXISTS``), and a
 ``schema_version`` row records what this code expects (an advisory lock
-serialises concurrent runs on PostgreSQL). We chose this over Alembic because the
-schema is three small tables that only ever gain columns and indexes; Alembic's
-revision files would be more machinery than migration.
+serialises concurrent runs on PostgreSQL; on SQLite a losing concurrent run simply
+tries again). We chose this over Alembic because the schema is a few small tables
+that only ever gain nullable columns and indexes; Alembic's revision files would be
+more machinery than migration. A change that is not additive would bump
+``SCHEMA_VERSION`` and add an explicit step to :func:`migrate`.
+
+Versions: 1 — the first schema; 2 — ``deliveries.extra_callbacks`` (callbacks of
+submissions merged into a delivery, each told the outcome once), ``deliveries.queued_at``
+(when the current round of attempts started: ``retry`` resets it, ``created_at`` stays)
+and the index that finds outcomes not yet reported.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 from typing import Any
@@ -26,10 +36,14 @@ from sqlalchemy import (
     Table,
     Text,
     event,
+    inspect,
     select,
     text,
 )
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.schema import CreateColumn, CreateIndex
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -43,7 +57,7 @@ __all__ = [
     "people",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 metadata = MetaData()
 
 deliveries = Table(
@@ -73,6 +87,9 @@ deliveries = Table(
     Column("updated_at", Float, nullable=False),
     Column("delivered_at", Float),
     Column("notified_at", Float),
+    # Added in schema 2 (nullable, so ``migrate`` can add them to an existing table):
+    Column("extra_callbacks", JSON(none_as_null=True)),  # callbacks of merged submissions
+    Column("queued_at", Float),  # start of the current round of attempts (give-up clock)
     Index("ix_deliveries_due", "status", "next_attempt_at"),
     Index("ix_deliveries_token", "token"),
     Index("ix_deliveries_created", "created_at"),
@@ -83,6 +100,13 @@ deliveries = Table(
         unique=True,
         sqlite_where=text("status = 'pending'"),
         postgresql_where=text("status = 'pending'"),
+    ),
+    # Final outcomes whose callbacks have not been called yet (crash recovery sweep).
+    Index(
+        "ix_deliveries_unnotified",
+        "updated_at",
+        sqlite_where=text("notified_at IS NULL AND status IN ('delivered', 'failed')"),
+        postgresql_where=text("notified_at IS NULL AND status IN ('delivered', 'failed')"),
     ),
 )
 
@@ -147,6 +171,8 @@ def _split_ssl(url: str) -> tuple[str, dict[str, Any]]:
         connect_args["ssl"] = context if mode == "require" else mode
     elif mode in ("verify-ca", "verify-full"):
         connect_args["ssl"] = ssl.create_default_context()
+    elif mode == "disable":
+        connect_args["ssl"] = False  # else asyncpg's default, "prefer", would try TLS first
     return urlunsplit(parts._replace(query=urlencode(query))), connect_args
 
 
@@ -177,12 +203,53 @@ def create_engine(
     return engine
 
 
+def _add_missing(conn: Connection) -> list[str]:
+    """Create missing tables, then add declared columns and indexes the database lacks."""
+    metadata.create_all(conn, checkfirst=True)
+    inspector = inspect(conn)
+    done: list[str] = []
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable or column.primary_key:
+                raise RuntimeError(
+                    f"cannot add required column {table.name}.{column.name} to an existing table"
+                )
+            spec = CreateColumn(column).compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {spec}"))
+            done.append(f"{table.name}.{column.name}")
+        indexes = {i["name"] for i in inspector.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in indexes:
+                conn.execute(CreateIndex(index, if_not_exists=True))
+                done.append(str(index.name))
+    return done
+
+
 async def migrate(engine: AsyncEngine) -> int:
     """Create or upgrade the schema; safe to run twice and concurrently."""
+    postgres = engine.dialect.name == "postgresql"
+    for attempt in range(10):
+        try:
+            return await _migrate_once(engine, postgres)
+        except OperationalError as exc:
+            # SQLite has no advisory lock: two processes starting together may both try
+            # to create a table or column; the loser sees "already exists" and looks again.
+            message = str(exc).lower()
+            retryable = "already exists" in message or "duplicate column" in message
+            if postgres or attempt == 9 or not (retryable or "locked" in message):
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+async def _migrate_once(engine: AsyncEngine, postgres: bool) -> int:
     async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
+        if postgres:
             await conn.execute(text("SELECT pg_advisory_xact_lock(724201)"))
-        await conn.run_sync(metadata.create_all, checkfirst=True)
+        await conn.run_sync(_add_missing)
         current = (
             await conn.execute(select(schema_version.c.version).where(schema_version.c.id == 1))
         ).scalar()

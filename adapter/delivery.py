@@ -14,17 +14,18 @@ to the channel that asked (e.g. Slack's ``response_url``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import and_, exists, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, bindparam, case, exists, func, or_, select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapter import metrics
@@ -33,6 +34,7 @@ from adapter.db import deliveries, delivery_events, people
 from adapter.errors import (
     ConfigurationError,
     ContactRejected,
+    PermissionDenied,
     RateLimited,
     RocketChatError,
 )
@@ -61,6 +63,35 @@ PENDING, DELIVERING, DELIVERED, FAILED, REJECTED, MERGED = (
 )
 STATUSES = (PENDING, DELIVERING, DELIVERED, FAILED, REJECTED, MERGED)
 Notifier = Callable[["DeliveryRecord"], Awaitable[None]]
+Callback = Mapping[str, Any]
+T = TypeVar("T")
+
+# Consecutive failures to reach Rocket.Chat (network trouble, 5xx) after which the worker
+# stops trying every due delivery and probes with one at a time, spaced by backoff, until
+# an answer comes back: an outage costs one call per backoff step, not one per contact.
+_OUTAGE_THRESHOLD = 3
+_OUTAGE_MAX_DELAY = 30.0
+# Final outcomes whose callback was never called (the process died between recording the
+# outcome and calling it) are looked for this often, once they are this old.
+_NOTIFY_SWEEP_INTERVAL = 5.0
+_NOTIFY_GRACE = 10.0
+_UNNOTIFIED = text("notified_at IS NULL AND status IN ('delivered', 'failed')")  # partial index
+
+
+# Statements of the accept path, built once (building them per call costs as much as running
+# them on SQLite).
+_LATEST_FOR_TOKEN = (
+    select(deliveries)
+    .where(
+        deliveries.c.token == bindparam("token"),
+        deliveries.c.status.in_((PENDING, DELIVERED, DELIVERING, FAILED)),
+    )
+    .order_by(case((deliveries.c.status == PENDING, 0), else_=1), deliveries.c.created_at.desc())
+    .limit(1)
+    .with_for_update()
+)
+_INSERT_DELIVERY = deliveries.insert()
+_INSERT_EVENT = delivery_events.insert()
 
 
 @dataclass(frozen=True)
@@ -80,6 +111,7 @@ class Submission:
     keep_rejected: bool = (
         False  # store invalid contacts as 'rejected' (channels that must answer 2xx)
     )
+    phone_region: str | None = None  # ISO country for national numbers; else DEFAULT_PHONE_REGION
 
     @property
     def channel(self) -> str:
@@ -113,11 +145,19 @@ class DeliveryRecord:
     delivered_at: float | None
     notified_at: float | None
     lease_owner: str | None = None
+    extra_callbacks: Sequence[Callback] | None = None  # of submissions merged into this one
+    queued_at: float | None = None  # start of the current round of attempts (give-up clock)
 
     @classmethod
     def from_row(cls, row: Any) -> DeliveryRecord:
         names = cls.__dataclass_fields__
         return cls(**{k: row[k] for k in names if k in row})
+
+    @property
+    def callbacks(self) -> list[Callback]:
+        """Every callback to tell the outcome: this submission's, then merged ones'."""
+        found = [self.callback] if self.callback else []
+        return found + [dict(c) for c in self.extra_callbacks or () if c and c not in found]
 
     @property
     def contact(self) -> Contact | None:
@@ -188,6 +228,30 @@ def backoff_delay(attempts: int, *, first: float, cap: float, rng: random.Random
     return float(base / 2 + rng.uniform(0, base / 2))
 
 
+def _duration(seconds: float) -> str:
+    """``86400`` → ``24 h``, ``90`` → ``90 s``: for messages people read."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 120:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+def _with_callback(
+    callback: Callback | None, extra: Sequence[Callback] | None, new: Callback | None
+) -> dict[str, Any]:
+    """Column values that add ``new`` to a row's callbacks (nothing if already there)."""
+    if not new:
+        return {}
+    new = dict(new)
+    if not callback:
+        return {"callback": new}
+    extras = [dict(c) for c in extra or ()]
+    if new == dict(callback) or new in extras:
+        return {}
+    return {"extra_callbacks": [*extras, new]}
+
+
 def _merge_raw(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(old)
     for key, value in new.items():
@@ -216,10 +280,25 @@ class DeliveryQueue:
         self.owner = f"{uuid.uuid4().hex[:12]}"
         self.rng = rng or random.Random()
         self.paused_reason: str | None = None
+        # 403: /api/v1/me cannot tell when the permission is back, only a real call can.
+        self._paused_permission = False
         self._wake = asyncio.Event()
         self._fast_tasks: set[asyncio.Task[Any]] = set()
         self._fast_slots = settings.rocketchat_concurrency * 2
         self.active: set[str] = set()  # ids this process is delivering right now
+        # SQLite has one writer at a time: this process's writes go through one queue and
+        # share transactions (one commit, one fsync, for everything that queued meanwhile).
+        self._writer = _GroupCommit(engine) if engine.dialect.name == "sqlite" else None
+        # Outage detection shared by the worker and the fast path (see _OUTAGE_THRESHOLD).
+        self._outage_failures = 0
+        self._outage_until = 0.0  # time.monotonic() before which nobody calls Rocket.Chat
+
+    async def _write(self, job: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``job`` in a write transaction and commit before returning its result."""
+        if self._writer is not None:
+            return await self._writer.run(job)
+        async with self.engine.begin() as conn:
+            return await job(conn)
 
     # -- accepting -----------------------------------------------------------------
 
@@ -237,9 +316,13 @@ class DeliveryQueue:
             "phone": submission.fields.get("phone"),
             "custom_fields": dict(submission.custom_fields),
         }
+        budget = self.settings.fast_path_budget if wait is None else wait
+        # Decided before the insert: a row this request will try at once is stored as due
+        # only after the budget, so the worker does not race the request for it.
+        fast = budget > 0 and self._fast_path_open()
         for attempt in range(3):
             try:
-                outcome = await self._accept(submission, raw)
+                outcome = await self._accept(submission, raw, hold=budget if fast else 0.0)
                 break
             except IntegrityError:
                 # A concurrent accept for the same event or person won the race: look again.
@@ -250,17 +333,33 @@ class DeliveryQueue:
                 if attempt == 2:
                     raise
         if not outcome.accepted:
+            if outcome.status == "invalid":  # answered with the field errors, not stored
+                metrics.CONTACTS.labels(submission.channel, "rejected").inc()
             return outcome
         metrics.CONTACTS.labels(submission.channel, "accepted").inc()
+        if fast and outcome.delivery_id is not None and outcome.status == PENDING:
+            return await self._try_now(outcome, budget, submission.callback)
         self._wake.set()
-        budget = self.settings.fast_path_budget if wait is None else wait
-        if budget > 0 and outcome.delivery_id is not None and outcome.status == PENDING:
-            return await self._try_now(outcome, budget)
         return outcome
 
-    async def _accept(self, submission: Submission, raw: dict[str, Any]) -> Outcome:
+    def _fast_path_open(self) -> bool:
+        """Is trying a delivery right now sensible (not paused, no outage, room in the window)?"""
+        pacer = self.client.pacer
+        return (
+            self.paused_reason is None
+            and len(self._fast_tasks) < self._fast_slots
+            and self._outage_failures < _OUTAGE_THRESHOLD
+            and pacer.wait_hint_any() is None
+            and not pacer.exhausted()
+        )
+
+    async def _accept(
+        self, submission: Submission, given: dict[str, Any], *, hold: float = 0.0
+    ) -> Outcome:
         now = time.time()
-        async with self.engine.begin() as conn:
+
+        async def _tx(conn: AsyncConnection) -> Outcome:
+            raw = dict(given)
             token: str | None = None
             person_key = (
                 f"{submission.source}:{submission.person_key}" if submission.person_key else None
@@ -285,7 +384,7 @@ class DeliveryQueue:
                 contact, warnings = validate_contact(
                     raw,
                     required=self.settings.contact_required_fields,
-                    default_region=self.settings.default_phone_region,
+                    default_region=submission.phone_region or self.settings.default_phone_region,
                     check_deliverability=self.settings.check_email_deliverability,
                     custom_fields=raw.get("custom_fields") or {},
                     drop_invalid_optional=submission.drop_invalid_optional,
@@ -313,22 +412,19 @@ class DeliveryQueue:
             if person_key is not None:
                 await self._save_person(conn, submission, raw, token, now)
 
-            waiting = (
-                (
-                    await conn.execute(
-                        select(deliveries)
-                        .where(deliveries.c.token == token, deliveries.c.status == PENDING)
-                        .with_for_update()
-                    )
-                )
-                .mappings()
-                .first()
-            )
+            # One look at the person's latest delivery: a waiting one (merged into), else
+            # the latest delivered/failed one (whose details and contact id carry over).
+            found = (await conn.execute(_LATEST_FOR_TOKEN, {"token": token})).mappings().first()
+            waiting = found if found is not None and found["status"] == PENDING else None
             if waiting is not None:
                 merged = self._contact_of(waiting["fields"]).merged_with(contact)
                 values: dict[str, Any] = {"fields": merged.as_dict(), "updated_at": now}
-                if submission.callback is not None:
-                    values["callback"] = dict(submission.callback)
+                # Every merged submission's callback is told the outcome, once.
+                values.update(
+                    _with_callback(
+                        waiting["callback"], waiting.get("extra_callbacks"), submission.callback
+                    )
+                )
                 if submission.contact_manager:
                     values["contact_manager"] = submission.contact_manager
                 if warnings:
@@ -341,25 +437,7 @@ class DeliveryQueue:
                     status=PENDING, delivery_id=waiting["id"], contact=merged, warnings=warnings
                 )
 
-            known = (
-                (
-                    await conn.execute(
-                        select(
-                            deliveries.c.fields,
-                            deliveries.c.contact_id,
-                            deliveries.c.contact_manager,
-                        )
-                        .where(
-                            deliveries.c.token == token,
-                            deliveries.c.status.in_((DELIVERED, DELIVERING, FAILED)),
-                        )
-                        .order_by(deliveries.c.created_at.desc())
-                        .limit(1)
-                    )
-                )
-                .mappings()
-                .first()
-            )
+            known = found
             merged = contact
             contact_id = None
             manager = submission.contact_manager
@@ -370,13 +448,19 @@ class DeliveryQueue:
             delivery_id = uuid.uuid4().hex
             row = self._row(submission, delivery_id, PENDING, merged.as_dict(), token, now)
             row["contact_manager"] = manager
-            await conn.execute(
-                deliveries.insert().values(**row, warnings=warnings or None, contact_id=contact_id)
-            )
+            row["next_attempt_at"] = now + hold
+            row.update(warnings=warnings or None, contact_id=contact_id)
+            await conn.execute(_INSERT_DELIVERY, row)
             await self._record_event(conn, submission, delivery_id, now)
             return Outcome(
                 status=PENDING, delivery_id=delivery_id, contact=merged, warnings=warnings
             )
+
+        if self.settings.check_email_deliverability:
+            # Validation asks DNS: not inside a transaction others' writes are batched into.
+            async with self.engine.begin() as conn:
+                return await _tx(conn)
+        return await self._write(_tx)
 
     @staticmethod
     def _contact_of(fields: Mapping[str, Any]) -> Contact:
@@ -413,6 +497,8 @@ class DeliveryQueue:
             "contact_manager": submission.contact_manager,
             "created_at": now,
             "updated_at": now,
+            "queued_at": now,
+            "extra_callbacks": None,
         }
 
     @staticmethod
@@ -447,12 +533,13 @@ class DeliveryQueue:
     ) -> None:
         if submission.event_id:
             await conn.execute(
-                delivery_events.insert().values(
-                    source=submission.source,
-                    event_id=submission.event_id,
-                    delivery_id=delivery_id,
-                    created_at=now,
-                )
+                _INSERT_EVENT,
+                {
+                    "source": submission.source,
+                    "event_id": submission.event_id,
+                    "delivery_id": delivery_id,
+                    "created_at": now,
+                },
             )
 
     async def _find_event(self, source: str, event_id: str) -> DeliveryRecord | None:
@@ -480,40 +567,257 @@ class DeliveryQueue:
             duplicate=duplicate,
             contact=record.contact,
             contact_id=record.contact_id,
-            contact_url=self.client.contact_url(record.contact_id) if record.contact_id else None,
+            contact_url=(
+                self.client.contact_url(record.contact_id, record.strategy)
+                if record.contact_id
+                else None
+            ),
             errors=dict(record.errors or {}),
             warnings=dict(record.warnings or {}),
             last_error=record.last_error,
         )
 
+    # -- accepting in bulk (imports) ---------------------------------------------------
+
+    async def submit_many(self, submissions: Sequence[Submission]) -> list[Outcome]:
+        """Accept many contacts in one transaction: ``submit`` in bulk, without the fast path.
+
+        Same validation, dedupe on ``(source, event_id)`` and merging with a waiting or
+        delivered delivery of the same person (within the batch too) as ``submit``; one
+        outcome per submission, in order. Made for bulk imports: a submission with a
+        ``person_key``, ``keep_rejected`` or a ``callback`` is refused (use ``submit``). A race
+        with a concurrent accept rolls the batch back and runs it again.
+        """
+        for submission in submissions:
+            if submission.person_key is not None or submission.keep_rejected or submission.callback:
+                raise ValueError(
+                    "submit_many takes no person_key, keep_rejected or callback: use submit"
+                )
+        outcomes: list[Outcome] = []
+        checked: list[tuple[int, Contact, dict[str, str]]] = []
+        for index, submission in enumerate(submissions):
+            try:
+                contact, warnings = validate_contact(
+                    {key: submission.fields.get(key) for key in ("name", "email", "phone")},
+                    required=self.settings.contact_required_fields,
+                    default_region=submission.phone_region or self.settings.default_phone_region,
+                    check_deliverability=self.settings.check_email_deliverability,
+                    custom_fields=dict(submission.custom_fields),
+                    drop_invalid_optional=submission.drop_invalid_optional,
+                )
+            except ContactError as exc:
+                outcomes.append(Outcome(status="invalid", errors=exc.errors))
+                metrics.CONTACTS.labels(submission.channel, "rejected").inc()
+                continue
+            outcomes.append(Outcome(status="invalid"))  # replaced below
+            checked.append((index, contact, warnings))
+        if not checked:
+            return outcomes
+        for attempt in range(3):
+            try:
+                accepted = await self._accept_many(submissions, checked)
+                break
+            except (IntegrityError, OperationalError):
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
+        for index, outcome in accepted.items():
+            outcomes[index] = outcome
+            label = "duplicate" if outcome.duplicate else "accepted"
+            metrics.CONTACTS.labels(submissions[index].channel, label).inc()
+        self._wake.set()
+        return outcomes
+
+    async def _accept_many(
+        self, submissions: Sequence[Submission], checked: list[tuple[int, Contact, dict[str, str]]]
+    ) -> dict[int, Outcome]:
+        tokens = {
+            index: contact_token(email=contact.email, phone=contact.phone, person_key=None)
+            for index, contact, _ in checked
+        }
+
+        async def _tx(conn: AsyncConnection) -> dict[int, Outcome]:
+            if conn.dialect.name == "postgresql":
+                # Same-sized batches reuse one prepared statement; PostgreSQL's generic plan
+                # for "IN (500 values)" scans the whole table as it grows: plan each batch.
+                await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
+            now = time.time()
+            result: dict[int, Outcome] = {}
+            event_ids: dict[str, set[str]] = {}
+            for index, _, _ in checked:
+                if submissions[index].event_id:
+                    event_ids.setdefault(submissions[index].source, set()).add(
+                        str(submissions[index].event_id)
+                    )
+            seen: dict[tuple[str, str], str] = {}
+            for source, ids in event_ids.items():
+                found = await conn.execute(
+                    select(delivery_events.c.event_id, delivery_events.c.delivery_id).where(
+                        delivery_events.c.source == source, delivery_events.c.event_id.in_(ids)
+                    )
+                )
+                seen.update({(source, event): delivery for event, delivery in found.all()})
+            seen_records: dict[str, DeliveryRecord] = {}
+            if seen:
+                found_rows = await conn.execute(
+                    select(deliveries).where(deliveries.c.id.in_(set(seen.values())))
+                )
+                for found_row in found_rows.mappings():
+                    seen_records[found_row["id"]] = DeliveryRecord.from_row(found_row)
+            wanted = set(tokens.values())
+            waiting: dict[str, dict[str, Any]] = {}
+            for found_row in (
+                await conn.execute(
+                    select(
+                        deliveries.c.id,
+                        deliveries.c.token,
+                        deliveries.c.fields,
+                        deliveries.c.warnings,
+                    )
+                    .where(deliveries.c.token.in_(wanted), deliveries.c.status == PENDING)
+                    .with_for_update()
+                )
+            ).mappings():
+                waiting[found_row["token"]] = {
+                    "id": found_row["id"],
+                    "contact": self._contact_of(found_row["fields"]),
+                    "warnings": dict(found_row["warnings"] or {}),
+                    "values": {},
+                }
+            known: dict[str, Mapping[str, Any]] = {}
+            for found_row in (
+                await conn.execute(
+                    select(
+                        deliveries.c.token,
+                        deliveries.c.fields,
+                        deliveries.c.contact_id,
+                        deliveries.c.contact_manager,
+                    )
+                    .where(
+                        deliveries.c.token.in_(wanted),
+                        deliveries.c.status.in_((DELIVERED, DELIVERING, FAILED)),
+                    )
+                    .order_by(deliveries.c.created_at.desc())
+                )
+            ).mappings():
+                known.setdefault(found_row["token"], dict(found_row))
+
+            new_rows: dict[str, dict[str, Any]] = {}  # token -> row to insert
+            events: list[dict[str, Any]] = []
+            for index, contact, warnings in checked:
+                submission = submissions[index]
+                key = (submission.source, str(submission.event_id or ""))
+                if submission.event_id and key in seen:
+                    record = seen_records.get(seen[key])
+                    result[index] = (
+                        self._outcome(record, duplicate=True)
+                        if record is not None
+                        else Outcome(status=PENDING, delivery_id=seen[key], duplicate=True)
+                    )
+                    continue
+                token = tokens[index]
+                if token in new_rows:  # a second row for the same person in this batch
+                    row = new_rows[token]
+                    merged = self._contact_of(row["fields"]).merged_with(contact)
+                    row["fields"] = merged.as_dict()
+                    if submission.contact_manager:
+                        row["contact_manager"] = submission.contact_manager
+                    if warnings:
+                        row["warnings"] = {**(row["warnings"] or {}), **warnings}
+                    delivery_id = str(row["id"])
+                elif token in waiting:
+                    entry = waiting[token]
+                    merged = entry["contact"].merged_with(contact)
+                    entry["contact"] = merged
+                    values = entry["values"]
+                    values.update(fields=merged.as_dict(), updated_at=now)
+                    if submission.contact_manager:
+                        values["contact_manager"] = submission.contact_manager
+                    if warnings:
+                        entry["warnings"] = {**entry["warnings"], **warnings}
+                        values["warnings"] = entry["warnings"]
+                    delivery_id = str(entry["id"])
+                else:
+                    merged = contact
+                    contact_id = None
+                    manager = submission.contact_manager
+                    previous = known.get(token)
+                    if previous is not None:
+                        merged = self._contact_of(previous["fields"]).merged_with(contact)
+                        contact_id = previous["contact_id"]
+                        manager = manager or previous["contact_manager"]
+                    delivery_id = uuid.uuid4().hex
+                    row = self._row(submission, delivery_id, PENDING, merged.as_dict(), token, now)
+                    row.update(
+                        contact_manager=manager, warnings=warnings or None, contact_id=contact_id
+                    )
+                    new_rows[token] = row
+                if submission.event_id:
+                    seen[key] = delivery_id
+                    events.append(
+                        {
+                            "source": submission.source,
+                            "event_id": submission.event_id,
+                            "delivery_id": delivery_id,
+                            "created_at": now,
+                        }
+                    )
+                result[index] = Outcome(
+                    status=PENDING, delivery_id=delivery_id, contact=merged, warnings=warnings
+                )
+            if new_rows:
+                await conn.execute(deliveries.insert(), list(new_rows.values()))
+            for entry in waiting.values():
+                if entry["values"]:
+                    await conn.execute(
+                        update(deliveries)
+                        .where(deliveries.c.id == entry["id"])
+                        .values(**entry["values"])
+                    )
+            if events:
+                await conn.execute(delivery_events.insert(), events)
+            return result
+
+        return await self._write(_tx)
+
     # -- the fast path ---------------------------------------------------------------
 
-    async def _try_now(self, outcome: Outcome, budget: float) -> Outcome:
-        """Deliver at once when Rocket.Chat has room for it; give up waiting after ``budget``."""
+    async def _try_now(
+        self, outcome: Outcome, budget: float, callback: Callback | None = None
+    ) -> Outcome:
+        """Deliver at once when Rocket.Chat has room for it; give up waiting after ``budget``.
+
+        The caller gets the final outcome if it is known within the budget; otherwise the
+        delivery goes on, and its callback (if any) is told the outcome later, once.
+        """
         assert outcome.delivery_id is not None
-        if self.paused_reason or len(self._fast_tasks) >= self._fast_slots:
+        if not self._fast_path_open():
+            self._wake.set()
             return outcome
-        if self.client.pacer.wait_hint_any() is not None:
-            return outcome
-        waiter = _Waiter()
+        waiter = _Waiter(callback=dict(callback) if callback else None)
         task = asyncio.create_task(self._deliver_by_id(outcome.delivery_id, waiter))
         self._fast_tasks.add(task)
         task.add_done_callback(self._fast_tasks.discard)
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout=budget)
-        except TimeoutError:
-            waiter.gone = True  # the task reports the outcome through the channel's notifier
-            return outcome
-        except Exception:
-            return outcome
+        except Exception:  # noqa: S110 - TimeoutError, or the task failed: the worker takes over
+            pass
+        finally:
+            # No await between reading ``record`` and setting ``gone``: _finish sees one or the
+            # other, so the outcome reaches the caller here or the callback later, never neither.
+            if waiter.record is None:
+                waiter.gone = True
         record = waiter.record
         if record is None:
+            if task.done():
+                self._wake.set()  # not taken, or released for a retry: the worker owns it now
             return outcome
         return self._outcome(record)
 
     async def _deliver_by_id(self, delivery_id: str, waiter: _Waiter) -> None:
         now = time.time()
-        async with self.engine.begin() as conn:
+
+        async def _tx(conn: AsyncConnection) -> Any:
             row = (
                 (
                     await conn.execute(
@@ -532,6 +836,9 @@ class DeliveryQueue:
                 .mappings()
                 .first()
             )
+            return row
+
+        row = await self._write(_tx)
         if row is None:
             return
         await self.deliver(DeliveryRecord.from_row(row), waiter)
@@ -572,31 +879,37 @@ class DeliveryQueue:
         )
 
         async def remember(contact_id: str) -> None:
-            async with self.engine.begin() as conn:
+            async def _tx(conn: AsyncConnection) -> None:
                 await conn.execute(
                     update(deliveries)
                     .where(deliveries.c.id == record.id)
                     .values(contact_id=contact_id, updated_at=time.time())
                 )
 
+            await self._write(_tx)
+
         try:
             result: RegisteredContact = await self.client.register(
                 registration, record_contact_id=remember
             )
         except RateLimited as exc:
+            self._reachable()
             metrics.ATTEMPTS.labels("rate_limited").inc()
             bound.info("rate_limited", wait_until=exc.reset_at)
             await self._release(record, next_attempt_at=exc.reset_at, last_error=str(exc))
             await self._postpone_due(exc.reset_at)
             return
         except ConfigurationError as exc:
+            self._reachable()
             metrics.ATTEMPTS.labels("paused").inc()
             if self.paused_reason is None:
                 bound.error("delivery_paused", reason=str(exc))
             self.paused_reason = str(exc)
+            self._paused_permission = isinstance(exc, PermissionDenied)
             await self._release(record, next_attempt_at=time.time(), last_error=str(exc))
             return
         except ContactRejected as exc:
+            self._reachable()
             metrics.ATTEMPTS.labels("rejected").inc()
             bound.warning("delivery_rejected", error=exc.message)
             await self._finish(
@@ -607,6 +920,7 @@ class DeliveryQueue:
             )
             return
         except RocketChatError as exc:
+            self._unreachable(str(exc))
             await self._retry_later(record, str(exc), bound)
             return
         except Exception as exc:
@@ -615,6 +929,7 @@ class DeliveryQueue:
             return
         metrics.ATTEMPTS.labels("delivered").inc()
         self.paused_reason = None
+        self._reachable()
         bound.info("delivered", strategy=result.strategy)
         await self._finish(
             record, DELIVERED, contact_id=result.contact_id, strategy=result.strategy, waiter=waiter
@@ -623,13 +938,17 @@ class DeliveryQueue:
     async def _retry_later(self, record: DeliveryRecord, error: str, bound: Any) -> None:
         now = time.time()
         attempts = record.attempts + 1
-        if now - record.created_at >= self.settings.retry_give_up_after:
+        started = record.queued_at or record.created_at
+        if now - started >= self.settings.retry_give_up_after:
             metrics.ATTEMPTS.labels("gave_up").inc()
-            hours = self.settings.retry_give_up_after / 3600
+            bound.warning("delivery_gave_up", attempts=attempts, error=error)
             await self._finish(
                 record,
                 FAILED,
-                last_error=f"gave up after {hours:g} h and {attempts} attempts: {error}",
+                last_error=(
+                    f"gave up after {_duration(self.settings.retry_give_up_after)} "
+                    f"and {attempts} attempts: {error}"
+                ),
                 attempts=attempts,
             )
             return
@@ -645,6 +964,29 @@ class DeliveryQueue:
             record, next_attempt_at=now + delay, last_error=error, attempts=attempts
         )
 
+    def _reachable(self) -> None:
+        """Rocket.Chat answered (whatever it said): the outage, if any, is over."""
+        if self._outage_failures >= _OUTAGE_THRESHOLD:
+            log.info("rocketchat_reachable_again")
+        self._outage_failures = 0
+        self._outage_until = 0.0
+
+    def _unreachable(self, error: str) -> None:
+        """One more failure to get an answer; after a few in a row, probe with backoff."""
+        self._outage_failures += 1
+        n = self._outage_failures - _OUTAGE_THRESHOLD + 1
+        if n <= 0:
+            return
+        if n == 1:
+            log.warning("rocketchat_outage", error=error)
+        delay = backoff_delay(
+            n,
+            first=self.settings.retry_first_delay,
+            cap=min(self.settings.retry_max_delay, _OUTAGE_MAX_DELAY),
+            rng=self.rng,
+        )
+        self._outage_until = max(self._outage_until, time.monotonic() + delay)
+
     async def _release(
         self,
         record: DeliveryRecord,
@@ -653,6 +995,7 @@ class DeliveryQueue:
         last_error: str | None,
         attempts: int | None = None,
     ) -> None:
+        """Hand a claimed row back as pending (or fold it into a newer pending one)."""
         values: dict[str, Any] = {
             "status": PENDING,
             "lease_owner": None,
@@ -663,56 +1006,117 @@ class DeliveryQueue:
         }
         if attempts is not None:
             values["attempts"] = attempts
-        async with self.engine.begin() as conn:
-            # Another pending row for this person may have arrived meanwhile: fold ours into it.
-            other = (
-                (
+        for attempt in range(3):
+            try:
+
+                async def _tx(conn: AsyncConnection) -> None:
+                    # Another pending row for this person may have arrived meanwhile: it
+                    # carries everything we know, so fold ours into it.
+                    other = await self._pending_sibling(conn, record)
+                    if other is not None:
+                        await self._fold_into(conn, record, other, owned=True)
+                        return
                     await conn.execute(
-                        select(deliveries.c.id, deliveries.c.fields, deliveries.c.callback)
-                        .where(
-                            deliveries.c.token == record.token,
-                            deliveries.c.status == PENDING,
-                            deliveries.c.id != record.id,
-                        )
-                        .with_for_update()
+                        update(deliveries)
+                        .where(deliveries.c.id == record.id, deliveries.c.lease_owner == self.owner)
+                        .values(**values)
                     )
-                )
-                .mappings()
-                .first()
-            )
-            if other is not None and record.contact is not None:
-                merged = record.contact.merged_with(self._contact_of(other["fields"]))
-                carried: dict[str, Any] = {"fields": merged.as_dict(), "updated_at": time.time()}
-                if other["callback"] is None and record.callback is not None:
-                    carried["callback"] = dict(record.callback)
-                await conn.execute(
-                    update(deliveries).where(deliveries.c.id == other["id"]).values(**carried)
-                )
-                await conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id == record.id, deliveries.c.lease_owner == self.owner)
-                    .values(
-                        status=MERGED,
-                        last_error=f"merged into delivery {other['id']}, which carries its details",
-                        lease_owner=None,
-                        lease_until=None,
-                        updated_at=time.time(),
-                    )
-                )
+
+                await self._write(_tx)
                 return
-            await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == record.id, deliveries.c.lease_owner == self.owner)
-                .values(**values)
+            except IntegrityError:
+                # A pending row for this person was inserted between our look and our
+                # update (SQLite reads outside the write transaction): look again.
+                if attempt == 2:
+                    raise
+
+    @staticmethod
+    async def _pending_sibling(
+        conn: AsyncConnection, record: DeliveryRecord
+    ) -> Mapping[Any, Any] | None:
+        if record.token is None:
+            return None
+        return (
+            (
+                await conn.execute(
+                    select(deliveries)
+                    .where(
+                        deliveries.c.token == record.token,
+                        deliveries.c.status == PENDING,
+                        deliveries.c.id != record.id,
+                    )
+                    .with_for_update()
+                )
             )
+            .mappings()
+            .first()
+        )
+
+    async def _fold_into(
+        self,
+        conn: AsyncConnection,
+        record: DeliveryRecord,
+        other: Mapping[Any, Any],
+        *,
+        owned: bool,
+    ) -> bool:
+        """Mark ``record`` merged into the pending delivery ``other`` of the same person.
+
+        ``other`` is newer: its fields win, ours fill the gaps. It takes over our callbacks
+        (each still told the outcome once) and our source events (a retried event gets its
+        answer). ``owned``: we hold ``record``'s lease; else it must be an expired one.
+        """
+        now = time.time()
+        condition = (
+            deliveries.c.lease_owner == self.owner
+            if owned
+            else and_(deliveries.c.status == DELIVERING, deliveries.c.lease_until < now)
+        )
+        changed = await conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == record.id, condition)
+            .values(
+                status=MERGED,
+                last_error=f"merged into delivery {other['id']}, which carries its details",
+                lease_owner=None,
+                lease_until=None,
+                updated_at=now,
+            )
+        )
+        if not changed.rowcount:
+            return False
+        newer = self._contact_of(other["fields"])
+        merged = record.contact.merged_with(newer) if record.contact is not None else newer
+        carried: dict[str, Any] = {"fields": merged.as_dict(), "updated_at": now}
+        callback, extras = other["callback"], list(other.get("extra_callbacks") or ())
+        for cb in record.callbacks:
+            added = _with_callback(callback, extras, cb)
+            callback = added.get("callback", callback)
+            extras = added.get("extra_callbacks", extras)
+            carried.update(added)
+        if not other["contact_manager"] and record.contact_manager:
+            carried["contact_manager"] = record.contact_manager
+        if not other["contact_id"] and record.contact_id:
+            carried["contact_id"] = record.contact_id
+        await conn.execute(
+            update(deliveries).where(deliveries.c.id == other["id"]).values(**carried)
+        )
+        await conn.execute(
+            update(delivery_events)
+            .where(delivery_events.c.delivery_id == record.id)
+            .values(delivery_id=other["id"])
+        )
+        return True
 
     async def _postpone_due(self, until: float) -> None:
-        async with self.engine.begin() as conn:
+        async def _tx(conn: AsyncConnection) -> None:
             await conn.execute(
                 update(deliveries)
                 .where(deliveries.c.status == PENDING, deliveries.c.next_attempt_at < until)
                 .values(next_attempt_at=until)
             )
+
+        await self._write(_tx)
 
     async def _finish(
         self,
@@ -739,10 +1143,17 @@ class DeliveryQueue:
             values["strategy"] = strategy
         if status == DELIVERED:
             values["delivered_at"] = now
+        callbacks = record.callbacks
+        own = waiter.callback if waiter is not None else None
+        # The waiting caller gets the outcome in its answer; every other callback is told
+        # once, through notify() (which claims notified_at first, so only one process does).
+        others = [cb for cb in callbacks if cb != own] if own is not None else callbacks
         caller_waiting = waiter is not None and not waiter.gone
-        if caller_waiting or not record.callback:
+        told_here = not others and (caller_waiting or not callbacks)
+        if told_here:
             values["notified_at"] = now
-        async with self.engine.begin() as conn:
+
+        async def _tx(conn: AsyncConnection) -> Any:
             row = (
                 (
                     await conn.execute(
@@ -755,32 +1166,77 @@ class DeliveryQueue:
                 .mappings()
                 .first()
             )
+            return row
+
+        row = await self._write(_tx)
         if row is None:
             return  # our lease was taken over; the other worker reports the outcome
         final = DeliveryRecord.from_row(row)
         metrics.CONTACTS.labels(record.source.split(":", 1)[0], status).inc()
         if waiter is not None and not waiter.gone:
             waiter.record = final
+            if others:
+                await self.notify(final, callbacks=others)
+            return
+        if told_here:
+            if caller_waiting and own is not None:
+                # The caller left while we were recording the outcome: tell its callback.
+                await self._call_notifier(final, [own])
             return
         await self.notify(final)
 
-    async def notify(self, record: DeliveryRecord) -> None:
-        """Tell the channel that asked about a final outcome (once)."""
-        if not record.callback:
+    async def notify(
+        self, record: DeliveryRecord, *, callbacks: Sequence[Callback] | None = None
+    ) -> None:
+        """Tell the channel that asked about a final outcome, once per callback.
+
+        ``notified_at`` is claimed before calling (only one process wins it), so a callback
+        is never called twice; a process dying between the outcome's commit and the claim
+        leaves the row to the worker's sweep.
+        """
+
+        async def _tx(conn: AsyncConnection) -> int:
+            claimed = await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == record.id, deliveries.c.notified_at.is_(None))
+                .values(notified_at=time.time())
+            )
+            return claimed.rowcount
+
+        claimed = await self._write(_tx)
+        if not claimed:
             return
+        await self._call_notifier(record, record.callbacks if callbacks is None else callbacks)
+
+    async def _call_notifier(self, record: DeliveryRecord, callbacks: Sequence[Callback]) -> None:
         notifier = self.notifiers.get(record.source.split(":", 1)[0])
         if notifier is None:
             return
-        try:
-            await notifier(record)
-        except Exception:
-            log.exception("notify_failed", delivery_id=record.id)
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == record.id)
-                .values(notified_at=time.time())
+        for callback in callbacks:
+            try:
+                await notifier(replace(record, callback=dict(callback), extra_callbacks=None))
+            except Exception:
+                log.exception("notify_failed", delivery_id=record.id)
+
+    async def notify_missed(self, *, older_than: float = _NOTIFY_GRACE, limit: int = 50) -> int:
+        """Tell final outcomes whose callbacks were never called (the process died first)."""
+        async with self.engine.connect() as conn:
+            rows = (
+                (
+                    await conn.execute(
+                        select(deliveries)
+                        .where(_UNNOTIFIED)
+                        .where(deliveries.c.updated_at < time.time() - older_than)
+                        .order_by(deliveries.c.updated_at)
+                        .limit(limit)
+                    )
+                )
+                .mappings()
+                .all()
             )
+        for row in rows:
+            await self.notify(DeliveryRecord.from_row(row))
+        return len(rows)
 
     # -- reading and operating ---------------------------------------------------------
 
@@ -834,7 +1290,8 @@ class DeliveryQueue:
         """Put a failed delivery back in the queue (attempts reset)."""
         now = time.time()
         waiting = deliveries.alias("waiting")
-        async with self.engine.begin() as conn:
+
+        async def _tx(conn: AsyncConnection) -> int:
             changed = await conn.execute(
                 update(deliveries)
                 .where(deliveries.c.id == delivery_id, deliveries.c.status == FAILED)
@@ -847,13 +1304,16 @@ class DeliveryQueue:
                     status=PENDING,
                     attempts=0,
                     next_attempt_at=now,
-                    created_at=now,
+                    queued_at=now,  # the give-up clock starts again; created_at stays
                     updated_at=now,
                     notified_at=None,
                 )
             )
+            return changed.rowcount
+
+        changed = await self._write(_tx)
         self._wake.set()
-        return bool(changed.rowcount)
+        return bool(changed)
 
     async def retry_failed(self) -> int:
         ids = [r.id for r in await self.list(status=FAILED, limit=100_000)]
@@ -871,10 +1331,88 @@ class DeliveryQueue:
             await asyncio.sleep(0.05)
 
 
+class _GroupCommit:
+    """Group commit for SQLite: write jobs queue up and run one after another in a single
+    transaction, committed once (one fsync) for the whole batch; each caller gets its
+    job's result only after that commit. Jobs only touch the database (no other I/O),
+    and a job that sees its own batch's earlier writes sees what a later transaction
+    would have seen. If any job fails, the batch is rolled back and every job is run
+    again on its own, so one job's IntegrityError reaches only its caller.
+
+    Within one process this also replaces SQLite's busy handler (which sleeps, and lets
+    later writers overtake) with a queue in arrival order.
+    """
+
+    MAX_BATCH = 128
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._jobs: collections.deque[
+            tuple[Callable[[AsyncConnection], Awaitable[Any]], asyncio.Future[Any]]
+        ] = collections.deque()
+        self._task: asyncio.Task[None] | None = None
+
+    async def run(self, job: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._jobs.append((job, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        batch: list[tuple[Callable[[AsyncConnection], Awaitable[Any]], asyncio.Future[Any]]] = []
+        try:
+            while self._jobs:
+                batch = [self._jobs.popleft() for _ in range(min(len(self._jobs), self.MAX_BATCH))]
+                results: list[Any] = []
+                try:
+                    async with self.engine.begin() as conn:
+                        for job, _ in batch:
+                            results.append(await job(conn))
+                except Exception as exc:
+                    if len(batch) == 1:
+                        _settle(batch[0][1], exception=exc)
+                    else:
+                        for job, future in batch:
+                            await self._alone(job, future)
+                else:
+                    for (_, future), result in zip(batch, results, strict=True):
+                        _settle(future, result=result)
+                batch = []
+        finally:
+            # Cancelled (shutdown): nobody may wait forever on a job that will not run.
+            for _, future in [*batch, *self._jobs]:
+                _settle(future, exception=RuntimeError("the database writer stopped"))
+            self._jobs.clear()
+
+    async def _alone(
+        self, job: Callable[[AsyncConnection], Awaitable[Any]], future: asyncio.Future[Any]
+    ) -> None:
+        try:
+            async with self.engine.begin() as conn:
+                result = await job(conn)
+        except Exception as exc:
+            _settle(future, exception=exc)
+        else:
+            _settle(future, result=result)
+
+
+def _settle(
+    future: asyncio.Future[Any], *, result: Any = None, exception: BaseException | None = None
+) -> None:
+    if future.done():
+        return
+    if exception is not None:
+        future.set_exception(exception)
+    else:
+        future.set_result(result)
+
+
 @dataclass
 class _Waiter:
-    gone: bool = False
-    record: DeliveryRecord | None = None
+    gone: bool = False  # the caller stopped waiting: report through the callbacks
+    record: DeliveryRecord | None = None  # the final outcome, when known in time
+    callback: dict[str, Any] | None = None  # the waiting submission's own callback
 
 
 class DeliveryWorker:
@@ -886,6 +1424,9 @@ class DeliveryWorker:
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._last_auth_check = 0.0
+        self._progressed = False  # run_once waited for a delivery to finish: claim again
+        self._next_takeover = 0.0  # time.monotonic() of the next look for expired leases
+        self._next_sweep = time.monotonic() + _NOTIFY_SWEEP_INTERVAL
 
     def stop(self) -> None:
         self._stopping.set()
@@ -896,37 +1437,79 @@ class DeliveryWorker:
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             while not self._stopping.is_set():
+                # Cleared before looking, so a submit during the look is not missed.
+                self.queue._wake.clear()
+                self._progressed = False
                 try:
                     claimed = await self.run_once()
+                    if time.monotonic() >= self._next_sweep:
+                        self._next_sweep = time.monotonic() + _NOTIFY_SWEEP_INTERVAL
+                        await self.queue.notify_missed()
                 except Exception:
                     log.exception("worker_loop_error")
                     claimed = 0
-                if claimed:
+                if claimed or self._progressed:
                     continue
-                self.queue._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self.queue._wake.wait(), timeout=self.settings.worker_poll_interval
-                    )
+                    await asyncio.wait_for(self.queue._wake.wait(), timeout=self._idle_timeout())
         finally:
-            heartbeat.cancel()
-            await self._drain()
+            try:
+                await self._drain()  # leases are still extended while in-flight calls finish
+            finally:
+                heartbeat.cancel()
+
+    def _idle_timeout(self) -> float:
+        """How long to sleep with nothing to claim: the poll interval, or less when the rate
+        limit window or the outage backoff ends sooner."""
+        timeout = self.settings.worker_poll_interval
+        hint = self.queue.client.pacer.wait_hint_any()
+        if hint is not None:
+            timeout = min(timeout, hint - time.time())
+        if self.queue._outage_failures >= _OUTAGE_THRESHOLD:
+            timeout = min(timeout, self.queue._outage_until - time.monotonic())
+        return max(timeout, 0.005)
 
     async def run_once(self) -> int:
         """Claim and start as many due deliveries as there are free slots; return how many."""
         queue = self.queue
-        if queue.paused_reason is not None and not await self._credentials_ok():
-            return 0
+        # Twice the connections: while one delivery records its outcome, the next one
+        # already waits for the freed connection. Calls to Rocket.Chat stay bounded by
+        # ROCKETCHAT_CONCURRENCY (the client's semaphore and connection pool).
+        limit = 2 * self.settings.rocketchat_concurrency
+        if queue.paused_reason is not None:
+            if not queue._paused_permission:
+                if not await self._credentials_ok():
+                    return 0
+            else:
+                # A permission is missing: every auth_check_interval one real delivery
+                # finds out whether it was granted (it burns no attempt if not).
+                now = time.monotonic()
+                if (
+                    self._in_flight
+                    or now - self._last_auth_check < self.settings.auth_check_interval
+                ):
+                    return 0
+                self._last_auth_check = now
+                limit = 1
         hint = queue.client.pacer.wait_hint_any()
         if hint is not None:
             return 0
-        free = self.settings.rocketchat_concurrency - len(self._in_flight)
-        free = min(free, queue.client.pacer.room_hint(free))
+        if queue._outage_failures >= _OUTAGE_THRESHOLD:
+            if time.monotonic() < queue._outage_until:
+                return 0
+            limit = 1  # Rocket.Chat looks down: one delivery at a time finds out when it is back
+        free = limit - len(self._in_flight)
+        if free > 0:
+            free = min(free, queue.client.pacer.room_hint(free))
         if free <= 0:
             if self._in_flight:
+                # Also wake on stop(): SHUTDOWN_GRACE counts from SIGTERM, not from a free slot.
+                stopping = asyncio.ensure_future(self._stopping.wait())
                 await asyncio.wait(
-                    set(self._in_flight.values()), return_when=asyncio.FIRST_COMPLETED
+                    {*self._in_flight.values(), stopping}, return_when=asyncio.FIRST_COMPLETED
                 )
+                stopping.cancel()
+                self._progressed = True
             return 0
         records = await self.claim(free)
         for record in records:
@@ -942,21 +1525,39 @@ class DeliveryWorker:
         return done
 
     async def claim(self, limit: int) -> list[DeliveryRecord]:
+        """Lease up to ``limit`` due deliveries to this worker (none whose person is busy)."""
         now = time.time()
-        due = or_(
-            and_(deliveries.c.status == PENDING, deliveries.c.next_attempt_at <= now),
-            and_(deliveries.c.status == DELIVERING, deliveries.c.lease_until < now),
-        )
-        candidates = (
-            select(deliveries.c.id)
-            .where(due)
-            .where(~DeliveryQueue._token_busy(now))
-            .order_by(deliveries.c.next_attempt_at)
+        expired = and_(deliveries.c.status == DELIVERING, deliveries.c.lease_until < now)
+        waiting = and_(deliveries.c.status == PENDING, deliveries.c.next_attempt_at <= now)
+        due = or_(waiting, expired)
+        not_busy = ~DeliveryQueue._token_busy(now)
+        # Two index range scans rather than one OR: the pending one walks
+        # ix_deliveries_due in next_attempt_at order and stops at the limit, so a claim
+        # costs the same with 10 or 100,000 contacts queued.
+        stale_query = (
+            select(deliveries)
+            .where(expired)
+            .where(not_busy)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        async with self.queue.engine.begin() as conn:
-            ids = [r[0] for r in (await conn.execute(candidates)).all()]
+
+        async def _tx(conn: AsyncConnection) -> Any:
+            ids: list[str] = []
+            if time.monotonic() >= self._next_takeover:
+                # Leases expire no faster than this: no need to look on every claim.
+                self._next_takeover = time.monotonic() + min(self.settings.delivery_lease / 4, 1.0)
+                ids = await self._take_over_expired(conn, stale_query)
+            if len(ids) < limit:
+                pending_query = (
+                    select(deliveries.c.id)
+                    .where(waiting)
+                    .where(not_busy)
+                    .order_by(deliveries.c.next_attempt_at)
+                    .limit(limit - len(ids))
+                    .with_for_update(skip_locked=True)
+                )
+                ids += [r[0] for r in (await conn.execute(pending_query)).all()]
             if not ids:
                 return []
             rows = (
@@ -976,7 +1577,24 @@ class DeliveryWorker:
                 .mappings()
                 .all()
             )
+            return rows
+
+        rows = await self.queue._write(_tx)
         return [DeliveryRecord.from_row(r) for r in rows]
+
+    async def _take_over_expired(self, conn: AsyncConnection, query: Any) -> list[str]:
+        """Rows whose worker died (lease expired): the ids to deliver again. One whose
+        person has a newer pending delivery is folded into that one instead, since it
+        carries everything and must not be overwritten by older details afterwards."""
+        ids: list[str] = []
+        for row in (await conn.execute(query)).mappings().all():
+            record = DeliveryRecord.from_row(row)
+            other = await self.queue._pending_sibling(conn, record)
+            if other is None:
+                ids.append(record.id)
+            else:
+                await self.queue._fold_into(conn, record, other, owned=False)
+        return ids
 
     async def _credentials_ok(self) -> bool:
         now = time.monotonic()
@@ -1004,7 +1622,8 @@ class DeliveryWorker:
             if not ids:
                 continue
             with contextlib.suppress(Exception):
-                async with self.queue.engine.begin() as conn:
+
+                async def _tx(conn: AsyncConnection, ids: list[str] = ids) -> None:
                     await conn.execute(
                         update(deliveries)
                         .where(
@@ -1015,19 +1634,54 @@ class DeliveryWorker:
                         .values(lease_until=time.time() + self.settings.delivery_lease)
                     )
 
+                await self.queue._write(_tx)
+
     async def _drain(self, grace: float | None = None) -> None:
         """On stop: let in-flight deliveries finish, then hand back what is left."""
         grace = self.settings.shutdown_grace if grace is None else grace
         tasks = set(self._in_flight.values()) | set(self.queue._fast_tasks)
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
-        for task in tasks:
-            task.cancel()
-        async with self.queue.engine.begin() as conn:
-            await conn.execute(
-                update(deliveries)
-                .where(
-                    deliveries.c.lease_owner == self.queue.owner, deliveries.c.status == DELIVERING
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=1.0)
+        for attempt in range(3):
+            try:
+                await self._hand_back()
+                return
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+
+    async def _hand_back(self) -> None:
+        """Our claimed rows become pending again (or fold into a newer pending sibling)."""
+        queue = self.queue
+
+        async def _tx(conn: AsyncConnection) -> None:
+            rows = (
+                (
+                    await conn.execute(
+                        select(deliveries).where(
+                            deliveries.c.lease_owner == queue.owner,
+                            deliveries.c.status == DELIVERING,
+                        )
+                    )
                 )
-                .values(status=PENDING, lease_owner=None, lease_until=None, updated_at=time.time())
+                .mappings()
+                .all()
             )
+            for row in rows:
+                record = DeliveryRecord.from_row(row)
+                other = await queue._pending_sibling(conn, record)
+                if other is not None:
+                    await queue._fold_into(conn, record, other, owned=True)
+                    continue
+                await conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id == record.id, deliveries.c.lease_owner == queue.owner)
+                    .values(
+                        status=PENDING, lease_owner=None, lease_until=None, updated_at=time.time()
+                    )
+                )
+
+        await queue._write(_tx)

@@ -4,6 +4,15 @@ structlog renders every event (ours and the standard library's, e.g. uvicorn's)
 as one JSON object on stdout. :func:`redact` runs last before rendering: values
 under personal or secret keys are replaced, and emails, phone-like digit runs and
 bearer tokens inside any text are masked, so a careless log call cannot leak them.
+Text is also checked percent-decoded (query strings), the bound parameters that
+SQLAlchemy puts in its exception messages and the ``input_value`` of pydantic's
+are dropped, and libraries that log request or SQL data at debug level (httpx,
+SQLAlchemy, asyncpg…) are held at WARNING whatever ``LOG_LEVEL`` says. IPv4
+addresses are kept: they are not phone numbers (and Heroku's router logs them anyway).
+
+The request id (``X-Request-Id`` from Heroku's router, else a new one) is bound by
+``adapter.app.RequestIdMiddleware`` and merged into every line of the request,
+including uvicorn's access line; delivery lines carry ``delivery_id``.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
+from urllib.parse import unquote_plus
 from typing import Any
 
 import structlog
@@ -55,14 +65,31 @@ _SAFE_KEYS = frozenset(
         "version",
     }
 )
-_EMAIL = re.compile(r"[^\s@<>\"'(),;:|]+@[^\s@<>\"'(),;:|]+")
-_PHONE = re.compile(r"(?<![\w-])\+?\d[\d\s().-]{6,}\d(?![\w-])")
+_EMAIL = re.compile(r"[^\s@<>\"'(),;:|?&=/\[\]]+@[^\s@<>\"'(),;:|?&=/\[\]]+")
+_IPV4 = r"\d{1,3}(?:\.\d{1,3}){3}(?![\d.])"
+_PHONE = re.compile(rf"(?<![\w-])(?!{_IPV4})\+?\d[\d\s().-]{{6,}}\d(?![\w-])")
 _BEARER = re.compile(r"(?i)(bearer|token|secret|key)([=:\s]+)[^\s&,;\"']+")
+_QUERY_SECRET = re.compile(
+    r"(?i)([?&](?:code|state|token|access_token|signature|sig|key|secret|password)=)[^&\s\"']+"
+)
+_SQL_PARAMETERS = re.compile(r"\[parameters: [^\n]*")  # SQLAlchemy: the row's values
+_PYDANTIC_INPUT = re.compile(r"input_value=.*?(?=, input_type=|$)", re.MULTILINE)
 REDACTED = "[redacted]"
 
 
 def redact_text(value: str) -> str:
-    """Mask emails, phone numbers and tokens inside free text."""
+    """Mask emails, phone numbers, tokens and echoed values inside free text."""
+    if "%" in value:
+        decoded = unquote_plus(value)
+        if decoded != value and _redact_plain(decoded) != decoded:
+            return _redact_plain(decoded)  # something personal was percent-encoded
+    return _redact_plain(value)
+
+
+def _redact_plain(value: str) -> str:
+    value = _SQL_PARAMETERS.sub("[parameters: " + REDACTED + "]", value)
+    value = _PYDANTIC_INPUT.sub("input_value=" + REDACTED, value)
+    value = _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, value)
     value = _EMAIL.sub(REDACTED, value)
     value = _PHONE.sub(REDACTED, value)
     return _BEARER.sub(lambda m: m.group(1) + m.group(2) + REDACTED, value)
@@ -132,5 +159,26 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    for noisy in ("httpx", "httpcore", "aiosqlite", "asyncio", "slack_bolt", "slack_sdk"):
+    # These log request bodies, URLs with query strings or SQL with its parameters at
+    # INFO/DEBUG: personal data that no pattern can recognise (names), so never below WARNING.
+    for noisy in _NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+_NOISY_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "hpack",
+    "aiosqlite",
+    "asyncpg",
+    "sqlalchemy",
+    "asyncio",
+    "aiohttp",
+    "multipart",
+    "python_multipart",
+    "urllib3",
+    "slack_bolt",
+    "slack_sdk",
+    "handlers.slack.bolt",  # slack-bolt's logger as the Slack channel names it
+    "watchfiles",
+)

@@ -1,37 +1,113 @@
-"""Prometheus metrics for the service, on a registry of its own."""
+"""Prometheus metrics for the service, on a registry of its own (``GET /metrics``).
+
+Two kinds, and the difference matters once there is more than one process:
+
+* **Counters and the latency histogram are per process.** ``contact_adapter_contacts_total``
+  (accepted, duplicate, rejected, delivered, failed per channel),
+  ``contact_adapter_delivery_attempts_total`` (delivered, retry, rate_limited, rejected,
+  paused, gave_up) and ``contact_adapter_rocketchat_seconds`` count what *this* process
+  did since it started. Every web dyno (and every uvicorn worker in it) has its own; a
+  ``worker`` dyno has no HTTP server, so its attempts and latencies are not scraped at
+  all. Sum over the scraped processes with ``sum by (channel, outcome) (rate(...))``
+  and read delivery from the gauges below.
+* **Gauges refreshed from the database on every scrape are global.**
+  ``contact_adapter_queue_depth`` (deliveries per status),
+  ``contact_adapter_deliveries`` (per channel and status) and
+  ``contact_adapter_oldest_pending_seconds`` (how long the oldest waiting contact has
+  waited) say the same on every process, whichever dyno the router picked.
+"""
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from adapter.delivery import DeliveryQueue
 
 __all__ = [
     "ATTEMPTS",
     "CONTACTS",
+    "DELIVERIES",
+    "OLDEST_PENDING",
+    "PAUSED",
     "QUEUE_DEPTH",
     "REGISTRY",
     "ROCKETCHAT_LATENCY",
+    "refresh",
 ]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 CONTACTS = Counter(
     "contact_adapter_contacts",
-    "Contacts by channel and outcome (accepted, delivered, failed, rejected, duplicate)",
+    "Contacts handled by this process, by channel and outcome "
+    "(accepted, duplicate, rejected, delivered, failed)",
     ["channel", "outcome"],
     registry=REGISTRY,
 )
 ATTEMPTS = Counter(
     "contact_adapter_delivery_attempts",
-    "Delivery attempts by outcome (delivered, retry, rate_limited, rejected, paused)",
+    "Delivery attempts made by this process, by outcome "
+    "(delivered, retry, rate_limited, rejected, paused, gave_up)",
     ["outcome"],
     registry=REGISTRY,
 )
-QUEUE_DEPTH = Gauge(
-    "contact_adapter_queue_depth", "Deliveries by status", ["status"], registry=REGISTRY
-)
 ROCKETCHAT_LATENCY = Histogram(
     "contact_adapter_rocketchat_seconds",
-    "Latency of calls to Rocket.Chat",
+    "Latency of this process's calls to Rocket.Chat",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
+QUEUE_DEPTH = Gauge(
+    "contact_adapter_queue_depth",
+    "Deliveries by status, from the database (the same on every process)",
+    ["status"],
+    registry=REGISTRY,
+)
+DELIVERIES = Gauge(
+    "contact_adapter_deliveries",
+    "Deliveries by channel and status, from the database (the same on every process)",
+    ["channel", "status"],
+    registry=REGISTRY,
+)
+OLDEST_PENDING = Gauge(
+    "contact_adapter_oldest_pending_seconds",
+    "Age of the oldest contact still waiting to be delivered (0 when none), from the database",
+    registry=REGISTRY,
+)
+PAUSED = Gauge(
+    "contact_adapter_delivery_paused",
+    "1 while this process pauses delivery because Rocket.Chat refuses the credentials",
+    registry=REGISTRY,
+)
+
+
+async def refresh(queue: DeliveryQueue) -> None:
+    """Set the database-backed gauges (and this process's pause flag) before a scrape."""
+    from sqlalchemy import func, select
+
+    from adapter.db import deliveries
+    from adapter.delivery import PENDING, STATUSES
+
+    counts = await queue.counts()
+    totals = dict.fromkeys(STATUSES, 0)
+    per_channel: dict[tuple[str, str], int] = {}
+    for source, per_status in counts.items():
+        channel = source.split(":", 1)[0]
+        for status, n in per_status.items():
+            totals[status] = totals.get(status, 0) + n
+            per_channel[(channel, status)] = per_channel.get((channel, status), 0) + n
+    for status, n in totals.items():
+        QUEUE_DEPTH.labels(status).set(n)
+    DELIVERIES.clear()  # a channel whose rows are gone should not linger
+    for (channel, status), n in per_channel.items():
+        DELIVERIES.labels(channel, status).set(n)
+    async with queue.engine.connect() as conn:
+        oldest = await conn.scalar(
+            select(func.min(deliveries.c.created_at)).where(deliveries.c.status == PENDING)
+        )
+    OLDEST_PENDING.set(max(0.0, time.time() - float(oldest)) if oldest is not None else 0.0)
+    PAUSED.set(1 if queue.paused_reason else 0)

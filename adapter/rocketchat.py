@@ -47,10 +47,23 @@ __all__ = [
 
 ContactIdRecorder = Callable[[str], Awaitable[None]]
 _MAX_WAIT = 300.0  # never trust a reset header further out than this
+# Rocket.Chat resets a window on the first call *after* ``X-RateLimit-Reset`` (its clock, in
+# whole milliseconds): calling a little later than the header says keeps that call in the new
+# window instead of being the 11th of the old one.
+_REOPEN_MARGIN = 0.05
 
 
 class Pacer:
-    """Shared rate-limit state per route: wait for the window instead of hitting 429."""
+    """Shared rate-limit state per route: wait for the window instead of hitting 429.
+
+    Per route: no answer seen yet ⇒ one probe call at a time; answers without
+    ``X-RateLimit-*`` headers ⇒ not limited (a bot user), no pacing; with headers ⇒ at
+    most ``remaining`` calls in flight, and none once it reaches 0 until the window's
+    reset (plus a small margin). When a window reopens, a single call goes first and
+    its answer gives the new budget: if our clock and the server's disagree, that one
+    call is the only one that can meet a 429 (whose own reset then decides), instead of
+    a whole window's worth of calls.
+    """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
@@ -67,18 +80,16 @@ class Pacer:
                 state = self._state(route)
                 now = self._clock()
                 self._reopen(state, now)
-                if not state.limited and state.known:
+                if state.known and not state.limited:
                     break  # this user bypasses the limiter (no headers seen)
-                if not state.known:
+                if not state.known or state.remaining is None:
                     if state.in_flight == 0:
-                        break  # probe once to learn the limit
-                elif (state.remaining is not None and state.remaining - state.in_flight > 0) or (
-                    state.remaining is None and state.in_flight < max(state.limit, 1)
-                ):
+                        break  # probe: learn the limit, or the reopened window's budget
+                elif state.remaining - state.in_flight > 0:
                     break
                 timeout = None
                 if state.reset_at is not None:
-                    timeout = min(max(state.reset_at - now, 0.0) + 0.05, _MAX_WAIT)
+                    timeout = min(max(state.reset_at + _REOPEN_MARGIN - now, 0.0) + 0.01, _MAX_WAIT)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._cond.wait(), timeout=timeout)
             state.in_flight += 1
@@ -118,9 +129,9 @@ class Pacer:
 
     @staticmethod
     def _reopen(state: _RouteState, now: float) -> None:
-        if state.reset_at is not None and now >= state.reset_at:
-            # The window has reopened: the next answer tells us the new budget.
-            state.remaining = state.limit if state.limited else None
+        if state.reset_at is not None and now >= state.reset_at + _REOPEN_MARGIN:
+            # The window has reopened: one probe's answer tells us the new budget.
+            state.remaining = None
             state.reset_at = None
 
     def wait_hint_any(self, prefix: str = "/api/v1/omnichannel/") -> float | None:
@@ -138,19 +149,34 @@ class Pacer:
             if not route.startswith(prefix):
                 continue
             self._reopen(state, now)
-            if not state.known:
+            if not state.known or (state.limited and state.remaining is None):
                 room = min(room, 1 if state.in_flight == 0 else 0)
             elif state.limited and state.remaining is not None:
                 room = min(room, max(state.remaining - state.in_flight, 0))
         return room
 
+    def exhausted(self, prefix: str = "/api/v1/omnichannel/") -> bool:
+        """Is some route's known budget used up (calls in flight included)? A route still
+        being probed is not: its probe answers within one round trip."""
+        now = self._clock()
+        for route, state in self._routes.items():
+            if not route.startswith(prefix):
+                continue
+            self._reopen(state, now)
+            if state.limited and state.remaining is not None:
+                if state.remaining - state.in_flight <= 0:
+                    return True
+        return False
+
     def wait_hint(self, route: str) -> float | None:
-        """When the route's window reopens, if it is currently exhausted."""
+        """When (epoch seconds) the route's window reopens, if it is currently exhausted."""
         state = self._routes.get(route)
-        if state is not None:
-            self._reopen(state, self._clock())
-        if state and state.remaining == 0 and state.reset_at and state.reset_at > self._clock():
-            return state.reset_at
+        if state is None:
+            return None
+        now = self._clock()
+        self._reopen(state, now)
+        if state.remaining == 0 and state.reset_at is not None:
+            return state.reset_at + _REOPEN_MARGIN
         return None
 
 
@@ -231,6 +257,7 @@ class RocketChatClient:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.configured = bool(user_id and auth_token)
         self.contact_api = contact_api
         self.custom_field_ids = custom_field_ids
         self._clock = clock
@@ -348,6 +375,9 @@ class RocketChatClient:
         version = None
         if wanted != "visitor":
             version = await self.server_version(refresh=refresh)
+        if wanted == "auto" and version is None:
+            # /api/info did not answer: use the legacy route now, detect again next time.
+            return VisitorStrategy(self.custom_field_ids)
         contact_center = wanted == "contact-center" or (
             wanted == "auto" and version is not None and version >= (7, 1)
         )
@@ -379,11 +409,17 @@ class RocketChatClient:
             strategy = await self.strategy(refresh=True)
             return await strategy.register(self, registration, record_contact_id=record_contact_id)
 
-    def contact_url(self, contact_id: str) -> str:
-        """Where a person finds the contact in Rocket.Chat's web app."""
-        if self._strategy is not None and self._strategy.name == "contact-center":
-            return f"{self.base_url}/omnichannel/contact-center/details/{contact_id}"
-        return f"{self.base_url}/omnichannel/contact-center/contacts/info/{contact_id}"
+    def contact_url(self, contact_id: str, strategy: str | None = None) -> str:
+        """Where a person finds the contact in Rocket.Chat's web app.
+
+        ``strategy`` is the one that registered it (default: the one in use). The web
+        app's route is ``/omnichannel-directory/:tab?/:context?/:id?``: Contact Center
+        contacts (7.x+) open under ``contacts/details``, visitors (≤ 6.x) ``contacts/info``.
+        """
+        if strategy is None and self._strategy is not None:
+            strategy = self._strategy.name
+        context = "details" if strategy == "contact-center" else "info"
+        return f"{self.base_url}/omnichannel-directory/contacts/{context}/{contact_id}"
 
     # -- readiness ---------------------------------------------------------------
 
@@ -406,8 +442,20 @@ class RocketChatClient:
             version = str(info.get("version", "?"))
             self._version = parse_version(info)
             self._version_text = version
-        except (RocketChatError, ValueError) as exc:
-            return ReadyReport(False, f"Rocket.Chat at {self.base_url} is not reachable: {exc}")
+        except RocketChatError as exc:
+            return ReadyReport(False, f"{exc}: check ROCKETCHAT_URL and that the server is up")
+        except ValueError as exc:
+            return ReadyReport(
+                False,
+                f"{self.base_url} does not look like Rocket.Chat ({exc}): check ROCKETCHAT_URL",
+            )
+        if not self.configured:
+            return ReadyReport(
+                False,
+                "ROCKETCHAT_USER_ID / ROCKETCHAT_AUTH_TOKEN are not set: create a bot user with a "
+                "personal access token and set both",
+                version=version,
+            )
         try:
             await self.me()
         except ConfigurationError as exc:

@@ -23,6 +23,12 @@ class SettingsError(RuntimeError):
     """A setting is missing or malformed; the message names the variable."""
 
 
+def _split(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return tuple(str(v).strip() for v in value)
+
+
 def _default_database_url() -> str:
     return "sqlite+aiosqlite:///" + str(Path.cwd() / "contact-adapter.db")
 
@@ -99,12 +105,15 @@ class Settings(BaseSettings):
             raise ValueError("expected a two-letter ISO country code such as US, GB or DE")
         return region
 
-    @field_validator("contact_required_fields", "rocketchat_custom_fields", mode="before")
+    @field_validator("contact_required_fields", mode="before")
     @classmethod
-    def _split(cls, value: Any) -> tuple[str, ...]:
-        if isinstance(value, str):
-            return tuple(part.strip().lower() for part in value.split(",") if part.strip())
-        return tuple(value)
+    def _split_lower(cls, value: Any) -> tuple[str, ...]:
+        return tuple(part.lower() for part in _split(value))
+
+    @field_validator("rocketchat_custom_fields", mode="before")
+    @classmethod
+    def _split_ids(cls, value: Any) -> tuple[str, ...]:
+        return _split(value)  # custom field ids are case-sensitive in Rocket.Chat
 
     @field_validator("contact_required_fields")
     @classmethod

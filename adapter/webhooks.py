@@ -84,6 +84,11 @@ class WebhookProvider(ABC):
     timestamp_window: float = 300.0
     max_body_bytes: int | None = None  # default: the service's MAX_BODY_BYTES
 
+    @property
+    def secret_settings(self) -> tuple[str, ...]:
+        """The settings that enable this provider, any one suffices (Crisp has two)."""
+        return (self.secret_setting,)
+
     @abstractmethod
     def verify(self, request: WebhookRequest, secret: str, *, now: float) -> bool:
         """True when the request is authentic (constant-time; timestamp window if signed)."""
@@ -122,12 +127,13 @@ class WebhookChannel:
         limit = provider.max_body_bytes or settings.max_body_bytes
 
         async def receive(request: Request) -> Response:
-            secret = settings.lookup(provider.secret_setting)
+            setting_names = " or ".join(provider.secret_settings)
+            secret = next(filter(None, map(settings.lookup, provider.secret_settings)), None)
             if not secret:
                 return JSONResponse(
                     {
                         "error": f"the {provider.name} webhook is not configured: set "
-                        f"{provider.secret_setting} to the secret from {provider.name}, then "
+                        f"{setting_names} to the secret from {provider.name}, then "
                         "the provider's retries will get through"
                     },
                     status_code=503,
@@ -155,7 +161,7 @@ class WebhookChannel:
                 log.warning("webhook_refused", provider=provider.name, reason="bad signature")
                 return JSONResponse(
                     {
-                        "error": f"signature or token check failed: make sure {provider.secret_setting} "
+                        "error": f"signature or token check failed: make sure {setting_names} "
                         f"matches the secret configured in {provider.name}"
                     },
                     status_code=401,

@@ -2,8 +2,8 @@
 
 Follows ``/work/shared/contracts/rocketchat.md`` (sections 1-8): the legacy
 ``omnichannel/contact`` upsert and lookups, the contact-center API
-(``omnichannel/contacts*``), ``/api/info`` and ``/api/v1/me``, authentication and
-permission failures, the Meteor rate limiter and the three server "eras"
+(``omnichannel/contacts*``), ``/api/info``, ``/api/v1/me`` and ``users.info``,
+authentication and permission failures, the Meteor rate limiter and the three server "eras"
 (R = Restivus < 7.4, E = express 7.4-7.8, H = Hono >= 7.9).
 
 It has no dependency on the service under test.  ``RocketChatStandIn(...).app`` is a
@@ -650,6 +650,7 @@ class RocketChatStandIn:
         routes: dict[str, dict[str, _RouteDef]] = {
             "/api/info": {"GET": _RouteDef(self._info, auth=False, rate_limited=False)},
             "/api/v1/me": {"GET": _RouteDef(self._me)},
+            "/api/v1/users.info": {"GET": _RouteDef(self._users_info)},
             "/api/v1/omnichannel/contact": {
                 "POST": _RouteDef(self._legacy_register, permission=legacy_perm),
                 "GET": _RouteDef(self._legacy_get, permission=legacy_perm),
@@ -958,6 +959,35 @@ class RocketChatStandIn:
             "roles": list(user.get("roles", [])),
             "settings": {"preferences": {}},
             "services": {"password": {"exists": True}},
+        }
+
+    def _users_info(self, ctx: _Ctx) -> dict[str, Any]:
+        """``GET users.info?userId=|username=`` (auth only; the public fields of the user)."""
+        user_id, username = ctx.query.get("userId"), ctx.query.get("username")
+        if not (isinstance(user_id, str) and user_id) and not (
+            isinstance(username, str) and username
+        ):
+            raise failure("Invalid search query.")
+        found = next(
+            (
+                (uid, u)
+                for uid, u in self.users.items()
+                if (uid == user_id if user_id else u.get("username") == username)
+            ),
+            None,
+        )
+        if found is None:
+            raise failure("User not found.")
+        uid, user = found
+        return {
+            "user": {
+                "_id": uid,
+                "type": "user",
+                "status": "online",
+                "active": user.get("active", True),
+                "name": user.get("name", user.get("username")),
+                "username": user.get("username"),
+            }
         }
 
     # ----------------------------------------------------------------- legacy routes

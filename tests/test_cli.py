@@ -47,6 +47,7 @@ def test_register_delivers_and_lists(tmp_path: Path) -> None:
             "ROCKETCHAT_URL": server.url,
             "ROCKETCHAT_USER_ID": BOT["user_id"],
             "ROCKETCHAT_AUTH_TOKEN": BOT["token"],
+            "ROCKETCHAT_CONTACT_API": "visitor",  # "auto" picks the Contact Center on 8.8
             "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
         }
         result = run(

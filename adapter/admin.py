@@ -1,0 +1,716 @@
+"""The admin page at ``/admin``: what happened to every contact, and "retry" for what failed.
+
+Behind ``ADMIN_TOKEN`` (off, with a 404 naming it, when unset). Logging in posts the
+token to a form; the answer is a signed session cookie (itsdangerous, keyed from the
+token, so every web process accepts it and changing the token ends every session)
+scoped to ``/admin``: HttpOnly, SameSite=Strict, Secure on https, 8 hours. Every POST
+carries the session's CSRF token in a hidden field (compared in constant time) and,
+when the browser sends one, an ``Origin`` that must be this site.
+
+Pages are rendered on the server with Jinja2 (autoescaped), with inline CSS under a
+per-response CSP nonce and no script at all. Contact details are always shown
+redacted (``C**** D**``, ``c***@example.com``, ``+1 *** *** **71``); the full record is
+``GET /deliveries/{id}`` with ``Authorization: Bearer $ADMIN_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import jinja2
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from adapter.channels import ChannelContext
+from adapter.delivery import STATUSES, DeliveryRecord
+from adapter.logs import redact_text
+
+__all__ = [
+    "LOGIN_COOKIE",
+    "PAGE_SIZE",
+    "SESSION_COOKIE",
+    "SESSION_MAX_AGE",
+    "admin_routes",
+    "mask_email",
+    "mask_name",
+    "mask_phone",
+]
+
+SESSION_COOKIE = "oca_admin"
+LOGIN_COOKIE = "oca_admin_login"
+SESSION_MAX_AGE = 8 * 3600  # seconds a login lasts
+LOGIN_FORM_MAX_AGE = 3600  # seconds a login form stays valid
+PAGE_SIZE = 50
+LOGIN_FAILURES_ALLOWED = 10  # wrong tokens per client address…
+LOGIN_FAILURE_WINDOW = 300.0  # …per this many seconds, then 429
+DAY = 86_400.0
+PERIODS = {"24h": DAY, "7d": 7 * DAY, "all": None}
+NOTICES = {
+    "retried": "The delivery is queued again; the worker delivers it shortly.",
+    "not-retried": (
+        "Nothing to retry: the delivery is not failed any more, or the same person "
+        "already has a delivery waiting."
+    ),
+    "logged-out": "You are logged out.",
+}
+IN_PROGRESS = ("pending", "delivering")
+REFRESH_SECONDS = 2
+
+_TEMPLATES = Path(__file__).parent / "templates" / "admin"
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(_TEMPLATES),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+# -- redaction ------------------------------------------------------------------------
+
+
+def _mask_word(word: str) -> str:
+    return word[:1] + "*" * (len(word) - 1)
+
+
+def mask_name(name: str | None) -> str:
+    """``Chris Doe`` → ``C**** D**``."""
+    if not name or not str(name).strip():
+        return ""
+    return " ".join(_mask_word(w) for w in str(name).split())
+
+
+def mask_email(email: str | None) -> str:
+    """``chris@example.com`` → ``c***@example.com``."""
+    if not email or not str(email).strip():
+        return ""
+    local, at, domain = str(email).strip().rpartition("@")
+    if not at:
+        return _mask_word(domain[:1]) + "***"
+    return f"{local[:1]}***@{domain}"
+
+
+def mask_phone(phone: str | None) -> str:
+    """``+14155552671`` → ``+1 *** *** **71``: country code and the last two digits."""
+    if not phone or not str(phone).strip():
+        return ""
+    import phonenumbers
+
+    text = str(phone).strip()
+    prefix = ""
+    try:
+        number = phonenumbers.parse(text, None)
+        digits = phonenumbers.national_significant_number(number)
+        prefix = f"+{number.country_code} "
+    except phonenumbers.NumberParseException:
+        digits = re.sub(r"\D", "", text)
+    if len(digits) <= 2:
+        return prefix + "*" * len(digits)
+    masked = "*" * (len(digits) - 2) + digits[-2:]
+    groups = []
+    while len(masked) > 4:
+        groups.append(masked[:3])
+        masked = masked[3:]
+    groups.append(masked)
+    return prefix + " ".join(groups)
+
+
+def _mask_other(value: str | None) -> str:
+    return _mask_word(value) + "***" if value else ""
+
+
+_MASKS: dict[str, Callable[[str | None], str]] = {
+    "name": mask_name,
+    "email": mask_email,
+    "phone": mask_phone,
+}
+_QUOTED = re.compile(r"""^(?P<q>['"])(?P<value>.*?)(?P=q)(?P<rest>.*)$""", re.DOTALL)
+
+
+def _mask_message(fieldname: str, message: str) -> str:
+    """A field error names the value as given (``'chris@' is not…``): mask that value."""
+    match = _QUOTED.match(message)
+    if match is None:
+        return redact_text(message)
+    mask = _MASKS.get(fieldname, _mask_other)
+    return repr(mask(match["value"])) + redact_text(match["rest"])
+
+
+def _masked_fields(fields: Mapping[str, Any]) -> dict[str, str]:
+    custom = fields.get("custom_fields") or {}
+    return {
+        "name": mask_name(fields.get("name")),
+        "email": mask_email(fields.get("email")),
+        "phone": mask_phone(fields.get("phone")),
+        "phone_extension": "***" if fields.get("phone_extension") else "",
+        "custom_fields": ", ".join(
+            f"{key}: {_mask_word(str(value))}" for key, value in sorted(custom.items())
+        ),
+    }
+
+
+# -- formatting -----------------------------------------------------------------------
+
+
+def _when(stamp: float | None) -> str:
+    if stamp is None:
+        return ""
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _iso(stamp: float | None) -> str:
+    if stamp is None:
+        return ""
+    return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="seconds")
+
+
+def _ago(stamp: float | None) -> str:
+    if stamp is None:
+        return ""
+    seconds = time.time() - stamp
+    future = seconds < 0
+    seconds = abs(seconds)
+    if seconds < 60:
+        text = f"{seconds:.0f} s"
+    elif seconds < 3600:
+        text = f"{seconds / 60:.0f} min"
+    elif seconds < DAY:
+        text = f"{seconds / 3600:.0f} h"
+    else:
+        text = f"{seconds / DAY:.0f} d"
+    return f"in {text}" if future else f"{text} ago"
+
+
+_env.filters.update(when=_when, iso=_iso, ago=_ago)
+_env.globals.update(statuses=STATUSES)
+
+
+# -- sessions -------------------------------------------------------------------------
+
+
+class _Sessions:
+    """Signed, expiring cookies; the key is derived from ADMIN_TOKEN.
+
+    Two cookies: the session (``auth``: true, path ``/admin``) and the login form's
+    (path ``/admin/login``), which only carries that form's CSRF token. Keeping them apart
+    means showing the login form never overwrites a session the browser held back (a
+    SameSite=Strict cookie is not sent when arriving from a link on another site).
+    """
+
+    def __init__(self, token: str) -> None:
+        key = hmac.new(token.encode(), b"contact-adapter admin session", hashlib.sha256).digest()
+        self.serializer = URLSafeTimedSerializer(key, salt="admin-session")
+
+    @staticmethod
+    def _cookie(login: bool) -> tuple[str, str, int]:
+        if login:
+            return LOGIN_COOKIE, "/admin/login", LOGIN_FORM_MAX_AGE
+        return SESSION_COOKIE, "/admin", SESSION_MAX_AGE
+
+    def load(self, request: Request, *, login: bool = False) -> dict[str, Any] | None:
+        name, _, max_age = self._cookie(login)
+        raw = request.cookies.get(name)
+        if not raw:
+            return None
+        try:
+            data = self.serializer.loads(raw, max_age=max_age)
+        except BadSignature:  # includes expired
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("csrf"), str):
+            return None
+        if bool(data.get("auth")) == login:
+            return None
+        return data
+
+    def save(self, request: Request, response: Response, data: dict[str, Any]) -> None:
+        name, path, max_age = self._cookie(login=not data.get("auth"))
+        response.set_cookie(
+            name,
+            self.serializer.dumps(data),
+            max_age=max_age,
+            path=path,
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
+
+    def clear(self, request: Request, response: Response, *, login: bool = False) -> None:
+        name, path, _ = self._cookie(login)
+        response.delete_cookie(
+            name,
+            path=path,
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
+
+    @staticmethod
+    def new(*, auth: bool) -> dict[str, Any]:
+        return {"auth": auth, "csrf": secrets.token_urlsafe(32), "since": int(time.time())}
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode()).digest()
+
+
+def _safe_next(value: str | None) -> str:
+    """Only a path inside /admin, so the login cannot send anyone elsewhere."""
+    if (
+        value
+        and value.startswith("/admin")
+        and not value.startswith("/admin/login")
+        and not any(c in value for c in "\\\r\n")
+    ):
+        return value
+    return "/admin"
+
+
+class _Throttle:
+    """At most LOGIN_FAILURES_ALLOWED wrong tokens per client per window (this process)."""
+
+    def __init__(self) -> None:
+        self.failures: dict[str, deque[float]] = {}
+
+    def blocked(self, client: str) -> float:
+        """Seconds until ``client`` may try again (0 when it may now)."""
+        recent = self.failures.get(client)
+        now = time.monotonic()
+        while recent and recent[0] < now - LOGIN_FAILURE_WINDOW:
+            recent.popleft()
+        if recent is not None and len(recent) >= LOGIN_FAILURES_ALLOWED:
+            return recent[0] + LOGIN_FAILURE_WINDOW - now
+        return 0.0
+
+    def failed(self, client: str) -> None:
+        if len(self.failures) > 10_000:
+            self.failures.clear()
+        self.failures.setdefault(client, deque()).append(time.monotonic())
+
+    def succeeded(self, client: str) -> None:
+        self.failures.pop(client, None)
+
+
+# -- the pages --------------------------------------------------------------------------
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _Admin:
+    def __init__(self, context: ChannelContext) -> None:
+        self.context = context
+        self.queue = context.queue
+        self.throttle = _Throttle()
+        self._sessions: tuple[str, _Sessions] | None = None
+
+    # plumbing
+
+    @property
+    def token(self) -> str | None:
+        secret = self.context.settings.admin_token
+        value = secret.get_secret_value() if secret is not None else ""
+        return value or None
+
+    def sessions(self) -> _Sessions:
+        token = self.token
+        assert token is not None
+        if self._sessions is None or self._sessions[0] != token:
+            self._sessions = (token, _Sessions(token))
+        return self._sessions[1]
+
+    def render(
+        self,
+        request: Request,
+        template: str,
+        status_code: int = 200,
+        *,
+        session: dict[str, Any] | None = None,
+        **values: Any,
+    ) -> HTMLResponse:
+        nonce = secrets.token_urlsafe(16)
+        body = _env.get_template(template).render(
+            request=request,
+            nonce=nonce,
+            session=session,
+            csrf_token=session["csrf"] if session else "",
+            logged_in=bool(session and session.get("auth")),
+            path=request.url.path,
+            **values,
+        )
+        response = HTMLResponse(body, status_code=status_code)
+        headers = response.headers
+        headers["Content-Security-Policy"] = (
+            f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self' data:; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        )
+        headers["Cache-Control"] = "no-store"
+        headers["X-Content-Type-Options"] = "nosniff"
+        headers["X-Frame-Options"] = "DENY"
+        headers["Referrer-Policy"] = "same-origin"  # "no-referrer" would make Origin "null"
+        headers["X-Robots-Tag"] = "noindex, nofollow"
+        return response
+
+    def message(
+        self, request: Request, status_code: int, title: str, text: str, **values: Any
+    ) -> HTMLResponse:
+        return self.render(request, "message.html", status_code, title=title, text=text, **values)
+
+    def off(self, request: Request) -> HTMLResponse:
+        return self.message(
+            request,
+            404,
+            "The admin page is off",
+            "Set ADMIN_TOKEN (a long random secret) to turn on the admin page, then log in "
+            "here with it.",
+        )
+
+    def page(self, handler: Callable[[Request, dict[str, Any]], Awaitable[Response]]) -> Handler:
+        """A GET page that needs a login (else a redirect to the login form)."""
+
+        async def endpoint(request: Request) -> Response:
+            if self.token is None:
+                return self.off(request)
+            session = self.sessions().load(request)
+            if session is None or not session.get("auth"):
+                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                return RedirectResponse(
+                    "/admin/login?" + urlencode({"next": target}), status_code=303
+                )
+            return await handler(request, session)
+
+        return endpoint
+
+    def action(self, handler: Callable[[Request, dict[str, Any]], Awaitable[Response]]) -> Handler:
+        """A POST that needs a login, a valid CSRF token and, if sent, our own Origin."""
+
+        async def endpoint(request: Request) -> Response:
+            if self.token is None:
+                return self.off(request)
+            refused = self.cross_site(request)
+            if refused is not None:
+                return refused
+            session = self.sessions().load(request)
+            if session is None or not session.get("auth"):
+                return self.message(
+                    request,
+                    403,
+                    "Please log in again",
+                    "Your session has ended (or this browser did not send its cookie). "
+                    "Nothing was changed.",
+                    link=("/admin/login", "Log in"),
+                )
+            form = await request.form(max_files=0, max_fields=20)
+            refused = self.check_csrf(request, session, form.get("csrf_token"))
+            if refused is not None:
+                return refused
+            return await handler(request, session)
+
+        return endpoint
+
+    def cross_site(self, request: Request) -> HTMLResponse | None:
+        origin = request.headers.get("origin")
+        if origin is None:
+            return None
+        own = f"{request.url.scheme}://{request.url.netloc}".lower()
+        if origin.lower() != own:
+            return self.message(
+                request,
+                403,
+                "Request refused",
+                "This form was sent from another site. Nothing was changed.",
+                link=("/admin", "Back to the admin page"),
+            )
+        return None
+
+    def check_csrf(
+        self, request: Request, session: dict[str, Any], given: Any
+    ) -> HTMLResponse | None:
+        if isinstance(given, str) and hmac.compare_digest(_digest(given), _digest(session["csrf"])):
+            return None
+        return self.message(
+            request,
+            403,
+            "Request refused",
+            "The form was out of date or did not come from this page (its CSRF token did not "
+            "match). Nothing was changed: reload the page and try again.",
+            link=("/admin", "Back to the admin page"),
+            session=session,
+        )
+
+    # login and logout
+
+    async def login_form(self, request: Request) -> Response:
+        if self.token is None:
+            return self.off(request)
+        sessions = self.sessions()
+        next_path = _safe_next(request.query_params.get("next"))
+        if sessions.load(request) is not None:  # logged in already
+            return RedirectResponse(next_path, status_code=303)
+        session = sessions.load(request, login=True)
+        fresh = session is None
+        session = session or _Sessions.new(auth=False)
+        notice = NOTICES.get(request.query_params.get("notice", ""))
+        response = self.render(
+            request, "login.html", session=session, next_path=next_path, notice=notice, error=None
+        )
+        if fresh:
+            sessions.save(request, response, session)
+        return response
+
+    async def login(self, request: Request) -> Response:
+        if self.token is None:
+            return self.off(request)
+        refused = self.cross_site(request)
+        if refused is not None:
+            return refused
+        sessions = self.sessions()
+        form = await request.form(max_files=0, max_fields=20)
+        next_path = _safe_next(str(form.get("next") or ""))
+        session = sessions.load(request, login=True)
+
+        def again(status_code: int, error: str) -> Response:
+            fresh = _Sessions.new(auth=False)
+            response = self.render(
+                request,
+                "login.html",
+                status_code,
+                session=fresh,
+                next_path=next_path,
+                notice=None,
+                error=error,
+            )
+            sessions.save(request, response, fresh)
+            return response
+
+        if session is None:
+            return again(
+                403,
+                "The login form had expired, or this browser did not send its cookie: "
+                "allow cookies for this site and try again.",
+            )
+        given_csrf = form.get("csrf_token")
+        if not isinstance(given_csrf, str) or not hmac.compare_digest(
+            _digest(given_csrf), _digest(session["csrf"])
+        ):
+            return again(403, "The login form was out of date: try again.")
+        client = request.client.host if request.client else "?"
+        wait = self.throttle.blocked(client)
+        if wait > 0:
+            response = again(
+                429, f"Too many wrong tokens: try again in {int(wait // 60) + 1} minutes."
+            )
+            response.headers["Retry-After"] = str(int(wait) + 1)
+            return response
+        given = form.get("token")
+        token = self.token
+        if not isinstance(given, str) or not hmac.compare_digest(
+            _digest(given.strip()), _digest(token)
+        ):
+            self.throttle.failed(client)
+            return again(401, "That is not the admin token (ADMIN_TOKEN).")
+        self.throttle.succeeded(client)
+        response = RedirectResponse(next_path, status_code=303)
+        sessions.save(request, response, _Sessions.new(auth=True))  # a new id: no fixation
+        sessions.clear(request, response, login=True)
+        return response
+
+    async def logout(self, request: Request, session: dict[str, Any]) -> Response:
+        response = RedirectResponse("/admin/login?notice=logged-out", status_code=303)
+        self.sessions().clear(request, response)
+        return response
+
+    # pages
+
+    async def dashboard(self, request: Request, session: dict[str, Any]) -> Response:
+        now = time.time()
+        counts = await self.queue.counts(since=now - DAY)
+        per_channel: dict[str, dict[str, int]] = {}
+        for source, by_status in counts.items():
+            row = per_channel.setdefault(source.split(":", 1)[0], {})
+            for status, n in by_status.items():
+                row[status] = row.get(status, 0) + n
+        totals = {s: sum(r.get(s, 0) for r in per_channel.values()) for s in STATUSES}
+        failed_all = await self._failed_total()
+        return self.render(
+            request,
+            "dashboard.html",
+            session=session,
+            channels=sorted(per_channel.items()),
+            totals=totals,
+            total=sum(totals.values()),
+            failed_all=failed_all,
+            paused=redact_text(self.queue.paused_reason) if self.queue.paused_reason else None,
+            now=now,
+        )
+
+    async def _failed_total(self) -> int:
+        counts = await self.queue.counts()
+        return sum(by_status.get("failed", 0) for by_status in counts.values())
+
+    async def deliveries(self, request: Request, session: dict[str, Any]) -> Response:
+        params = request.query_params
+        status = params.get("status") or None
+        if status not in (None, *STATUSES):
+            status = None
+        channel = (params.get("channel") or "").strip()[:64] or None
+        period = params.get("period") or "all"
+        if period not in PERIODS:
+            period = "all"
+        try:
+            page = max(1, min(int(params.get("page") or 1), 100_000))
+        except ValueError:
+            page = 1
+        span = PERIODS[period]
+        since = time.time() - span if span is not None else None
+        records = await self.queue.list(
+            status=status,
+            source=channel,
+            limit=PAGE_SIZE + 1,
+            offset=(page - 1) * PAGE_SIZE,
+            since=since,
+        )
+        has_next = len(records) > PAGE_SIZE
+        records = records[:PAGE_SIZE]
+        counts = await self.queue.counts()
+        channels = sorted(
+            {source.split(":", 1)[0] for source in counts} | ({channel} if channel else set())
+        )
+        failed_all = sum(by_status.get("failed", 0) for by_status in counts.values())
+        filters = {"status": status or "", "channel": channel or "", "period": period}
+
+        def page_url(number: int) -> str:
+            query = {k: v for k, v in filters.items() if v and not (k == "period" and v == "all")}
+            if number > 1:
+                query["page"] = str(number)
+            return "/admin/deliveries" + ("?" + urlencode(query) if query else "")
+
+        notice = None
+        if params.get("notice") == "retried-all":
+            try:
+                count = int(params.get("count") or 0)
+            except ValueError:
+                count = 0
+            notice = (
+                f"{count} failed {'delivery is' if count == 1 else 'deliveries are'} queued again."
+            )
+        return self.render(
+            request,
+            "deliveries.html",
+            session=session,
+            rows=[self._row(r) for r in records],
+            filters=filters,
+            channels=channels,
+            periods=list(PERIODS),
+            page=page,
+            first_index=(page - 1) * PAGE_SIZE + 1,
+            previous_url=page_url(page - 1) if page > 1 else None,
+            next_url=page_url(page + 1) if has_next else None,
+            failed_all=failed_all,
+            notice=notice,
+        )
+
+    @staticmethod
+    def _row(record: DeliveryRecord) -> dict[str, Any]:
+        return {
+            "id": record.id,
+            "url": "/admin/deliveries/" + quote(record.id, safe=""),
+            "source": record.source,
+            "status": record.status,
+            "attempts": record.attempts,
+            "created_at": record.created_at,
+            "last_error": redact_text(record.last_error or ""),
+            **_masked_fields(record.fields),
+        }
+
+    async def delivery(self, request: Request, session: dict[str, Any]) -> Response:
+        record = await self.queue.get(request.path_params["delivery_id"])
+        if record is None:
+            return self.message(
+                request,
+                404,
+                "No such delivery",
+                "There is no delivery with this id.",
+                link=("/admin/deliveries", "All deliveries"),
+                session=session,
+            )
+        contact_url = None
+        if record.contact_id:
+            try:
+                contact_url = self.queue.client.contact_url(record.contact_id, record.strategy)
+            except Exception:  # a link is a nicety
+                contact_url = None
+        refresh = REFRESH_SECONDS if record.status in IN_PROGRESS else None
+        notice = request.query_params.get("notice", "")  # "queued again" is news until done
+        response = self.render(
+            request,
+            "delivery.html",
+            session=session,
+            record=record,
+            row=self._row(record),
+            errors={k: _mask_message(k, str(v)) for k, v in (record.errors or {}).items()},
+            warnings={k: _mask_message(k, str(v)) for k, v in (record.warnings or {}).items()},
+            contact_url=contact_url,
+            refresh=refresh,
+            notice=None if notice == "retried" and not refresh else NOTICES.get(notice),
+        )
+        return response
+
+    async def retry(self, request: Request, session: dict[str, Any]) -> Response:
+        delivery_id = request.path_params["delivery_id"]
+        if await self.queue.get(delivery_id) is None:
+            return self.message(
+                request,
+                404,
+                "No such delivery",
+                "There is no delivery with this id.",
+                link=("/admin/deliveries", "All deliveries"),
+                session=session,
+            )
+        done = await self.queue.retry(delivery_id)
+        notice = "retried" if done else "not-retried"
+        return RedirectResponse(
+            f"/admin/deliveries/{quote(delivery_id, safe='')}?notice={notice}", status_code=303
+        )
+
+    async def retry_failed(self, request: Request, session: dict[str, Any]) -> Response:
+        count = await self.queue.retry_failed()
+        return RedirectResponse(
+            f"/admin/deliveries?notice=retried-all&count={count}", status_code=303
+        )
+
+    async def slash(self, request: Request) -> Response:
+        return RedirectResponse("/admin", status_code=308)
+
+
+def admin_routes(context: ChannelContext) -> list[BaseRoute]:
+    """The admin page's routes, all under ``/admin``."""
+    admin = _Admin(context)
+    return [
+        Route("/admin", admin.page(admin.dashboard), methods=["GET"]),
+        Route("/admin/", admin.slash, methods=["GET"]),
+        Route("/admin/login", admin.login_form, methods=["GET"]),
+        Route("/admin/login", admin.login, methods=["POST"]),
+        Route("/admin/logout", admin.action(admin.logout), methods=["POST"]),
+        Route("/admin/deliveries", admin.page(admin.deliveries), methods=["GET"]),
+        Route("/admin/retry-failed", admin.action(admin.retry_failed), methods=["POST"]),
+        Route(
+            "/admin/deliveries/{delivery_id:str}",
+            admin.page(admin.delivery),
+            methods=["GET"],
+        ),
+        Route(
+            "/admin/deliveries/{delivery_id:str}/retry",
+            admin.action(admin.retry),
+            methods=["POST"],
+        ),
+    ]

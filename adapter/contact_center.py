@@ -1,0 +1,413 @@
+"""Register guests in Rocket.Chat's Contact Center (``omnichannel/contacts``, Rocket.Chat ≥ 7.1).
+
+The Contact Center's contact (``ILivechatContact``) has no upsert key: ``POST
+omnichannel/contacts`` always creates a new one. Registering exactly once therefore
+means *look the person up before creating*:
+
+1. the contact id recorded on the delivery (``Registration.known_contact_id``, also
+   carried over from the person's previous delivery) → ``contacts.update``;
+2. else ``contacts.search`` by e-mail, then by phone, keeping only an *exact* match
+   (the search is a case-insensitive "contains" regex over name, e-mails and phones)
+   → ``contacts.update``, merging the new e-mail/phone into the contact's lists;
+3. else ``POST omnichannel/contacts``, and the new id is handed to
+   ``record_contact_id`` at once, so a retry updates instead of creating again.
+
+A crash after the server created the contact but before its id was recorded is
+covered by step 2: the retry finds the contact by its e-mail or phone.
+
+The first half of this module is pure (request bodies, merging, picking the match
+from search results); :class:`ContactCenterStrategy` does the I/O through
+:meth:`adapter.rocketchat.RocketChatClient.call`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from adapter.errors import ConfigurationError, ContactRejected, RocketChatError, RouteNotFound
+from adapter.sansio import RegisteredContact, Registration
+
+if TYPE_CHECKING:
+    from adapter.rocketchat import RocketChatClient
+
+__all__ = [
+    "CONTACTS",
+    "SEARCH",
+    "UPDATE",
+    "USERS_INFO",
+    "ContactCenterStrategy",
+    "create_body",
+    "has_email",
+    "has_phone",
+    "merge_values",
+    "pick_match",
+    "selected_custom_fields",
+    "update_body",
+]
+
+CONTACTS = "/api/v1/omnichannel/contacts"
+UPDATE = "/api/v1/omnichannel/contacts.update"
+SEARCH = "/api/v1/omnichannel/contacts.search"
+USERS_INFO = "/api/v1/users.info"
+
+SEARCH_PAGE = 50  # the server's default page; it caps ``count`` at 100
+SEARCH_MAX_PAGES = 4  # a "contains" search rarely needs a second page to find an exact match
+
+ContactIdRecorder = Callable[[str], Awaitable[None]]
+_NOT_ALLOWED_FIELD = re.compile(r"^Custom field (.+) is not allowed$")
+_PHONE_NOISE = re.compile(r"[^\d+]")
+
+
+# --------------------------------------------------------------------------- pure part
+
+
+def _email_key(value: str) -> str:
+    return value.strip().lower()
+
+
+def _phone_key(value: str) -> str:
+    """``+1 (415) 555-2671`` and ``+14155552671`` are the same number."""
+    return _PHONE_NOISE.sub("", value)
+
+
+def _values(contact: Mapping[str, Any], field: str, attr: str) -> list[str]:
+    """The strings of ``contact[field][*][attr]`` (``emails[].address``, ``phones[].phoneNumber``)."""
+    items = contact.get(field)
+    if not isinstance(items, list):
+        return []
+    values = [item.get(attr) for item in items if isinstance(item, Mapping)]
+    return [v for v in values if isinstance(v, str) and v]
+
+
+def has_email(contact: Mapping[str, Any], email: str) -> bool:
+    """Whether the contact holds exactly this e-mail (case-insensitive)."""
+    wanted = _email_key(email)
+    return any(_email_key(v) == wanted for v in _values(contact, "emails", "address"))
+
+
+def has_phone(contact: Mapping[str, Any], phone: str) -> bool:
+    """Whether the contact holds exactly this number (ignoring spaces, dashes, brackets)."""
+    wanted = _phone_key(phone)
+    return any(_phone_key(v) == wanted for v in _values(contact, "phones", "phoneNumber"))
+
+
+def pick_match(
+    contacts: Iterable[Any], *, email: str | None = None, phone: str | None = None
+) -> Mapping[str, Any] | None:
+    """The contact among search results that holds exactly ``email`` (or ``phone``).
+
+    Search results are regex matches ("chris@example.com" also finds
+    "chris@example.com.br"), so only an exact match counts. When several contacts
+    match (duplicates made by hand), the oldest wins, so every retry picks the same one.
+    """
+    matches = [
+        c
+        for c in contacts
+        if isinstance(c, Mapping)
+        and isinstance(c.get("_id"), str)
+        and c["_id"]
+        and c.get("enabled") is not False
+        and (
+            (email is not None and has_email(c, email))
+            or (phone is not None and has_phone(c, phone))
+        )
+    ]
+    if not matches:
+        return None
+    return min(matches, key=lambda c: (str(c.get("createdAt") or ""), str(c["_id"])))
+
+
+def merge_values(
+    existing: Iterable[str], new: Iterable[str | None], *, key: Callable[[str], str]
+) -> list[str]:
+    """``existing`` as stored, then each new value not already there (compared by ``key``).
+
+    Never two equal strings in the result: the server rejects duplicate array items.
+    """
+    merged: list[str] = []
+    seen_exact: set[str] = set()
+    seen_keys: set[str] = set()
+    for value in existing:
+        if value not in seen_exact:
+            merged.append(value)
+            seen_exact.add(value)
+            seen_keys.add(key(value))
+    for candidate in new:
+        if candidate and key(candidate) not in seen_keys:
+            merged.append(candidate)
+            seen_keys.add(key(candidate))
+    return merged
+
+
+def selected_custom_fields(
+    custom_fields: Mapping[str, str], custom_field_ids: Iterable[str]
+) -> dict[str, str]:
+    """Only the custom fields configured for this deployment (``ROCKETCHAT_CUSTOM_FIELDS``).
+
+    The Contact Center rejects any key it does not know, so nothing is sent unconfigured.
+    """
+    allowed = set(custom_field_ids)
+    return {k: v for k, v in custom_fields.items() if k in allowed and str(v).strip()}
+
+
+def create_body(
+    registration: Registration,
+    *,
+    custom_field_ids: Iterable[str] = (),
+    manager_id: str | None = None,
+) -> dict[str, Any]:
+    """The JSON body for ``POST omnichannel/contacts``: ``name``, ``emails``, ``phones`` always."""
+    contact = registration.contact
+    body: dict[str, Any] = {
+        "name": contact.name,
+        "emails": [contact.email] if contact.email else [],
+        "phones": [contact.phone] if contact.phone else [],
+    }
+    custom = selected_custom_fields(contact.custom_fields, custom_field_ids)
+    if custom:
+        body["customFields"] = custom
+    if manager_id:
+        body["contactManager"] = manager_id
+    return body
+
+
+def update_body(
+    existing: Mapping[str, Any],
+    registration: Registration,
+    *,
+    custom_field_ids: Iterable[str] = (),
+    manager_id: str | None = None,
+    lists: bool = True,
+) -> dict[str, Any]:
+    """The JSON body for ``contacts.update`` of ``existing`` with what we know.
+
+    ``emails``/``phones``/``customFields`` replace the stored values on the server, so
+    each is sent only when it changes and then carries the stored values plus ours.
+    With ``lists=False`` only the name and contact manager are sent (used when the
+    stored lists are not known yet: the answer tells them).
+    """
+    contact = registration.contact
+    body: dict[str, Any] = {"contactId": existing["_id"], "name": contact.name}
+    if manager_id:
+        body["contactManager"] = manager_id
+    if not lists:
+        return body
+    emails = _values(existing, "emails", "address")
+    merged_emails = merge_values(emails, [contact.email], key=_email_key)
+    if merged_emails != emails:
+        body["emails"] = merged_emails
+    phones = _values(existing, "phones", "phoneNumber")
+    merged_phones = merge_values(phones, [contact.phone], key=_phone_key)
+    if merged_phones != phones:
+        body["phones"] = merged_phones
+    ours = selected_custom_fields(contact.custom_fields, custom_field_ids)
+    stored = existing.get("customFields")
+    stored = dict(stored) if isinstance(stored, Mapping) else {}
+    if any(stored.get(k) != v for k, v in ours.items()):
+        # The server replaces the registered fields wholesale: keep what it holds.
+        body["customFields"] = {**stored, **ours}
+    return body
+
+
+def _is_error(exc: ContactRejected, code: str) -> bool:
+    return code in (exc.error_type, exc.message) or exc.message.endswith(f"[{code}]")
+
+
+# --------------------------------------------------------------------------- the strategy
+
+
+class ContactCenterStrategy:
+    """Look the person up, then ``contacts.update`` or ``POST omnichannel/contacts``."""
+
+    name = "contact-center"
+
+    def __init__(self, custom_field_ids: tuple[str, ...] = ()) -> None:
+        self.custom_field_ids = custom_field_ids
+        self._manager_ids: dict[str, str] = {}  # username -> user id, resolved once
+        self._manager_lock = asyncio.Lock()
+
+    async def register(
+        self,
+        client: RocketChatClient,
+        registration: Registration,
+        *,
+        record_contact_id: ContactIdRecorder | None = None,
+    ) -> RegisteredContact:
+        try:
+            return await self._register(client, registration, record_contact_id)
+        except RouteNotFound as exc:
+            if client.contact_api != "contact-center":
+                raise  # auto: the client detects the server's version again
+            raise ConfigurationError(
+                f"{exc.message}. {await self._version_text(client)} has no usable Contact Center "
+                "API (Rocket.Chat 7.1 or newer): set ROCKETCHAT_CONTACT_API=auto or visitor"
+            ) from None
+        except ContactRejected as exc:
+            raise await self._explain(client, exc) from None
+
+    async def _register(
+        self,
+        client: RocketChatClient,
+        registration: Registration,
+        record_contact_id: ContactIdRecorder | None,
+    ) -> RegisteredContact:
+        manager_id = await self.manager_id(client, registration.contact_manager)
+        calls = 0
+        if registration.known_contact_id:
+            # Name and manager first; the answer carries the stored lists to merge into.
+            calls += 1
+            stored = await self._update(
+                client,
+                update_body(
+                    {"_id": registration.known_contact_id},
+                    registration,
+                    manager_id=manager_id,
+                    lists=False,
+                ),
+            )
+            if stored is not None:
+                if not stored:  # updated, but the answer did not show the lists to merge into
+                    return self._done(registration.known_contact_id, "updated", calls)
+                body = update_body(
+                    stored,
+                    registration,
+                    custom_field_ids=self.custom_field_ids,
+                    manager_id=manager_id,
+                )
+                if set(body) - {"contactId", "name", "contactManager"}:
+                    calls += 1
+                    await self._update(client, body, must_exist=True)
+                return self._done(registration.known_contact_id, "updated", calls)
+
+        found, searches = await self._find(client, registration)
+        calls += searches
+        if found is not None:
+            contact_id = str(found["_id"])
+            if record_contact_id is not None and contact_id != registration.known_contact_id:
+                await record_contact_id(contact_id)
+            body = update_body(
+                found, registration, custom_field_ids=self.custom_field_ids, manager_id=manager_id
+            )
+            await self._update(client, body, must_exist=True)
+            return self._done(contact_id, "updated", calls + 1)
+
+        data = await client.call(
+            "POST",
+            CONTACTS,
+            json=create_body(
+                registration, custom_field_ids=self.custom_field_ids, manager_id=manager_id
+            ),
+        )
+        created = data.get("contactId")
+        if not isinstance(created, str) or not created:
+            raise RocketChatError("Rocket.Chat answered 200 without a contactId")
+        if record_contact_id is not None:
+            await record_contact_id(created)
+        return self._done(created, "created", calls + 1)
+
+    def _done(self, contact_id: str, action: str, calls: int) -> RegisteredContact:
+        return RegisteredContact(
+            contact_id=contact_id, strategy=self.name, extra={"action": action, "calls": calls}
+        )
+
+    async def _update(
+        self, client: RocketChatClient, body: dict[str, Any], *, must_exist: bool = False
+    ) -> dict[str, Any] | None:
+        """``contacts.update``; the stored contact, or None when the id is unknown."""
+        try:
+            data = await client.call("POST", UPDATE, json=body)
+        except ContactRejected as exc:
+            if not _is_error(exc, "error-contact-not-found"):
+                raise
+            if must_exist:  # deleted between the search and the update: look again later
+                raise RocketChatError(
+                    f"contact {body['contactId']} disappeared before it was updated"
+                ) from None
+            return None  # deleted, or an id from the legacy visitor strategy
+        contact = data.get("contact")
+        # Without the stored contact its lists are unknown: {} makes the caller leave them be.
+        return contact if isinstance(contact, dict) and contact.get("_id") else {}
+
+    async def _find(
+        self, client: RocketChatClient, registration: Registration
+    ) -> tuple[Mapping[str, Any] | None, int]:
+        """Search by e-mail, then by phone; the exact match and the calls spent."""
+        contact = registration.contact
+        calls = 0
+        for text, email, phone in (
+            (contact.email, contact.email, None),
+            (contact.phone, None, contact.phone),
+        ):
+            if not text:
+                continue
+            offset = 0
+            for _ in range(SEARCH_MAX_PAGES):
+                calls += 1
+                data = await client.call(
+                    "GET",
+                    SEARCH,
+                    params={"searchText": text, "count": str(SEARCH_PAGE), "offset": str(offset)},
+                )
+                page = data.get("contacts")
+                if not isinstance(page, list):
+                    raise RocketChatError("Rocket.Chat answered contacts.search without a list")
+                found = pick_match(page, email=email, phone=phone)
+                if found is not None:
+                    return found, calls
+                offset += len(page)
+                total = data.get("total")
+                if not page or not isinstance(total, int) or offset >= total:
+                    break
+        return None, calls
+
+    async def manager_id(self, client: RocketChatClient, username: str | None) -> str | None:
+        """The user id of the agent ``username`` (``users.info``), resolved once and cached."""
+        if not username:
+            return None
+        if username in self._manager_ids:
+            return self._manager_ids[username]
+        async with self._manager_lock:
+            if username not in self._manager_ids:
+                try:
+                    data = await client.call("GET", USERS_INFO, params={"username": username})
+                except ContactRejected as exc:
+                    raise ContactRejected(
+                        f"the contact manager {username!r} is not a Rocket.Chat user "
+                        f"(users.info answered: {exc.message})",
+                        error_type="error-contact-manager-not-found",
+                    ) from None
+                user = data.get("user")
+                user_id = user.get("_id") if isinstance(user, dict) else None
+                if not isinstance(user_id, str) or not user_id:
+                    raise RocketChatError("Rocket.Chat answered users.info without a user id")
+                self._manager_ids[username] = user_id
+            return self._manager_ids[username]
+
+    async def _explain(self, client: RocketChatClient, exc: ContactRejected) -> RocketChatError:
+        """The server's 400 as a readable, actionable error."""
+        if _is_error(exc, "error-not-allowed"):
+            # 6.13-7.0 answer this unless the server runs in TEST_MODE: not the contact's fault.
+            return ConfigurationError(
+                f"{await self._version_text(client)} does not allow the Contact Center API "
+                f"yet ({exc.message}); it is usable from Rocket.Chat 7.1: set "
+                "ROCKETCHAT_CONTACT_API=auto or visitor"
+            )
+        match = _NOT_ALLOWED_FIELD.match(exc.message)
+        if match:
+            return ContactRejected(
+                f"{exc.message}: Rocket.Chat has no contact custom field {match.group(1)!r}; "
+                "create it (Omnichannel > Custom Fields, scope visitor) or remove it from "
+                "ROCKETCHAT_CUSTOM_FIELDS",
+                error_type=exc.error_type,
+            )
+        return exc
+
+    @staticmethod
+    async def _version_text(client: RocketChatClient) -> str:
+        version = await client.server_version()
+        if version is None:
+            return f"Rocket.Chat at {client.base_url}"
+        return f"Rocket.Chat {version[0]}.{version[1]} at {client.base_url}"

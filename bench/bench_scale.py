@@ -1,0 +1,259 @@
+"""Scale-out (issue #8): delivery throughput with 1, 2 and 4 worker processes on PostgreSQL.
+
+A real PostgreSQL server (``tests/postgres.py``), a queue of contacts seeded straight into
+it, then N ``contact-adapter worker`` processes (the Procfile's ``worker`` command,
+``ROCKETCHAT_CONCURRENCY=8`` each) drain it into the Rocket.Chat stand-in answering after
+20 ms with its rate limiter off (a bot user). Throughput is measured between 10 % and
+90 % of the queue (start-up excluded) and given as ratios:
+
+* to the **physical limit**, ``workers × concurrency / latency`` (400/s per worker): what
+  the workers could do if nothing but the stand-in's 20 ms cost time;
+* to the **stand-in's own ceiling**, measured with wrk at the same number of connections
+  (``workers × 8``): the stand-in is one Python process, and on a 2-core machine shared
+  with PostgreSQL and the workers it, not the workers, caps the total long before 4 × 400/s.
+
+The curve must rise with the number of workers. Run::
+
+    .venv/bin/python bench/bench_scale.py [--contacts 2000] [--workers 1,2,4]
+
+Results are printed and written to ``bench/results/scale.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+BIN = Path(sys.executable).parent
+WRK = shutil.which("wrk")
+BOT = ("botUserId1", "bot-token")
+LATENCY = 0.02
+CONCURRENCY = 8
+CONTACT_ROUTE = "/api/v1/omnichannel/contact"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def standin() -> Iterator[str]:
+    """The Rocket.Chat stand-in in a process of its own, 20 ms per answer, no rate limit."""
+    port = free_port()
+    args = [sys.executable, str(ROOT / "tests" / "rocketchat_standin.py"), "--port", str(port)]
+    args += ["--rate-limit", "0", "--latency", str(LATENCY)]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/api/info", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the stand-in did not start")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def contact_posts(url: str) -> int:
+    return int(httpx.get(url + "/_standin/state", timeout=10).json()["contact_posts"])
+
+
+def seed(database_url: str, count: int) -> None:
+    """``count`` accepted contacts, through the queue's bulk accept (no fast path)."""
+    from adapter.app import build_client
+    from adapter.db import create_engine, migrate
+    from adapter.delivery import DeliveryQueue, Submission
+    from adapter.settings import load_settings
+
+    settings = load_settings(database_url=database_url, fast_path_budget=0)
+
+    async def main() -> None:
+        engine = create_engine(settings.database_url)
+        await migrate(engine)
+        client = build_client(settings)
+        queue = DeliveryQueue(engine, client, settings)
+        try:
+            batch: list[Submission] = []
+            for i in range(count):
+                fields = {"name": f"Guest Number{i}", "email": f"scale{i}@example.com"}
+                fields["phone"] = f"+1415555{i % 10000:04d}"
+                batch.append(Submission(source="api", fields=fields))
+                if len(batch) == 500 or i == count - 1:
+                    outcomes = await queue.submit_many(batch)
+                    assert all(o.delivery_id for o in outcomes), outcomes[:3]
+                    batch = []
+        finally:
+            await client.aclose()
+            await engine.dispose()
+
+    asyncio.run(main())
+
+
+def worker_env(rocketchat_url: str, database_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROCKETCHAT_", "DATABASE_"))}
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONUNBUFFERED="1",
+        ROCKETCHAT_URL=rocketchat_url,
+        ROCKETCHAT_USER_ID=BOT[0],
+        ROCKETCHAT_AUTH_TOKEN=BOT[1],
+        ROCKETCHAT_CONTACT_API="visitor",
+        ROCKETCHAT_CONCURRENCY=str(CONCURRENCY),
+        DATABASE_URL=database_url,
+        LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+def procfile_worker() -> str:
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith("worker:"):
+            return line.split(":", 1)[1].strip()
+    raise RuntimeError("the Procfile has no worker process")
+
+
+def run_workers(server: Any, workers: int, count: int) -> dict[str, float]:
+    """Seed ``count`` contacts, start ``workers`` processes, time the middle 80 %."""
+    database = server.create_database()
+    seed(database, count)
+    with standin() as rc:
+        env = worker_env(rc, database)
+        procs = [
+            subprocess.Popen(
+                ["bash", "-c", procfile_worker()],
+                env=env,
+                cwd=tempfile.gettempdir(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            for _ in range(workers)
+        ]
+        marks: list[tuple[float, int]] = []
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                done = contact_posts(rc)
+                marks.append((time.perf_counter(), done))
+                if done >= count:
+                    break
+                time.sleep(0.05)
+        finally:
+            for proc in procs:
+                os.killpg(proc.pid, 15)
+            for proc in procs:
+                proc.wait(30)
+    first = next((t, n) for t, n in marks if n >= count * 0.1)
+    last = next(((t, n) for t, n in marks if n >= count * 0.9), marks[-1])
+    rate = (last[1] - first[1]) / (last[0] - first[0])
+    return {"workers": workers, "rate": rate, "delivered": marks[-1][1], "contacts": count}
+
+
+POST_LUA = """
+local counter = 0
+function setup(thread)
+  thread:set("id", tostring(math.random(1, 1000000000)))
+end
+request = function()
+  counter = counter + 1
+  local body = string.format(
+    '{"token":"wrk-%s-%d","name":"Guest","email":"w%s-%d@example.com"}', id, counter, id, counter)
+  return wrk.format("POST", PATH, HEADERS, body)
+end
+"""
+
+
+def standin_ceiling(connections: int, seconds: int = 5) -> float | None:
+    """What wrk gets out of a fresh stand-in at ``connections`` (a new person per request)."""
+    if WRK is None:
+        return None
+    headers = {"X-User-Id": BOT[0], "X-Auth-Token": BOT[1], "Content-Type": "application/json"}
+    lua_headers = "{" + ", ".join(f'["{k}"] = "{v}"' for k, v in headers.items()) + "}"
+    script = POST_LUA.replace("PATH", json.dumps(CONTACT_ROUTE)).replace("HEADERS", lua_headers)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    try:
+        with standin() as rc:
+            result = subprocess.run(
+                [WRK, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
+                + ["-s", handle.name, rc + CONTACT_ROUTE],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+    finally:
+        os.unlink(handle.name)
+    for line in result.stdout.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--contacts", type=int, default=2000)
+    parser.add_argument("--workers", default="1,2,4")
+    args = parser.parse_args()
+    from tests.postgres import PostgresServer, available
+
+    reason = available()
+    if reason is not None:
+        sys.exit(f"cannot run: {reason}")
+    counts = [int(n) for n in args.workers.split(",")]
+    print(
+        f"delivery throughput on PostgreSQL: stand-in answers after {LATENCY * 1000:.0f} ms "
+        f"(no rate limit), ROCKETCHAT_CONCURRENCY={CONCURRENCY} per worker, "
+        f"{args.contacts} contacts per run, {os.cpu_count()} cores"
+    )
+    server = PostgresServer().start()
+    rows: list[dict[str, Any]] = []
+    try:
+        for workers in counts:
+            row = run_workers(server, workers, args.contacts)
+            row["physical_limit"] = workers * CONCURRENCY / LATENCY
+            row["standin_ceiling"] = standin_ceiling(workers * CONCURRENCY)
+            rows.append(row)
+    finally:
+        server.stop()
+    print(f"{'workers':>7} {'rate/s':>8} {'limit/s':>8} {'÷limit':>7} {'wrk/s':>8} {'÷wrk':>6}")
+    for row in rows:
+        ceiling = row["standin_ceiling"]
+        print(
+            f"{row['workers']:>7} {row['rate']:>8.1f} {row['physical_limit']:>8.0f} "
+            f"{row['rate'] / row['physical_limit']:>7.1%} "
+            + (f"{ceiling:>8.1f} {row['rate'] / ceiling:>6.1%}" if ceiling else "   (no wrk)")
+        )
+    rising = all(b["rate"] > a["rate"] for a, b in zip(rows, rows[1:], strict=False))
+    print(f"rises with workers: {'yes' if rising else 'NO'}")
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scale.json").write_text(json.dumps({"runs": rows, "rising": rising}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""``POST /webhooks/chatwoot``: Chatwoot account webhooks (widgets.md §1).
+
+Verify: ``X-Chatwoot-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + raw body)>``
+with ``X-Chatwoot-Timestamp`` (unix seconds) inside the replay window. Chatwoot generates
+the secret per webhook since v4.11.2; older versions sign nothing and are refused (there
+is nothing to check). Setting: ``CHATWOOT_WEBHOOK_SECRET``.
+
+Map: ``contact_created``/``contact_updated`` carry the contact at the top level,
+``conversation_*`` under ``meta.sender``, ``message_*`` under ``sender`` (visitor messages
+only, ``message_type == "incoming"``), ``webwidget_triggered`` under ``contact``. Names
+Chatwoot invents for anonymous widget visitors (``billowing-frost-412``) are no name; a
+contact without email and phone is ignored (the pre-chat form fills them later through
+``contact_updated``). Custom pre-chat questions end in custom attributes:
+``CHATWOOT_FIELD_NAME`` / ``_EMAIL`` / ``_PHONE`` name the attribute keys (comma-separated,
+first non-empty wins over the standard field). The person is ``account id:contact id``, so every event about one
+Chatwoot contact lands in one contact.
+
+Event id: ``account:event:id`` for ``*_created`` events (stable across Chatwoot's fan-out
+to several webhooks and across retries), else ``X-Chatwoot-Delivery`` (stable across
+retries), else the body's digest. Chatwoot gives up after 5 s and does not retry, so the
+answer is immediate (the core accepts durably, then delivers).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from adapter.channels import check_timestamp, verify_hmac
+from adapter.webhooks import (
+    PayloadError,
+    WebhookChannel,
+    WebhookEvent,
+    WebhookProvider,
+    WebhookRequest,
+    body_digest,
+)
+
+__all__ = ["ChatwootProvider", "channel"]
+
+# Where each event keeps the contact: a path of keys from the payload's root.
+CONTACT_PATHS: Mapping[str, tuple[str, ...]] = {
+    "contact_created": (),
+    "contact_updated": (),
+    "conversation_created": ("meta", "sender"),
+    "conversation_updated": ("meta", "sender"),
+    "conversation_status_changed": ("meta", "sender"),
+    "message_created": ("sender",),
+    "message_updated": ("sender",),
+    "webwidget_triggered": ("contact",),
+}
+# Haikunator names Chatwoot gives anonymous widget visitors, e.g. "billowing-frost-412"
+_PLACEHOLDER_NAME = re.compile(r"^[a-z]+-[a-z]+-\d{1,4}$")
+
+
+def _object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise PayloadError(f"the body is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise PayloadError("expected a JSON object")
+    return data
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return value.strip() or None
+    return None
+
+
+def _dig(data: Mapping[str, Any], *path: str) -> Any:
+    value: Any = data
+    for key in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _mapped(request: WebhookRequest, field: str, sources: list[Any]) -> str | None:
+    """The first value of the attribute keys ``CHATWOOT_FIELD_<field>`` names (comma-separated)."""
+    keys = [k.strip() for k in (request.lookup(f"CHATWOOT_FIELD_{field}") or "").split(",")]
+    for key in filter(None, keys):
+        for source in sources:
+            if isinstance(source, Mapping) and (value := _text(source.get(key))):
+                return value
+    return None
+
+
+class ChatwootProvider(WebhookProvider):
+    name = "chatwoot"
+    secret_setting = "CHATWOOT_WEBHOOK_SECRET"
+
+    def verify(self, request: WebhookRequest, secret: str, *, now: float) -> bool:
+        stamp = request.headers.get("x-chatwoot-timestamp")
+        signature = request.headers.get("x-chatwoot-signature")
+        if not stamp or not signature or not stamp.strip().isdigit():
+            return False
+        if not check_timestamp(stamp, window=self.timestamp_window, now=now):
+            return False
+        return verify_hmac(
+            secret, stamp.strip().encode() + b"." + request.body, signature, prefix="sha256="
+        )
+
+    def parse(self, request: WebhookRequest) -> WebhookEvent:
+        data = _object(request.body)
+        event = data.get("event")
+        if not isinstance(event, str) or not event:
+            raise PayloadError("expected an 'event' field naming the Chatwoot event")
+        path = CONTACT_PATHS.get(event)
+        if path is None:
+            return WebhookEvent(None, ignored=f"{event} carries no contact", event_type=event)
+        if event.startswith("message_") and data.get("message_type") not in ("incoming", 0):
+            return WebhookEvent(None, ignored="not a visitor's message", event_type=event)
+        person = _dig(data, *path) if path else data
+        if not isinstance(person, Mapping):
+            where = ".".join(path)
+            raise PayloadError(f"expected '{where}' to be the contact object of {event}")
+
+        # Custom pre-chat questions land in custom attributes: of the contact, or of the
+        # conversation (the payload's own for conversation_*, its conversation's for message_*).
+        attributes = [
+            person.get("custom_attributes"),
+            data.get("custom_attributes") if event.startswith("conversation_") else None,
+            _dig(data, "conversation", "custom_attributes"),
+        ]
+        name = _mapped(request, "NAME", attributes) or _text(person.get("name"))
+        if name is not None and _PLACEHOLDER_NAME.fullmatch(name):
+            name = None
+        email = _mapped(request, "EMAIL", attributes) or _text(person.get("email"))
+        phone = _mapped(request, "PHONE", attributes) or _text(person.get("phone_number"))
+        if email is None and phone is None:
+            return WebhookEvent(
+                None, ignored="the contact has no email or phone yet", event_type=event
+            )
+
+        account = _text(_dig(data, "account", "id")) or _text(_dig(person, "account", "id"))
+        contact_id = _text(person.get("id"))
+        person_key = f"{account or '-'}:{contact_id}" if contact_id else None
+
+        extras: dict[str, str] = {}
+        if contact_id:
+            extras["chatwoot_contact_id"] = contact_id
+        page = (
+            _text(_dig(data, "additional_attributes", "referer"))
+            if event.startswith("conversation_")
+            else _text(_dig(data, "conversation", "additional_attributes", "referer"))
+            or _text(_dig(data, "event_info", "referer"))
+        )
+        if page:
+            extras["page_url"] = page
+        for key in ("city", "country"):
+            value = _text(_dig(person, "additional_attributes", key))
+            if value:
+                extras[key] = value
+
+        event_id: str | None
+        object_id = _text(data.get("id"))
+        if event.endswith("_created") and object_id:
+            event_id = f"{account or '-'}:{event}:{object_id}"
+        else:
+            event_id = request.headers.get("x-chatwoot-delivery") or body_digest(request.body)
+        return WebhookEvent(
+            event_id,
+            fields={"name": name, "email": email, "phone": phone},
+            person_key=person_key,
+            custom_fields=extras,
+            event_type=event,
+        )
+
+
+channel = WebhookChannel(ChatwootProvider())

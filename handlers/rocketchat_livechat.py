@@ -1,0 +1,163 @@
+"""``POST /webhooks/rocketchat``: Rocket.Chat Livechat's own webhook (widgets.md §2).
+
+Rocket.Chat signs nothing: it sends the admin's "Secret Token" in clear in the
+``X-RocketChat-Livechat-Token`` header, compared here in constant time. There is no
+timestamp, so no replay window: use HTTPS, and rely on deduplication. Setting:
+``ROCKETCHAT_WEBHOOK_SECRET``.
+
+Map: room events (``LivechatSessionStart``, ``…Queued``, ``…Taken``, ``…Forwarded``,
+``LivechatSession``, ``LivechatEdit``), ``Message`` and ``LeadCapture`` carry the visitor
+with ``email: [{address}]`` and ``phone: [{phoneNumber}]``; ``LivechatOfflineMessage`` has
+``visitor.email`` as a plain string and no phone, so a single phone number written in
+international form in the message text is taken. The visitor's ``_id`` is the person;
+its department and custom fields travel as custom fields. When the Livechat registration
+form asks for the phone (or name, email) in a custom field, ``ROCKETCHAT_FIELD_PHONE``
+(``_NAME``, ``_EMAIL``) names its id (comma-separated; the first non-empty one wins over
+the standard field).
+
+Answer: Rocket.Chat counts only an exact 200 as success and stores our answer body in
+the room (echoing it back later as ``crmData``), so the answer is 200 with a small JSON
+naming the delivery (and the contact once registered) — never personal data or field
+errors. Event id: the body's digest (retries resend the same body; there is no id).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import phonenumbers
+from starlette.responses import JSONResponse, Response
+
+from adapter.channels import constant_time_equal
+from adapter.delivery import Outcome
+from adapter.webhooks import (
+    PayloadError,
+    WebhookChannel,
+    WebhookEvent,
+    WebhookProvider,
+    WebhookRequest,
+    body_digest,
+)
+
+__all__ = ["RocketChatLivechatProvider", "channel"]
+
+TOKEN_HEADER = "x-rocketchat-livechat-token"
+OFFLINE = "LivechatOfflineMessage"
+TEST_ROOM_ID = "fasd6f5a4sd6f8a4sdf"  # the room id of the sample Rocket.Chat's "Send Test" posts
+
+
+def _object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise PayloadError(f"the body is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise PayloadError("expected a JSON object")
+    return data
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return value.strip() or None
+    return None
+
+
+def _first(value: Any, key: str) -> str | None:
+    """A plain string, or the first non-empty ``key`` of a list of objects (or strings)."""
+    if isinstance(value, list):
+        for item in value:
+            found = _text(item.get(key)) if isinstance(item, Mapping) else _text(item)
+            if found:
+                return found
+        return None
+    if isinstance(value, Mapping):
+        return _text(value.get(key))
+    return _text(value)
+
+
+def _phone_in_text(text: str | None) -> str | None:
+    """The one phone number written in international form in free text, else ``None``."""
+    if not text:
+        return None
+    found = {
+        phonenumbers.format_number(m.number, phonenumbers.PhoneNumberFormat.E164): m.raw_string
+        for m in phonenumbers.PhoneNumberMatcher(text, None)
+    }
+    return next(iter(found.values())) if len(found) == 1 else None
+
+
+def _mapped(request: WebhookRequest, field: str, custom: Mapping[str, Any]) -> str | None:
+    """The first value of the visitor custom fields ``ROCKETCHAT_FIELD_<field>`` names."""
+    keys = [k.strip() for k in (request.lookup(f"ROCKETCHAT_FIELD_{field}") or "").split(",")]
+    return next((v for k in keys if k and (v := _text(custom.get(k)))), None)
+
+
+class RocketChatLivechatProvider(WebhookProvider):
+    name = "rocketchat"
+    secret_setting = "ROCKETCHAT_WEBHOOK_SECRET"
+    success_status = 200  # exactly: Rocket.Chat retries 201/202/204
+
+    def verify(self, request: WebhookRequest, secret: str, *, now: float) -> bool:
+        token = request.headers.get(TOKEN_HEADER)
+        return token is not None and constant_time_equal(token, secret)
+
+    def parse(self, request: WebhookRequest) -> WebhookEvent:
+        data = _object(request.body)
+        kind = data.get("type")
+        if not isinstance(kind, str) or not kind:
+            raise PayloadError("expected a 'type' field naming the Livechat event")
+        if data.get("_id") == TEST_ROOM_ID:
+            return WebhookEvent(None, ignored="Rocket.Chat's webhook test", event_type=kind)
+        visitor = data.get("visitor")
+        if not isinstance(visitor, Mapping):
+            if kind == OFFLINE or "visitor" in data:
+                raise PayloadError(f"expected 'visitor' to be an object in {kind}")
+            return WebhookEvent(None, ignored=f"{kind} carries no visitor", event_type=kind)
+
+        custom = visitor.get("customFields")
+        custom = custom if isinstance(custom, Mapping) else {}
+        name = _mapped(request, "NAME", custom) or _text(visitor.get("name"))
+        email = _mapped(request, "EMAIL", custom) or _first(visitor.get("email"), "address")
+        phone = _mapped(request, "PHONE", custom) or _first(visitor.get("phone"), "phoneNumber")
+        if phone is None and kind == OFFLINE:
+            message = data.get("message")
+            phone = _phone_in_text(message if isinstance(message, str) else None)
+        if email is None and phone is None:
+            return WebhookEvent(None, ignored="the visitor left no email or phone", event_type=kind)
+
+        visitor_id = _text(visitor.get("_id"))
+        extras = {str(k): v for k, v in custom.items() if isinstance(v, str) and v.strip()}
+        if visitor_id:
+            extras["rocketchat_visitor_id"] = visitor_id
+        department = _text(visitor.get("department")) or _text(data.get("departmentId"))
+        if department:
+            extras["department"] = department
+        return WebhookEvent(
+            body_digest(request.body),
+            fields={"name": name, "email": email, "phone": phone},
+            person_key=visitor_id,
+            custom_fields=extras,
+            event_type=kind,
+        )
+
+    def answer(self, outcome: Outcome | None, event: WebhookEvent) -> Response:
+        """200 and a few ids: Rocket.Chat keeps this body in the room."""
+        body: dict[str, Any] = {"ok": True}
+        if outcome is None:
+            body["ignored"] = event.ignored
+        else:
+            body.update(delivery_id=outcome.delivery_id, status=outcome.status)
+            if outcome.contact_id:
+                body["contact_id"] = outcome.contact_id
+            if outcome.duplicate:
+                body["duplicate"] = True
+        return JSONResponse(body, status_code=200)
+
+
+channel = WebhookChannel(RocketChatLivechatProvider())

@@ -1,0 +1,606 @@
+"""Durable delivery (issue #4) through the real service, the stand-in and a real database.
+
+Every test that takes ``db_url`` runs on SQLite and on a real PostgreSQL server (skipped
+with the reason when PostgreSQL cannot be started here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from adapter.settings import Settings
+from tests.conftest import ADMIN_TOKEN, AGENT, BOT, Service, wait_until
+from tests.delivery_support import (
+    BIN,
+    CONTACT_POST,
+    Tracker,
+    guest,
+    post_many,
+    serve,
+    service_env,
+    token_of,
+)
+from tests.rocketchat_standin import RocketChatStandIn, StandInServer
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    return f"sqlite:///{tmp_path / 'deliveries.db'}"
+
+
+@pytest.fixture
+def tracker(standin: RocketChatStandIn) -> Tracker:
+    return Tracker(standin.app)
+
+
+@pytest.fixture
+def rocketchat(tracker: Tracker) -> Iterator[StandInServer]:
+    """The conftest stand-in, behind a recorder (times, ports, concurrency)."""
+    with StandInServer(tracker) as server:
+        yield server
+
+
+def delivered(service: Service, ids: list[str]) -> bool:
+    return all(service.delivery(i)["status"] == "delivered" for i in ids)
+
+
+def listing(service: Service, **params: Any) -> dict[str, Any]:
+    response = service.client.get("/deliveries", params=params, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+# --------------------------------------------------------------------------- outage
+
+
+def test_outage_accepts_everything_then_delivers_each_exactly_once(
+    db_url: str,
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+    standin: RocketChatStandIn,
+    tracker: Tracker,
+) -> None:
+    service = start_service(make_settings(database_url=db_url))
+    standin.down = True
+    answers = post_many(service.url, [guest(i) for i in range(200)])
+    assert [getattr(a, "status_code", a) for a in answers] == [202] * 200
+    ids = [a.json()["delivery_id"] for a in answers if isinstance(a, httpx.Response)]
+    assert len(set(ids)) == 200
+    assert standin.contact_posts_per_token() == {}  # nothing delivered
+    # An outage costs a probe per backoff step, not a call per contact.
+    assert len(tracker.contact_posts()) < 60, len(tracker.contact_posts())
+    counts = listing(service)["counts"]
+    assert counts == {"pending": 200} or set(counts) <= {"pending", "delivering"}
+
+    standin.down = False
+    wait_until(
+        lambda: listing(service, status="delivered", limit=1)["counts"].get("delivered") == 200,
+        timeout=30,
+        interval=0.2,
+    )
+    per_token = standin.contact_posts_per_token()
+    assert per_token == {token_of(i): 1 for i in range(200)}
+    assert listing(service)["counts"] == {"delivered": 200}
+    assert listing(service, status="failed")["deliveries"] == []
+
+
+# --------------------------------------------------------------------------- merge, dedupe
+
+
+def test_same_person_while_waiting_is_one_delivery_and_same_event_is_accepted_once(
+    db_url: str,
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+    standin: RocketChatStandIn,
+) -> None:
+    service = start_service(
+        make_settings(database_url=db_url, contact_required_fields="name,email")
+    )
+    standin.down = True
+    first = service.post_contact(name="Chris Doe", email="chris@example.com")
+    second = service.post_contact(
+        name="Chris D. Doe",
+        email="Chris@Example.com",
+        phone="+1 415 555 2671",
+        custom_fields={"plan": "pro"},
+    )
+    assert first.status_code == second.status_code == 202
+    assert second.json()["delivery_id"] == first.json()["delivery_id"]  # merged
+
+    lead = service.post_contact(**guest(7), event_id="lead-7")
+    again = service.post_contact(**guest(7), event_id="lead-7")
+    assert lead.status_code == 202
+    assert again.status_code == 202
+    assert again.json() == {**lead.json(), "duplicate": True}
+
+    standin.down = False
+    chris = first.json()["delivery_id"]
+    wait_until(lambda: delivered(service, [chris, lead.json()["delivery_id"]]), timeout=20)
+    per_token = standin.contact_posts_per_token()
+    assert sorted(per_token.values()) == [1, 1]
+    record = service.delivery(chris)
+    assert record["fields"]["name"] == "Chris D. Doe"
+    assert record["fields"]["email"] == "Chris@example.com"
+    assert record["fields"]["phone"] == "+14155552671"
+    visitor = standin.visitors[record["contact_id"]]
+    assert visitor["name"] == "Chris D. Doe"
+    assert visitor["phone"] == [{"phoneNumber": "+14155552671"}]
+    # After delivery the same event still gets the first answer, now final.
+    late = service.post_contact(**guest(7), event_id="lead-7")
+    assert late.status_code == 200
+    assert late.json()["duplicate"] is True
+    assert late.json()["status"] == "delivered"
+    assert sum(standin.contact_posts_per_token().values()) == 2
+
+
+# --------------------------------------------------------------------------- fast path
+
+
+def test_fast_path_answers_201_under_concurrent_load(
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+    standin: RocketChatStandIn,
+) -> None:
+    """The worker must not snatch the row a request is about to try itself."""
+    service = start_service(make_settings())
+    answers = post_many(service.url, [guest(i) for i in range(60)], threads=8)
+    codes = [getattr(a, "status_code", a) for a in answers]
+    assert codes == [201] * 60, codes
+    assert all(isinstance(a, httpx.Response) and a.json()["contact_id"] for a in answers)
+    assert set(standin.contact_posts_per_token().values()) == {1}
+
+
+# --------------------------------------------------------------------------- Rocket.Chat answers
+
+
+def test_429_waits_for_the_reset_then_succeeds_without_spending_an_attempt(
+    tmp_path: Path,
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+) -> None:
+    standin = RocketChatStandIn(rate_limit=3, window_ms=2000)
+    with serve(standin.app) as (server, tracker):
+        service = start_service(
+            make_settings(
+                rocketchat_url=server.url,
+                rocketchat_user_id=AGENT["user_id"],
+                rocketchat_auth_token=AGENT["token"],
+            )
+        )
+        # Someone else behind our IP used up the window.
+        with httpx.Client(
+            base_url=server.url,
+            headers={"X-User-Id": AGENT["user_id"], "X-Auth-Token": AGENT["token"]},
+        ) as other:
+            for i in range(3):
+                assert (
+                    other.post(CONTACT_POST, json={"token": f"t{i}", "name": "Other"}).status_code
+                    == 200
+                )
+        response = service.post_contact(**guest(1))
+        assert response.status_code == 202
+        delivery_id = response.json()["delivery_id"]
+        record = wait_until(
+            lambda: (r := service.delivery(delivery_id))["status"] == "delivered" and r, timeout=15
+        )
+        assert record["attempts"] == 1  # the 429 spent none
+        ours = tracker.contact_posts()
+        assert [s.status for s in ours] == [429, 200]
+        reset = int(ours[0].reset or 0) / 1000
+        assert ours[1].started >= reset  # waited for the window to reopen
+
+
+def test_burst_of_100_under_the_limit_takes_about_ten_windows_and_at_most_one_429(
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+) -> None:
+    standin = RocketChatStandIn(rate_limit=10, window_ms=1000)
+    with serve(standin.app) as (server, tracker):
+        service = start_service(
+            make_settings(
+                rocketchat_url=server.url,
+                rocketchat_user_id=AGENT["user_id"],
+                rocketchat_auth_token=AGENT["token"],
+            )
+        )
+        answers = post_many(service.url, [guest(i) for i in range(100)], threads=8)
+        assert all(getattr(a, "status_code", 0) in (201, 202) for a in answers)
+        wait_until(lambda: len(standin.contact_posts_per_token()) == 100, timeout=30)
+        ours = tracker.contact_posts()
+        windows = {s.reset for s in ours if s.status == 200}
+        codes = [s.status for s in ours]
+        assert codes.count(429) <= 1, [(s.status, s.reset, round(s.started, 3)) for s in ours]
+        assert codes.count(200) == 100
+        assert len(windows) <= 11, sorted(windows)
+        span = ours[-1].started - ours[0].started
+        assert span < 11 * 1.0 + 1, span  # ~ten windows, not a storm of retries
+
+
+def test_400_fails_at_once_with_rocketchats_message(
+    db_url: str,
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+    standin: RocketChatStandIn,
+    tracker: Tracker,
+) -> None:
+    standin.add_custom_field("company", label="Company", required=True)
+    service = start_service(make_settings(database_url=db_url, fast_path_budget=0))
+    response = service.post_contact(**guest(1))
+    assert response.status_code == 202
+    delivery_id = response.json()["delivery_id"]
+    record = wait_until(
+        lambda: (r := service.delivery(delivery_id))["status"] == "failed" and r, timeout=10
+    )
+    assert record["attempts"] == 1
+    assert record["last_error"].startswith("Rocket.Chat rejected the contact: ")
+    assert "Invalid value for Company field" in record["last_error"]
+    time.sleep(0.5)
+    assert len(tracker.contact_posts()) == 1  # never retried
+
+
+def test_401_pauses_everything_without_spending_attempts_then_resumes(
+    db_url: str,
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+    standin: RocketChatStandIn,
+    tracker: Tracker,
+) -> None:
+    service = start_service(make_settings(database_url=db_url))
+    standin.set_credentials_valid(BOT["user_id"], False)
+    ids = [service.post_contact(**guest(i)).json()["delivery_id"] for i in range(5)]
+    ready = wait_until(lambda: (r := service.client.get("/readyz")).status_code == 503 and r)
+    assert "ROCKETCHAT_USER_ID / ROCKETCHAT_AUTH_TOKEN" in ready.json()["reason"]
+    time.sleep(1.0)  # several credential checks (auth_check_interval=0.3)
+    assert all(service.delivery(i)["attempts"] == 0 for i in ids)
+    assert all(service.delivery(i)["status"] == "pending" for i in ids)
+    assert len(tracker.contact_posts()) == 1  # only the first noticed; the rest wait
+    standin.set_credentials_valid(BOT["user_id"], True)
+    wait_until(lambda: delivered(service, ids), timeout=15)
+    assert all(service.delivery(i)["attempts"] == 1 for i in ids)
+    assert service.client.get("/readyz").status_code == 200
+
+
+def test_5xx_is_retried_with_growing_backoff(
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+    standin: RocketChatStandIn,
+    tracker: Tracker,
+) -> None:
+    service = start_service(make_settings(fast_path_budget=0))
+    standin.fail_next(3, 503)
+    delivery_id = service.post_contact(**guest(1)).json()["delivery_id"]
+    record = wait_until(
+        lambda: (r := service.delivery(delivery_id))["status"] == "delivered" and r, timeout=15
+    )
+    assert record["attempts"] == 4
+    starts = [s.started for s in tracker.contact_posts()]
+    assert [s.status for s in tracker.contact_posts()] == [503, 503, 503, 200]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    # retry_first_delay=0.2, equal jitter: ≥ 0.1, ≥ 0.2, ≥ 0.4 seconds
+    assert gaps[0] >= 0.09 and gaps[1] >= 0.19 and gaps[2] >= 0.39, gaps
+    assert gaps[2] > gaps[0]
+
+
+def test_give_up_marks_failed_keeps_the_row_and_retry_brings_it_back(
+    tmp_path: Path,
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+    standin: RocketChatStandIn,
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'contacts.db'}"
+    service = start_service(make_settings(retry_give_up_after=1.0))
+    standin.down = True
+    ids = [service.post_contact(**guest(i)).json()["delivery_id"] for i in range(3)]
+    for delivery_id in ids:
+        record = wait_until(
+            lambda d=delivery_id: (r := service.delivery(d))["status"] == "failed" and r,
+            timeout=15,
+        )
+        assert record["last_error"].startswith("gave up after 1 s and ")
+        assert "503" in record["last_error"]
+    assert listing(service, status="failed")["counts"] == {"failed": 3}
+    standin.down = False
+
+    # One through the admin endpoint…
+    retried = service.client.post(f"/deliveries/{ids[0]}/retry", headers=ADMIN)
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["status"] == "pending"
+    wait_until(lambda: delivered(service, ids[:1]), timeout=10)
+    again = service.client.post(f"/deliveries/{ids[0]}/retry", headers=ADMIN)
+    assert again.status_code == 409
+    assert service.client.post("/deliveries/nope/retry", headers=ADMIN).status_code == 404
+    # …one through the CLI, the rest with retry-failed.
+    env = service_env("http://127.0.0.1:9", database_url)
+    cli = [str(BIN / "contact-adapter"), "deliveries"]
+    shown = subprocess.run(
+        [*cli, "list", "--status", "failed"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert ids[1] in shown.stdout and ids[2] in shown.stdout, shown
+    done = subprocess.run(
+        [*cli, "retry", ids[1]], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{ids[1]} queued again" in done.stdout
+    wait_until(lambda: delivered(service, ids[:2]), timeout=10)
+    answer = service.client.post("/deliveries/retry-failed", headers=ADMIN)
+    assert answer.json() == {"retried": 1}
+    wait_until(lambda: delivered(service, ids), timeout=10)
+    created = service.delivery(ids[0])["created_at"]
+    assert created < service.delivery(ids[0])["delivered_at"] - 1.0  # created_at is kept
+    assert set(standin.contact_posts_per_token().values()) == {1}
+
+
+def test_admin_endpoints_need_the_admin_token(
+    make_settings: Callable[..., Settings], start_service: Callable[[Settings], Service]
+) -> None:
+    service = start_service(make_settings())
+    delivery_id = service.post_contact(**guest(1)).json()["delivery_id"]
+    for method, path in [
+        ("GET", "/deliveries"),
+        ("POST", "/deliveries/retry-failed"),
+        ("POST", f"/deliveries/{delivery_id}/retry"),
+    ]:
+        assert service.client.request(method, path).status_code == 401
+        wrong = {"Authorization": "Bearer wrong"}
+        assert service.client.request(method, path, headers=wrong).status_code == 401
+    page = listing(service, status="delivered")
+    assert [d["id"] for d in page["deliveries"]] == [delivery_id]
+    assert "fields" not in page["deliveries"][0]  # listings carry no personal data
+    assert service.client.get("/deliveries?status=bogus", headers=ADMIN).status_code == 400
+    assert service.client.get("/deliveries?limit=0", headers=ADMIN).status_code == 400
+
+    off = start_service(make_settings(admin_token=None))
+    assert off.client.get("/deliveries", headers=ADMIN).status_code == 404
+    assert "ADMIN_TOKEN" in off.client.get("/deliveries").json()["error"]
+    public = off.client.get(f"/deliveries/{delivery_id}")
+    assert public.status_code == 200 and "fields" not in public.json()
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def test_sustained_burst_never_exceeds_the_connection_limit(
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+    standin: RocketChatStandIn,
+    tracker: Tracker,
+) -> None:
+    standin.latency = 0.03
+    service = start_service(make_settings(rocketchat_concurrency=4))
+    answers = post_many(service.url, [guest(i) for i in range(150)], threads=24)
+    assert all(getattr(a, "status_code", 0) in (201, 202) for a in answers)
+    wait_until(lambda: len(standin.contact_posts_per_token()) == 150, timeout=30)
+    assert tracker.max_concurrent <= 4, tracker.max_concurrent
+    assert len(tracker.ports()) <= 4, tracker.ports()  # one keep-alive pool
+    assert set(standin.contact_posts_per_token().values()) == {1}
+
+
+# --------------------------------------------------------------------------- workers, in process
+
+
+def _queue_and_worker(database_url: str, rocketchat_url: str, **overrides: Any) -> Any:
+    from adapter.app import build_client
+    from adapter.db import create_engine
+    from adapter.delivery import DeliveryQueue, DeliveryWorker
+    from adapter.settings import load_settings
+
+    settings = load_settings(
+        database_url=database_url,
+        rocketchat_url=rocketchat_url,
+        rocketchat_user_id=BOT["user_id"],
+        rocketchat_auth_token=BOT["token"],
+        rocketchat_contact_api="visitor",
+        retry_first_delay=0.2,
+        retry_max_delay=1.0,
+        worker_poll_interval=0.05,
+        **overrides,
+    )
+    engine = create_engine(database_url, sqlite_synchronous="NORMAL")
+    queue = DeliveryQueue(engine, build_client(settings), settings)
+    return queue, DeliveryWorker(queue)
+
+
+async def _close(*queues: Any) -> None:
+    for queue in queues:
+        await queue.client.aclose()
+        await queue.engine.dispose()
+
+
+def test_two_workers_on_one_database_never_deliver_a_row_twice(
+    db_url: str, standin: RocketChatStandIn, rocketchat: StandInServer
+) -> None:
+    from adapter.db import migrate
+    from adapter.delivery import Submission
+
+    standin.latency = 0.01
+
+    async def main() -> tuple[int, int]:
+        (qa, wa), (qb, wb) = (
+            _queue_and_worker(db_url, rocketchat.url),
+            _queue_and_worker(db_url, rocketchat.url),
+        )
+        await migrate(qa.engine)
+        for i in range(200):
+            await qa.submit(Submission(source="api", fields=guest(i)), wait=0)
+        done = {"a": 0, "b": 0}
+
+        def counting(queue: Any, name: str) -> None:
+            deliver = queue.deliver
+
+            async def wrapped(record: Any, waiter: Any = None) -> None:
+                await deliver(record, waiter)
+                done[name] += 1
+
+            queue.deliver = wrapped
+
+        counting(qa, "a")
+        counting(qb, "b")
+        tasks = [asyncio.create_task(wa.run()), asyncio.create_task(wb.run())]
+        deadline = time.monotonic() + 30
+        while len(standin.contact_posts_per_token()) < 200 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        wa.stop()
+        wb.stop()
+        await asyncio.gather(*tasks)
+        counts = await qa.counts()
+        await _close(qa, qb)
+        assert counts == {"api": {"delivered": 200}}
+        return done["a"], done["b"]
+
+    a, b = asyncio.run(main())
+    assert standin.contact_posts_per_token() == {token_of(i): 1 for i in range(200)}
+    assert a + b == 200 and a > 0 and b > 0, (a, b)
+
+
+def test_a_dead_workers_rows_are_taken_over_after_the_lease_expires(
+    db_url: str, standin: RocketChatStandIn, rocketchat: StandInServer, tracker: Tracker
+) -> None:
+    from adapter.db import migrate
+    from adapter.delivery import Submission
+
+    async def main() -> None:
+        (qa, wa), (qb, wb) = (
+            _queue_and_worker(db_url, rocketchat.url, delivery_lease=1.0),
+            _queue_and_worker(db_url, rocketchat.url, delivery_lease=1.0),
+        )
+        await migrate(qa.engine)
+        ids = []
+        for i in range(6):
+            outcome = await qa.submit(Submission(source="api", fields=guest(i)), wait=0)
+            ids.append(outcome.delivery_id)
+        claimed = await wa.claim(4)  # …and worker A dies before calling Rocket.Chat
+        died = time.time()
+        assert len(claimed) == 4
+        task = asyncio.create_task(wb.run())
+        deadline = time.monotonic() + 20
+        while len(standin.contact_posts_per_token()) < 6 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        wb.stop()
+        await task
+        assert (await qb.counts()) == {"api": {"delivered": 6}}
+        claimed_tokens = {r.token for r in claimed}
+        for seen in tracker.contact_posts():
+            if seen.token in claimed_tokens:
+                assert seen.started >= died + 1.0 - 0.05  # only once A's lease ran out
+        records = [await qb.get(i) for i in ids]
+        assert all(r is not None and r.attempts == 1 for r in records)
+        await _close(qa, qb)
+
+    asyncio.run(main())
+    assert set(standin.contact_posts_per_token().values()) == {1}
+
+
+# --------------------------------------------------------------------------- outcomes flow back
+
+
+def test_each_callback_is_told_the_outcome_exactly_once(
+    db_url: str, standin: RocketChatStandIn, rocketchat: StandInServer
+) -> None:
+    from sqlalchemy import update
+
+    from adapter.db import deliveries, migrate
+    from adapter.delivery import DeliveryRecord, Submission
+
+    told: list[tuple[str, str, str]] = []
+
+    async def notifier(record: DeliveryRecord) -> None:
+        assert record.callback is not None
+        told.append((record.id, str(record.callback["url"]), record.status))
+
+    async def main() -> None:
+        queue, worker = _queue_and_worker(db_url, rocketchat.url, fast_path_budget=1.0)
+        queue.notifiers["chat"] = notifier
+        await migrate(queue.engine)
+
+        def chat(i: int, url: str, **fields: str) -> Submission:
+            return Submission(source="chat", fields=guest(i, **fields), callback={"url": url})
+
+        # Two people ask about the same guest while Rocket.Chat is down: one delivery…
+        standin.down = True
+        first = await queue.submit(chat(1, "u1"))
+        second = await queue.submit(chat(1, "u2", name="Guest One"))
+        assert first.status == second.status == "pending"
+        assert first.delivery_id == second.delivery_id
+        standin.down = False
+        task = asyncio.create_task(worker.run())
+        assert first.delivery_id is not None
+        await queue.wait_for_final(first.delivery_id, 10)
+        for _ in range(40):
+            if len(told) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        # …and both are told, once each.
+        assert sorted(told) == [
+            (first.delivery_id, "u1", "delivered"),
+            (first.delivery_id, "u2", "delivered"),
+        ]
+        # A caller that waited gets the outcome in its answer, not through the callback.
+        fast = await queue.submit(chat(2, "u3"))
+        assert fast.status == "delivered"
+        # A process that died between recording an outcome and telling it: the sweep tells.
+        async with queue.engine.begin() as conn:
+            await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == fast.delivery_id)
+                .values(notified_at=None, updated_at=time.time() - 60)
+            )
+        assert await queue.notify_missed() == 1
+        assert await queue.notify_missed() == 0  # claimed: never twice
+        worker.stop()
+        await task
+        await _close(queue)
+        assert [t for t in told if t[1] == "u3"] == [(fast.delivery_id, "u3", "delivered")]
+        assert len(told) == 3
+
+    asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def test_migrating_a_schema_1_database_keeps_its_rows(db_url: str) -> None:
+    from sqlalchemy import text
+
+    from adapter.db import SCHEMA_VERSION, create_engine, migrate
+
+    async def main() -> None:
+        engine = create_engine(db_url)
+        await migrate(engine)
+        async with engine.begin() as conn:  # back to what schema 1 had
+            await conn.execute(text("DROP INDEX ix_deliveries_unnotified"))
+            await conn.execute(text("ALTER TABLE deliveries DROP COLUMN extra_callbacks"))
+            await conn.execute(text("ALTER TABLE deliveries DROP COLUMN queued_at"))
+            await conn.execute(text("UPDATE schema_version SET version = 1"))
+            await conn.execute(
+                text(
+                    "INSERT INTO deliveries (id, source, fields, status, attempts, "
+                    "next_attempt_at, created_at, updated_at) VALUES "
+                    "('old', 'api', '{\"name\": \"Old\"}', 'failed', 3, 0, 1, 1)"
+                )
+            )
+        assert await asyncio.gather(migrate(engine), migrate(engine)) == [SCHEMA_VERSION] * 2
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text("SELECT status, attempts, queued_at, extra_callbacks FROM deliveries")
+                )
+            ).one()
+            version = (await conn.execute(text("SELECT version FROM schema_version"))).scalar()
+        await engine.dispose()
+        assert tuple(row) == ("failed", 3, None, None)
+        assert version == SCHEMA_VERSION == 2
+
+    asyncio.run(main())
