@@ -855,15 +855,30 @@ class DeliveryQueue:
             other.c.id != deliveries.c.id,
         )
 
-    async def deliver(self, record: DeliveryRecord, waiter: _Waiter | None = None) -> None:
-        """Register one claimed row and record what happened."""
+    async def deliver(
+        self,
+        record: DeliveryRecord,
+        waiter: _Waiter | None = None,
+        *,
+        answered: Callable[[], None] | None = None,
+    ) -> None:
+        """Register one claimed row and record what happened.
+
+        ``answered`` is called as soon as Rocket.Chat's answer (or the failure to get one)
+        is in, before the outcome is written.
+        """
         self.active.add(record.id)
         try:
-            await self._deliver(record, waiter)
+            await self._deliver(record, waiter, answered)
         finally:
             self.active.discard(record.id)
 
-    async def _deliver(self, record: DeliveryRecord, waiter: _Waiter | None) -> None:
+    async def _deliver(
+        self,
+        record: DeliveryRecord,
+        waiter: _Waiter | None,
+        answered: Callable[[], None] | None = None,
+    ) -> None:
         contact = record.contact
         bound = log.bind(delivery_id=record.id, source=record.source, attempt=record.attempts + 1)
         if contact is None or record.token is None:
@@ -889,9 +904,13 @@ class DeliveryQueue:
             await self._write(_tx)
 
         try:
-            result: RegisteredContact = await self.client.register(
-                registration, record_contact_id=remember
-            )
+            try:
+                result: RegisteredContact = await self.client.register(
+                    registration, record_contact_id=remember
+                )
+            finally:
+                if answered is not None:
+                    answered()
         except RateLimited as exc:
             self._reachable()
             metrics.ATTEMPTS.labels("rate_limited").inc()
@@ -1423,6 +1442,7 @@ class DeliveryWorker:
         self.settings = queue.settings
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
+        self._calls = asyncio.Semaphore(self.settings.rocketchat_concurrency)
         self._last_auth_check = 0.0
         self._progressed = False  # run_once waited for a delivery to finish: claim again
         self._next_takeover = 0.0  # time.monotonic() of the next look for expired leases
@@ -1513,10 +1533,31 @@ class DeliveryWorker:
             return 0
         records = await self.claim(free)
         for record in records:
-            task = asyncio.create_task(queue.deliver(record))
+            task = asyncio.create_task(self._deliver_one(record))
             self._in_flight[record.id] = task
             task.add_done_callback(self._forget(record.id))
         return len(records)
+
+    async def _deliver_one(self, record: DeliveryRecord) -> None:
+        """Wait for one of ROCKETCHAT_CONCURRENCY call slots, then deliver. The slot is
+        free again as soon as Rocket.Chat answered, so the next claimed row calls while
+        this one writes its outcome. A row still waiting when the worker stops is never
+        sent: _drain hands it back."""
+        await self._calls.acquire()
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self._calls.release()
+
+        try:
+            if self._stopping.is_set():
+                return
+            await self.queue.deliver(record, answered=release)
+        finally:
+            release()
 
     def _forget(self, delivery_id: str) -> Callable[[asyncio.Task[None]], None]:
         def done(_task: asyncio.Task[None]) -> None:

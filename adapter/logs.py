@@ -21,8 +21,8 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from urllib.parse import unquote_plus
 from typing import Any
+from urllib.parse import unquote_plus
 
 import structlog
 

@@ -8,7 +8,9 @@ refuse when the secret is not configured (503, naming the setting), cap the body
 (413), verify (401), parse (400 with what was expected), accept durably with
 deduplication on the provider's event id, and answer the way the provider counts
 success. Signed but invalid contact data is answered 2xx and kept as ``rejected``:
-the provider would only send the same bad data again.
+the provider would only send the same bad data again. Reading the payload itself (JSON,
+text, the ``<PROVIDER>_FIELD_*`` mappings) is done with the pure helpers of
+:mod:`adapter.payloads`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from starlette.routing import BaseRoute, Route
 
 from adapter.channels import BodyTooLarge, ChannelContext, read_body
 from adapter.delivery import Outcome, Submission
+from adapter.payloads import PayloadError, no_contact_reason
 
 __all__ = [
     "PayloadError",
@@ -39,10 +42,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger("adapter.webhooks")
-
-
-class PayloadError(ValueError):
-    """The (authentic) payload does not have the shape the provider documents."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +68,29 @@ class WebhookEvent:
     ignored: str | None = None  # why this event carries no contact (then nothing is stored)
     event_type: str | None = None
 
+    @classmethod
+    def unless_unreachable(
+        cls,
+        event_id: str | None,
+        fields: Mapping[str, str | None],
+        *,
+        event_type: str | None,
+        person_key: str | None = None,
+        custom_fields: Mapping[str, str] | None = None,
+    ) -> WebhookEvent:
+        """The event carrying ``fields``; the same event ignored when they hold neither an
+        email nor a phone (see :func:`adapter.payloads.no_contact_reason`)."""
+        reason = no_contact_reason(fields)
+        if reason is not None:
+            return cls(event_id, ignored=reason, event_type=event_type)
+        return cls(
+            event_id,
+            fields=fields,
+            person_key=person_key,
+            custom_fields=custom_fields or {},
+            event_type=event_type,
+        )
+
 
 def body_digest(body: bytes) -> str:
     """An event id for providers that send none but retry byte-identical bodies."""
@@ -83,6 +105,7 @@ class WebhookProvider(ABC):
     success_status: int = 200
     timestamp_window: float = 300.0
     max_body_bytes: int | None = None  # default: the service's MAX_BODY_BYTES
+    answer_errors: bool = True  # False where the provider keeps the answer in view of people
 
     @property
     def secret_settings(self) -> tuple[str, ...]:
@@ -98,7 +121,8 @@ class WebhookProvider(ABC):
         """Map the payload; raise :class:`PayloadError` for a payload of the wrong shape."""
 
     def answer(self, outcome: Outcome | None, event: WebhookEvent) -> Response:
-        """The success answer; Rocket.Chat stores it in the room, so keep it small."""
+        """The success answer: the delivery's id and status, small (some providers store it);
+        with ``answer_errors``, also the field errors of a contact kept as rejected."""
         body: dict[str, Any] = {"ok": True}
         if outcome is None:
             body["ignored"] = event.ignored
@@ -108,7 +132,7 @@ class WebhookProvider(ABC):
                 body["contact_id"] = outcome.contact_id
             if outcome.duplicate:
                 body["duplicate"] = True
-            if outcome.errors:
+            if outcome.errors and self.answer_errors:
                 body["errors"] = dict(outcome.errors)
         return JSONResponse(body, status_code=self.success_status)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -200,8 +201,17 @@ def standin_ceiling(connections: int, seconds: int = 5) -> float | None:
     try:
         with standin() as rc:
             result = subprocess.run(
-                [WRK, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
-                + ["-s", handle.name, rc + CONTACT_ROUTE],
+                [
+                    WRK,
+                    "-t2",
+                    f"-c{connections}",
+                    f"-d{seconds}s",
+                    "--timeout",
+                    "10s",
+                    "-s",
+                    handle.name,
+                    rc + CONTACT_ROUTE,
+                ],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -218,6 +228,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--contacts", type=int, default=2000)
     parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="runs per worker count, interleaved; the best counts"
+    )
     args = parser.parse_args()
     from tests.postgres import PostgresServer, available
 
@@ -228,16 +241,23 @@ def main() -> None:
     print(
         f"delivery throughput on PostgreSQL: stand-in answers after {LATENCY * 1000:.0f} ms "
         f"(no rate limit), ROCKETCHAT_CONCURRENCY={CONCURRENCY} per worker, "
-        f"{args.contacts} contacts per run, {os.cpu_count()} cores"
+        f"{args.contacts} contacts per run, best of {args.rounds}, {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
     server = PostgresServer().start()
-    rows: list[dict[str, Any]] = []
+    best: dict[int, dict[str, Any]] = {}
     try:
-        for workers in counts:
-            row = run_workers(server, workers, args.contacts)
-            row["physical_limit"] = workers * CONCURRENCY / LATENCY
-            row["standin_ceiling"] = standin_ceiling(workers * CONCURRENCY)
-            rows.append(row)
+        # Interleaved rounds: other load on a shared machine only ever slows a run down, so
+        # the best of a few runs is the better estimate of what the configuration can do.
+        for _ in range(args.rounds):
+            for workers in counts:
+                row = run_workers(server, workers, args.contacts)
+                if workers not in best or row["rate"] > best[workers]["rate"]:
+                    best[workers] = row
+        rows = [best[workers] for workers in counts]
+        for row in rows:
+            row["physical_limit"] = row["workers"] * CONCURRENCY / LATENCY
+            row["standin_ceiling"] = standin_ceiling(row["workers"] * CONCURRENCY)
     finally:
         server.stop()
     print(f"{'workers':>7} {'rate/s':>8} {'limit/s':>8} {'÷limit':>7} {'wrk/s':>8} {'÷wrk':>6}")
@@ -248,7 +268,7 @@ def main() -> None:
             f"{row['rate'] / row['physical_limit']:>7.1%} "
             + (f"{ceiling:>8.1f} {row['rate'] / ceiling:>6.1%}" if ceiling else "   (no wrk)")
         )
-    rising = all(b["rate"] > a["rate"] for a, b in zip(rows, rows[1:], strict=False))
+    rising = all(b["rate"] > a["rate"] for a, b in itertools.pairwise(rows))
     print(f"rises with workers: {'yes' if rising else 'NO'}")
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ import hmac
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -481,6 +482,7 @@ def main() -> None:
         for server in servers.values():
             server.stop()
         standins.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -23,14 +23,20 @@ answer is immediate (the core accepts durably, then delivers).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
-from typing import Any
 
 from adapter.channels import check_timestamp, verify_hmac
-from adapter.webhooks import (
+from adapter.payloads import (
     PayloadError,
+    dig,
+    json_object,
+    mapped_value,
+    no_contact_reason,
+    real_name,
+    scalar_text,
+)
+from adapter.webhooks import (
     WebhookChannel,
     WebhookEvent,
     WebhookProvider,
@@ -55,45 +61,6 @@ CONTACT_PATHS: Mapping[str, tuple[str, ...]] = {
 _PLACEHOLDER_NAME = re.compile(r"^[a-z]+-[a-z]+-\d{1,4}$")
 
 
-def _object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise PayloadError(f"the body is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise PayloadError("expected a JSON object")
-    return data
-
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, str):
-        return value.strip() or None
-    return None
-
-
-def _dig(data: Mapping[str, Any], *path: str) -> Any:
-    value: Any = data
-    for key in path:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(key)
-    return value
-
-
-def _mapped(request: WebhookRequest, field: str, sources: list[Any]) -> str | None:
-    """The first value of the attribute keys ``CHATWOOT_FIELD_<field>`` names (comma-separated)."""
-    keys = [k.strip() for k in (request.lookup(f"CHATWOOT_FIELD_{field}") or "").split(",")]
-    for key in filter(None, keys):
-        for source in sources:
-            if isinstance(source, Mapping) and (value := _text(source.get(key))):
-                return value
-    return None
-
-
 class ChatwootProvider(WebhookProvider):
     name = "chatwoot"
     secret_setting = "CHATWOOT_WEBHOOK_SECRET"
@@ -110,7 +77,7 @@ class ChatwootProvider(WebhookProvider):
         )
 
     def parse(self, request: WebhookRequest) -> WebhookEvent:
-        data = _object(request.body)
+        data = json_object(request.body)
         event = data.get("event")
         if not isinstance(event, str) or not event:
             raise PayloadError("expected an 'event' field naming the Chatwoot event")
@@ -119,7 +86,7 @@ class ChatwootProvider(WebhookProvider):
             return WebhookEvent(None, ignored=f"{event} carries no contact", event_type=event)
         if event.startswith("message_") and data.get("message_type") not in ("incoming", 0):
             return WebhookEvent(None, ignored="not a visitor's message", event_type=event)
-        person = _dig(data, *path) if path else data
+        person = dig(data, *path)
         if not isinstance(person, Mapping):
             where = ".".join(path)
             raise PayloadError(f"expected '{where}' to be the contact object of {event}")
@@ -129,47 +96,53 @@ class ChatwootProvider(WebhookProvider):
         attributes = [
             person.get("custom_attributes"),
             data.get("custom_attributes") if event.startswith("conversation_") else None,
-            _dig(data, "conversation", "custom_attributes"),
+            dig(data, "conversation", "custom_attributes"),
         ]
-        name = _mapped(request, "NAME", attributes) or _text(person.get("name"))
-        if name is not None and _PLACEHOLDER_NAME.fullmatch(name):
-            name = None
-        email = _mapped(request, "EMAIL", attributes) or _text(person.get("email"))
-        phone = _mapped(request, "PHONE", attributes) or _text(person.get("phone_number"))
-        if email is None and phone is None:
-            return WebhookEvent(
-                None, ignored="the contact has no email or phone yet", event_type=event
+
+        def given(field: str, standard: str) -> str | None:
+            """The attribute ``CHATWOOT_FIELD_<field>`` names, else the contact's own field."""
+            setting = f"CHATWOOT_FIELD_{field}"
+            return mapped_value(request.lookup, setting, *attributes) or scalar_text(
+                person.get(standard)
             )
 
-        account = _text(_dig(data, "account", "id")) or _text(_dig(person, "account", "id"))
-        contact_id = _text(person.get("id"))
+        name = real_name(given("NAME", "name"), _PLACEHOLDER_NAME)
+        email, phone = given("EMAIL", "email"), given("PHONE", "phone_number")
+        fields = {"name": name, "email": email, "phone": phone}
+        if why := no_contact_reason(fields, "the contact has no email or phone yet"):
+            return WebhookEvent(None, ignored=why, event_type=event)
+
+        account = scalar_text(dig(data, "account", "id")) or scalar_text(
+            dig(person, "account", "id")
+        )
+        contact_id = scalar_text(person.get("id"))
         person_key = f"{account or '-'}:{contact_id}" if contact_id else None
 
         extras: dict[str, str] = {}
         if contact_id:
             extras["chatwoot_contact_id"] = contact_id
         page = (
-            _text(_dig(data, "additional_attributes", "referer"))
+            scalar_text(dig(data, "additional_attributes", "referer"))
             if event.startswith("conversation_")
-            else _text(_dig(data, "conversation", "additional_attributes", "referer"))
-            or _text(_dig(data, "event_info", "referer"))
+            else scalar_text(dig(data, "conversation", "additional_attributes", "referer"))
+            or scalar_text(dig(data, "event_info", "referer"))
         )
         if page:
             extras["page_url"] = page
         for key in ("city", "country"):
-            value = _text(_dig(person, "additional_attributes", key))
+            value = scalar_text(dig(person, "additional_attributes", key))
             if value:
                 extras[key] = value
 
         event_id: str | None
-        object_id = _text(data.get("id"))
+        object_id = scalar_text(data.get("id"))
         if event.endswith("_created") and object_id:
             event_id = f"{account or '-'}:{event}:{object_id}"
         else:
             event_id = request.headers.get("x-chatwoot-delivery") or body_digest(request.body)
         return WebhookEvent(
             event_id,
-            fields={"name": name, "email": email, "phone": phone},
+            fields=fields,
             person_key=person_key,
             custom_fields=extras,
             event_type=event,

@@ -25,14 +25,21 @@ body carries the event's own millisecond timestamp; a retry sends the same body)
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from adapter.channels import check_timestamp, constant_time_equal, verify_hmac
-from adapter.webhooks import (
+from adapter.payloads import (
     PayloadError,
+    dig,
+    json_object,
+    mapped_value,
+    real_name,
+    scalar_text,
+    stringified,
+)
+from adapter.webhooks import (
     WebhookChannel,
     WebhookEvent,
     WebhookProvider,
@@ -49,42 +56,12 @@ TIMESTAMP_HEADER = "x-crisp-request-timestamp"
 _PLACEHOLDER_NAME = re.compile(r"^visitor\d+$")
 
 
-def _object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise PayloadError(f"the body is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise PayloadError("expected a JSON object")
-    return data
-
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, str):
-        return value.strip() or None
-    return None
-
-
 def _name(value: Any) -> str | None:
-    name = _text(value)
-    return None if name is None or _PLACEHOLDER_NAME.fullmatch(name) else name
+    return real_name(scalar_text(value), _PLACEHOLDER_NAME)
 
 
 def _signed_message(stamp: str, body: bytes) -> bytes:
     return b"[" + stamp.encode() + b";" + body + b"]"
-
-
-def _mapped(request: WebhookRequest, field: str, custom: Any) -> str | None:
-    """The first value of the session data keys ``CRISP_FIELD_<FIELD>`` names."""
-    if not isinstance(custom, Mapping):
-        return None
-    keys = [k.strip() for k in (request.lookup(f"CRISP_FIELD_{field.upper()}") or "").split(",")]
-    value = next((v for k in keys if k and (v := _text(custom.get(k)))), None)
-    return _name(value) if field == "name" else value
 
 
 class CrispProvider(WebhookProvider):
@@ -110,30 +87,27 @@ class CrispProvider(WebhookProvider):
             return False
         if verify_hmac(secret, _signed_message(stamp, request.body), signature):
             return True
-        try:  # what Crisp's Node SDK signs: JSON.stringify(parsed body)
-            compact = json.dumps(
-                json.loads(request.body), separators=(",", ":"), ensure_ascii=False
-            ).encode()
-        except ValueError:
-            return False
-        return compact != request.body and verify_hmac(
+        compact = stringified(request.body)  # what Crisp's Node SDK signs
+        return compact is not None and verify_hmac(
             secret, _signed_message(stamp, compact), signature
         )
 
     def parse(self, request: WebhookRequest) -> WebhookEvent:
-        data = _object(request.body)
+        data = json_object(request.body)
         event = data.get("event")
         if not isinstance(event, str) or not event:
             raise PayloadError("expected an 'event' field naming the Crisp event")
         payload = data.get("data")
         if not isinstance(payload, Mapping):
             raise PayloadError(f"expected 'data' to be an object in {event}")
-        website = _text(data.get("website_id")) or _text(payload.get("website_id")) or "-"
+        website = (
+            scalar_text(data.get("website_id")) or scalar_text(payload.get("website_id")) or "-"
+        )
         fields: dict[str, str | None] = {}
         extras: dict[str, str] = {}
         person_key: str | None
         if event.startswith("session:set_"):
-            session = _text(payload.get("session_id"))
+            session = scalar_text(payload.get("session_id"))
             if session is None:
                 raise PayloadError(f"expected 'data.session_id' in {event}")
             person_key = f"{website}:{session}"
@@ -141,24 +115,25 @@ class CrispProvider(WebhookProvider):
             if event == "session:set_nickname":
                 fields["name"] = _name(payload.get("nickname"))
             elif event == "session:set_email":
-                fields["email"] = _text(payload.get("email"))
+                fields["email"] = scalar_text(payload.get("email"))
             elif event == "session:set_phone":
-                fields["phone"] = _text(payload.get("phone"))
+                fields["phone"] = scalar_text(payload.get("phone"))
             elif event == "session:set_data":
                 custom = payload.get("data")
                 for field in ("name", "email", "phone"):
-                    fields[field] = _mapped(request, field, custom)
+                    setting = f"CRISP_FIELD_{field.upper()}"
+                    fields[field] = mapped_value(request.lookup, setting, custom)
+                fields["name"] = real_name(fields["name"], _PLACEHOLDER_NAME)
         elif event in ("people:profile:created", "people:profile:updated"):
-            people_id = _text(payload.get("people_id"))
+            people_id = scalar_text(payload.get("people_id"))
             person_key = f"{website}:people:{people_id}" if people_id else None
             if people_id:
                 extras["crisp_people_id"] = people_id
-            fields["email"] = _text(payload.get("email"))
-            update = payload.get("update")
-            person = update.get("person") if isinstance(update, Mapping) else None
+            fields["email"] = scalar_text(payload.get("email"))
+            person = dig(payload, "update", "person")
             if isinstance(person, Mapping):
                 fields["name"] = _name(person.get("nickname"))
-                fields["phone"] = _text(person.get("phone"))
+                fields["phone"] = scalar_text(person.get("phone"))
         else:
             return WebhookEvent(
                 None, ignored=f"{event} carries no contact details", event_type=event

@@ -26,21 +26,21 @@ import json
 from typing import Any
 
 from adapter.channels import constant_time_equal
-from adapter.webhooks import (
+from adapter.payloads import (
+    Answer,
     PayloadError,
+    custom_value,
+    dig,
+    json_object,
+    map_answers,
+    member,
+    norm,
+)
+from adapter.webhooks import (
     WebhookChannel,
     WebhookEvent,
     WebhookProvider,
     WebhookRequest,
-)
-from handlers.generic import (
-    Answer,
-    custom_value,
-    json_object,
-    map_answers,
-    member,
-    no_contact_reason,
-    norm,
 )
 
 __all__ = ["LiveChatProvider", "channel"]
@@ -132,27 +132,13 @@ class LiveChatProvider(WebhookProvider):
                     for key, value in entry.items():
                         if (text := custom_value(value)) is not None:
                             custom[str(key)] = text
-            visit = customer.get("visit")
-            pages = visit.get("last_pages") if isinstance(visit, dict) else None
+            pages = dig(customer, "visit", "last_pages")
             last = pages[-1] if isinstance(pages, list) and pages else None
             if isinstance(last, dict) and (url := custom_value(last.get("url"))) is not None:
                 custom["page_url"] = url
 
-        fields = self._map(request, answers)
-        for key, value in (("livechat_chat_id", chat_id), ("livechat_customer_id", person)):
-            if value is not None:
-                custom[key] = value
         event_id = f"incoming_chat:{chat_id}:{thread_id or ''}"
-        reason = no_contact_reason(fields)
-        if reason is not None:
-            return WebhookEvent(event_id=event_id, ignored=reason, event_type="incoming_chat")
-        return WebhookEvent(
-            event_id=event_id,
-            fields=fields,
-            person_key=person,
-            custom_fields=custom,
-            event_type="incoming_chat",
-        )
+        return self._event(request, "incoming_chat", event_id, answers, chat_id, person, custom)
 
     def _incoming_event(self, request: WebhookRequest, payload: dict[str, Any]) -> WebhookEvent:
         event = member(payload, "event", dict, "payload")
@@ -167,38 +153,37 @@ class LiveChatProvider(WebhookProvider):
         if event_key is None:
             raise PayloadError("expected payload.event.id, the event's id")
         answers = _form_answers(event, "payload.event")
-        fields = self._map(request, answers)
         person = custom_value(event.get("author_id"))
-        custom: dict[str, str] = {}
-        for key, value in (
-            ("livechat_chat_id", chat_id),
-            ("livechat_customer_id", person),
-        ):
-            if value is not None:
-                custom[key] = value
         event_id = f"incoming_event:{chat_id or ''}:{event_key}"
-        reason = no_contact_reason(fields)
-        if reason is not None:
-            return WebhookEvent(event_id=event_id, ignored=reason, event_type="incoming_event")
-        return WebhookEvent(
-            event_id=event_id,
-            fields=fields,
-            person_key=person,
-            custom_fields=custom,
-            event_type="incoming_event",
-        )
+        return self._event(request, "incoming_event", event_id, answers, chat_id, person, {})
 
     @staticmethod
-    def _map(request: WebhookRequest, answers: list[Answer]) -> dict[str, str | None]:
+    def _event(
+        request: WebhookRequest,
+        action: str,
+        event_id: str,
+        answers: list[Answer],
+        chat_id: str | None,
+        person: str | None,
+        custom: dict[str, str],
+    ) -> WebhookEvent:
+        """The contact the answers make (ignored without email and phone), with the chat and
+        customer ids added to ``custom``; the customer is the person."""
         # Form answers (what the visitor just typed) before the customer's stored profile,
         # except the phone: the profile's phone_number is typed, the form's is a free question.
-        return map_answers(
+        fields = map_answers(
             answers,
             lookup=request.lookup,
             prefix="LIVECHAT",
             name_kinds=("form:name", "customer:name"),
             email_kinds=("form:email", "customer:email"),
             phone_kinds=("customer:phone",),
+        )
+        for key, value in (("livechat_chat_id", chat_id), ("livechat_customer_id", person)):
+            if value is not None:
+                custom[key] = value
+        return WebhookEvent.unless_unreachable(
+            event_id, fields, person_key=person, custom_fields=custom, event_type=action
         )
 
 

@@ -23,17 +23,19 @@ errors. Event id: the body's digest (retries resend the same body; there is no i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
-import phonenumbers
-from starlette.responses import JSONResponse, Response
-
 from adapter.channels import constant_time_equal
-from adapter.delivery import Outcome
-from adapter.webhooks import (
+from adapter.payloads import (
     PayloadError,
+    json_object,
+    mapped_value,
+    no_contact_reason,
+    phone_in_text,
+    scalar_text,
+)
+from adapter.webhooks import (
     WebhookChannel,
     WebhookEvent,
     WebhookProvider,
@@ -48,67 +50,36 @@ OFFLINE = "LivechatOfflineMessage"
 TEST_ROOM_ID = "fasd6f5a4sd6f8a4sdf"  # the room id of the sample Rocket.Chat's "Send Test" posts
 
 
-def _object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise PayloadError(f"the body is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise PayloadError("expected a JSON object")
-    return data
-
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, str):
-        return value.strip() or None
-    return None
-
-
 def _first(value: Any, key: str) -> str | None:
     """A plain string, or the first non-empty ``key`` of a list of objects (or strings)."""
     if isinstance(value, list):
         for item in value:
-            found = _text(item.get(key)) if isinstance(item, Mapping) else _text(item)
+            found = scalar_text(item.get(key)) if isinstance(item, Mapping) else scalar_text(item)
             if found:
                 return found
         return None
     if isinstance(value, Mapping):
-        return _text(value.get(key))
-    return _text(value)
-
-
-def _phone_in_text(text: str | None) -> str | None:
-    """The one phone number written in international form in free text, else ``None``."""
-    if not text:
-        return None
-    found = {
-        phonenumbers.format_number(m.number, phonenumbers.PhoneNumberFormat.E164): m.raw_string
-        for m in phonenumbers.PhoneNumberMatcher(text, None)
-    }
-    return next(iter(found.values())) if len(found) == 1 else None
+        return scalar_text(value.get(key))
+    return scalar_text(value)
 
 
 def _mapped(request: WebhookRequest, field: str, custom: Mapping[str, Any]) -> str | None:
     """The first value of the visitor custom fields ``ROCKETCHAT_FIELD_<field>`` names."""
-    keys = [k.strip() for k in (request.lookup(f"ROCKETCHAT_FIELD_{field}") or "").split(",")]
-    return next((v for k in keys if k and (v := _text(custom.get(k)))), None)
+    return mapped_value(request.lookup, f"ROCKETCHAT_FIELD_{field}", custom)
 
 
 class RocketChatLivechatProvider(WebhookProvider):
     name = "rocketchat"
     secret_setting = "ROCKETCHAT_WEBHOOK_SECRET"
     success_status = 200  # exactly: Rocket.Chat retries 201/202/204
+    answer_errors = False  # Rocket.Chat keeps the answer in the room: a few ids, no personal data
 
     def verify(self, request: WebhookRequest, secret: str, *, now: float) -> bool:
         token = request.headers.get(TOKEN_HEADER)
         return token is not None and constant_time_equal(token, secret)
 
     def parse(self, request: WebhookRequest) -> WebhookEvent:
-        data = _object(request.body)
+        data = json_object(request.body)
         kind = data.get("type")
         if not isinstance(kind, str) or not kind:
             raise PayloadError("expected a 'type' field naming the Livechat event")
@@ -122,42 +93,29 @@ class RocketChatLivechatProvider(WebhookProvider):
 
         custom = visitor.get("customFields")
         custom = custom if isinstance(custom, Mapping) else {}
-        name = _mapped(request, "NAME", custom) or _text(visitor.get("name"))
+        name = _mapped(request, "NAME", custom) or scalar_text(visitor.get("name"))
         email = _mapped(request, "EMAIL", custom) or _first(visitor.get("email"), "address")
         phone = _mapped(request, "PHONE", custom) or _first(visitor.get("phone"), "phoneNumber")
         if phone is None and kind == OFFLINE:
-            message = data.get("message")
-            phone = _phone_in_text(message if isinstance(message, str) else None)
-        if email is None and phone is None:
-            return WebhookEvent(None, ignored="the visitor left no email or phone", event_type=kind)
+            phone = phone_in_text(data.get("message"))
+        fields = {"name": name, "email": email, "phone": phone}
+        if why := no_contact_reason(fields, "the visitor left no email or phone"):
+            return WebhookEvent(None, ignored=why, event_type=kind)
 
-        visitor_id = _text(visitor.get("_id"))
+        visitor_id = scalar_text(visitor.get("_id"))
         extras = {str(k): v for k, v in custom.items() if isinstance(v, str) and v.strip()}
         if visitor_id:
             extras["rocketchat_visitor_id"] = visitor_id
-        department = _text(visitor.get("department")) or _text(data.get("departmentId"))
+        department = scalar_text(visitor.get("department")) or scalar_text(data.get("departmentId"))
         if department:
             extras["department"] = department
         return WebhookEvent(
             body_digest(request.body),
-            fields={"name": name, "email": email, "phone": phone},
+            fields=fields,
             person_key=visitor_id,
             custom_fields=extras,
             event_type=kind,
         )
-
-    def answer(self, outcome: Outcome | None, event: WebhookEvent) -> Response:
-        """200 and a few ids: Rocket.Chat keeps this body in the room."""
-        body: dict[str, Any] = {"ok": True}
-        if outcome is None:
-            body["ignored"] = event.ignored
-        else:
-            body.update(delivery_id=outcome.delivery_id, status=outcome.status)
-            if outcome.contact_id:
-                body["contact_id"] = outcome.contact_id
-            if outcome.duplicate:
-                body["duplicate"] = True
-        return JSONResponse(body, status_code=200)
 
 
 channel = WebhookChannel(RocketChatLivechatProvider())

@@ -21,25 +21,25 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 from typing import Any
 
 from adapter.channels import constant_time_equal
-from adapter.webhooks import (
+from adapter.payloads import (
+    Answer,
     PayloadError,
+    custom_value,
+    event_kind,
+    json_object,
+    map_answers,
+    member,
+    norm,
+    stringified,
+)
+from adapter.webhooks import (
     WebhookChannel,
     WebhookEvent,
     WebhookProvider,
     WebhookRequest,
-)
-from handlers.generic import (
-    Answer,
-    custom_value,
-    json_object,
-    map_answers,
-    member,
-    no_contact_reason,
-    norm,
 )
 
 __all__ = ["TallyProvider", "channel", "tally_signature"]
@@ -83,25 +83,13 @@ class TallyProvider(WebhookProvider):
         given = given.strip()
         if constant_time_equal(given, tally_signature(secret, request.body)):
             return True
-        try:  # Tally's documented example signs JSON.stringify(parsed body)
-            compact = json.dumps(
-                json.loads(request.body), separators=(",", ":"), ensure_ascii=False
-            ).encode()
-        except ValueError:
-            return False
-        if compact == request.body:
-            return False
-        return constant_time_equal(given, tally_signature(secret, compact))
+        compact = stringified(request.body)  # what Tally's documented example signs
+        return compact is not None and constant_time_equal(given, tally_signature(secret, compact))
 
     def parse(self, request: WebhookRequest) -> WebhookEvent:
         data = json_object(request.body, EXPECTED)
-        event_type = data.get("eventType")
+        event_type = event_kind(data, "eventType", EXPECTED)
         delivery = custom_value(data.get("eventId"))
-        if not isinstance(event_type, str):
-            raise PayloadError(
-                f"expected {EXPECTED}; eventType is "
-                + ("missing" if "eventType" not in data else "not a string")
-            )
         if event_type != "FORM_RESPONSE":
             return WebhookEvent(
                 event_id=delivery,
@@ -147,11 +135,8 @@ class TallyProvider(WebhookProvider):
                 custom[key] = text
 
         event_id = delivery or (f"response:{response_id}" if response_id else None)
-        reason = no_contact_reason(fields)
-        if reason is not None:
-            return WebhookEvent(event_id=event_id, ignored=reason, event_type=event_type)
-        return WebhookEvent(
-            event_id=event_id, fields=fields, custom_fields=custom, event_type=event_type
+        return WebhookEvent.unless_unreachable(
+            event_id, fields, custom_fields=custom, event_type=event_type
         )
 
 

@@ -25,21 +25,21 @@ import hmac
 from typing import Any
 
 from adapter.channels import constant_time_equal
-from adapter.webhooks import (
+from adapter.payloads import (
+    Answer,
     PayloadError,
+    custom_value,
+    event_kind,
+    json_object,
+    map_answers,
+    member,
+    norm,
+)
+from adapter.webhooks import (
     WebhookChannel,
     WebhookEvent,
     WebhookProvider,
     WebhookRequest,
-)
-from handlers.generic import (
-    Answer,
-    custom_value,
-    json_object,
-    map_answers,
-    member,
-    no_contact_reason,
-    norm,
 )
 
 __all__ = ["TypeformProvider", "channel", "typeform_signature"]
@@ -87,13 +87,8 @@ class TypeformProvider(WebhookProvider):
 
     def parse(self, request: WebhookRequest) -> WebhookEvent:
         data = json_object(request.body, EXPECTED)
-        event_type = data.get("event_type")
+        event_type = event_kind(data, "event_type", EXPECTED)
         delivery = data.get("event_id")
-        if not isinstance(event_type, str):
-            raise PayloadError(
-                f"expected {EXPECTED}; event_type is "
-                + ("missing" if "event_type" not in data else "not a string")
-            )
         if event_type != "form_response":
             reason = (
                 "a partial response: the submitted one will follow"
@@ -165,11 +160,8 @@ class TypeformProvider(WebhookProvider):
             event_id: str | None = f"{form_id}:{token}" if form_id else token
         else:
             event_id = str(delivery) if delivery else None
-        why = no_contact_reason(fields)
-        if why is not None:
-            return WebhookEvent(event_id=event_id, ignored=why, event_type=event_type)
-        return WebhookEvent(
-            event_id=event_id, fields=fields, custom_fields=custom, event_type=event_type
+        return WebhookEvent.unless_unreachable(
+            event_id, fields, custom_fields=custom, event_type=event_type
         )
 
 

@@ -10,6 +10,7 @@ status), which tells what was in flight at a given instant.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -106,10 +107,8 @@ class Dyno:
     def signal(self, sig: int) -> float:
         assert self.process is not None
         sent = time.monotonic()
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, sig)
-        except ProcessLookupError:
-            pass
         return sent
 
     def terminate(self) -> float:
@@ -148,7 +147,9 @@ class Dyno:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not answer /healthz in {timeout}s:\n{self.output()[-3000:]}")
+        raise RuntimeError(
+            f"{self.name} did not answer /healthz in {timeout}s:\n{self.output()[-3000:]}"
+        )
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -283,7 +284,9 @@ class RecordingStandIn:
         return Counter(p.token for p in self.snapshot() if p.status == 200 and p.token)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

@@ -214,17 +214,24 @@ def test_burst_of_100_under_the_limit_takes_about_ten_windows_and_at_most_one_42
                 rocketchat_url=server.url,
                 rocketchat_user_id=AGENT["user_id"],
                 rocketchat_auth_token=AGENT["token"],
+                fast_path_budget=0,  # the whole burst is queued at once
             )
         )
         answers = post_many(service.url, [guest(i) for i in range(100)], threads=8)
-        assert all(getattr(a, "status_code", 0) in (201, 202) for a in answers)
+        assert all(getattr(a, "status_code", 0) == 202 for a in answers)
         wait_until(lambda: len(standin.contact_posts_per_token()) == 100, timeout=30)
         ours = tracker.contact_posts()
-        windows = {s.reset for s in ours if s.status == 200}
         codes = [s.status for s in ours]
         assert codes.count(429) <= 1, [(s.status, s.reset, round(s.started, 3)) for s in ours]
         assert codes.count(200) == 100
-        assert len(windows) <= 11, sorted(windows)
+        # The stand-in's X-RateLimit-Reset wobbles by a millisecond or two within a window.
+        resets = sorted(int(s.reset or 0) for s in ours if s.status == 200)
+        windows = [[resets[0]]]
+        for reset in resets[1:]:
+            if reset - windows[-1][-1] > 200:
+                windows.append([])
+            windows[-1].append(reset)
+        assert len(windows) <= 11, [len(w) for w in windows]
         span = ours[-1].started - ours[0].started
         assert span < 11 * 1.0 + 1, span  # ~ten windows, not a storm of retries
 
@@ -440,8 +447,8 @@ def test_two_workers_on_one_database_never_deliver_a_row_twice(
         def counting(queue: Any, name: str) -> None:
             deliver = queue.deliver
 
-            async def wrapped(record: Any, waiter: Any = None) -> None:
-                await deliver(record, waiter)
+            async def wrapped(record: Any, waiter: Any = None, **options: Any) -> None:
+                await deliver(record, waiter, **options)
                 done[name] += 1
 
             queue.deliver = wrapped

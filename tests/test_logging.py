@@ -221,8 +221,9 @@ def test_logs_are_json_with_ids_and_never_personal_data_or_secrets(
         request_ids["webhook"] = "req-webhook-" + secrets.token_hex(4)
         body = json.dumps({**PEOPLE["webhook"].body(), "response_id": "r-1"}).encode()
         stamp = str(int(time.time()))
-        mac = hmac.new(SECRETS["GENERIC_WEBHOOK_SECRET"].encode(), stamp.encode() + b"." + body,
-                       hashlib.sha256).hexdigest()
+        mac = hmac.new(
+            SECRETS["GENERIC_WEBHOOK_SECRET"].encode(), stamp.encode() + b"." + body, hashlib.sha256
+        ).hexdigest()
         headers = {
             "Content-Type": "application/json",
             "X-Contact-Adapter-Timestamp": stamp,
@@ -233,8 +234,13 @@ def test_logs_are_json_with_ids_and_never_personal_data_or_secrets(
         assert answer.status_code == 200, answer.text
         request_ids["refused"] = "req-refused-" + secrets.token_hex(4)
         refused = json.dumps(PEOPLE["refused"].body()).encode()
-        headers.update({"X-Request-Id": request_ids["refused"], "X-Contact-Adapter-Signature": "sha256=00"})
-        assert httpx.post(dyno.url + "/webhooks/generic", content=refused, headers=headers).status_code == 401
+        headers.update(
+            {"X-Request-Id": request_ids["refused"], "X-Contact-Adapter-Signature": "sha256=00"}
+        )
+        assert (
+            httpx.post(dyno.url + "/webhooks/generic", content=refused, headers=headers).status_code
+            == 401
+        )
 
     if "slack" in channels:
         request_ids["slack"] = "req-slack-" + secrets.token_hex(4)
@@ -257,9 +263,14 @@ def test_logs_are_json_with_ids_and_never_personal_data_or_secrets(
             }
         )
         stamp = str(int(time.time()))
-        signature = "v0=" + hmac.new(
-            SECRETS["SLACK_SIGNING_SECRET"].encode(), f"v0:{stamp}:{form}".encode(), hashlib.sha256
-        ).hexdigest()
+        signature = (
+            "v0="
+            + hmac.new(
+                SECRETS["SLACK_SIGNING_SECRET"].encode(),
+                f"v0:{stamp}:{form}".encode(),
+                hashlib.sha256,
+            ).hexdigest()
+        )
         answer = httpx.post(
             dyno.url + "/slack/events",
             content=form,
@@ -355,7 +366,9 @@ def test_redact_text_keeps_addresses_and_ids_but_not_sql_parameters() -> None:
     )
     assert "Chris" not in redact_text(leaked)
     assert "IntegrityError" in redact_text(leaked)
-    assert "Chris" not in redact_text("1 validation error\n  input_value='Chris Doe', input_type=str")
+    assert "Chris" not in redact_text(
+        "1 validation error\n  input_value='Chris Doe', input_type=str"
+    )
     assert "+1%20415%20555%202671" not in redact_text("/x?phone=%2B1%20415%20555%202671")
 
 

@@ -40,14 +40,16 @@ CONCURRENCY = 8
 
 
 def guest(i: int) -> dict[str, str]:
-    return {"name": f"Guest Number{i}", "email": f"guest{i}@example.com", "phone": f"+1415555{i:04d}"}
+    return {
+        "name": f"Guest Number{i}",
+        "email": f"guest{i}@example.com",
+        "phone": f"+1415555{i:04d}",
+    }
 
 
 def statuses(postgres_server: Any, database_url: str) -> dict[str, int]:
     database = database_url.rsplit("/", 1)[1].split("?")[0]
-    out = postgres_server.query(
-        "SELECT status, count(*) FROM deliveries GROUP BY status", database
-    )
+    out = postgres_server.query("SELECT status, count(*) FROM deliveries GROUP BY status", database)
     return {line.split("|")[0]: int(line.split("|")[1]) for line in out.splitlines() if line}
 
 
@@ -79,9 +81,7 @@ class Burst:
 
     async def _send_all(self) -> None:
         auth = {"Authorization": f"Bearer {API_TOKEN}"}
-        clients = [
-            httpx.AsyncClient(base_url=url, headers=auth, timeout=30) for url in self.urls
-        ]
+        clients = [httpx.AsyncClient(base_url=url, headers=auth, timeout=30) for url in self.urls]
         todo: asyncio.Queue[int] = asyncio.Queue()
         for i in range(self.count):
             todo.put_nowait(i)
@@ -141,7 +141,8 @@ def test_two_web_two_worker_dynos_survive_sigterm_and_sigkill_mid_burst(
         ADMIN_TOKEN=ADMIN_TOKEN,
         FAST_PATH_BUDGET="0",  # answer 202 at once: the queue and the workers do the rest
         INPROCESS_WORKER="true",  # web dynos deliver too: four processes race for every row
-        DELIVERY_LEASE="4",  # a SIGKILLed worker's rows are taken over after 4 s
+        DELIVERY_LEASE="6",  # a SIGKILLed worker's rows are taken over after 6 s
+        ROCKETCHAT_TIMEOUT="30",  # a starved machine must not turn slow answers into retries
         RETRY_FIRST_DELAY="0.2",
         RETRY_MAX_DELAY="1",
         WORKER_POLL_INTERVAL="0.2",
@@ -286,8 +287,22 @@ def tls_postgres() -> Iterator[str]:
     try:
         key, cert = server.data / "server.key", server.data / "server.crt"
         subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-            + ["-subj", "/CN=not-the-host-name", "-keyout", str(key), "-out", str(cert)],
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=not-the-host-name",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+            ],
             check=True,
             capture_output=True,
         )

@@ -324,7 +324,10 @@ class SlackService:
             }
         else:
             if outcome.status == "invalid":
-                lines = "\n".join(f"• *{k}*: {blocks.escape(v)}" for k, v in outcome.errors.items())
+                lines = "\n".join(
+                    f"• *{blocks.LABELS.get(k, k)}*: {blocks.escape(v)}"
+                    for k, v in outcome.errors.items()
+                )
                 message = {"response_type": "ephemeral", "text": f"Not registered:\n{lines}"}
             elif outcome.status in ("delivered", "failed") or outcome.duplicate:
                 message = self._message(outcome)
