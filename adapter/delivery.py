@@ -9,6 +9,22 @@ registers them through :class:`~adapter.rocketchat.RocketChatClient`, retries
 with capped exponential backoff, waits out rate limits without spending attempts,
 pauses everything while the credentials are rejected, and reports final outcomes
 to the channel that asked (e.g. Slack's ``response_url``).
+
+Details that matter:
+
+* A request that tries its contact at once stores it as due only after its budget,
+  so the worker does not take the row from under it; a caller that waited gets the
+  outcome in its answer, every other callback of the delivery (merged submissions
+  each keep theirs) is called once: ``notified_at`` is claimed before calling, and a
+  sweep tells outcomes whose process died before telling them.
+* A worker claims up to twice ROCKETCHAT_CONCURRENCY rows (leased, heartbeated) so a
+  freed connection is used at once; calls stay bounded by ROCKETCHAT_CONCURRENCY. On
+  stop, rows not yet sent are handed back. A dead worker's rows are taken over when
+  their lease expires, or folded into a newer pending delivery of the same person.
+* A few failures in a row to reach Rocket.Chat (network, 5xx) switch to probing with
+  one delivery at a time, spaced by backoff, instead of trying every due row.
+* On SQLite every write of the process goes through one queue that commits whatever
+  queued up in one transaction (group commit: one fsync for many accepts/outcomes).
 """
 
 from __future__ import annotations
@@ -74,6 +90,7 @@ _OUTAGE_MAX_DELAY = 30.0
 # Final outcomes whose callback was never called (the process died between recording the
 # outcome and calling it) are looked for this often, once they are this old.
 _NOTIFY_SWEEP_INTERVAL = 5.0
+_MAX_HOLD = 2.5  # longest a request's own try keeps the worker off its row (FAST_PATH_BUDGET max)
 _NOTIFY_GRACE = 10.0
 _UNNOTIFIED = text("notified_at IS NULL AND status IN ('delivered', 'failed')")  # partial index
 
@@ -91,6 +108,25 @@ _LATEST_FOR_TOKEN = (
     .with_for_update()
 )
 _INSERT_DELIVERY = deliveries.insert()
+# Recording an outcome (only while we hold the lease); the contact id may have been
+# recorded meanwhile (contact-center strategy), so it and the strategy are kept if not given.
+_FINISH = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"), deliveries.c.lease_owner == bindparam("b_owner"))
+    .values(
+        status=bindparam("b_status"),
+        lease_owner=None,
+        lease_until=None,
+        updated_at=bindparam("b_now"),
+        attempts=bindparam("b_attempts"),
+        last_error=bindparam("b_error"),
+        contact_id=func.coalesce(bindparam("b_contact_id"), deliveries.c.contact_id),
+        strategy=func.coalesce(bindparam("b_strategy"), deliveries.c.strategy),
+        delivered_at=func.coalesce(bindparam("b_delivered_at"), deliveries.c.delivered_at),
+        notified_at=bindparam("b_notified_at"),
+    )
+    .returning(deliveries.c.contact_id, deliveries.c.strategy)
+)
 _INSERT_EVENT = delivery_events.insert()
 
 
@@ -322,7 +358,8 @@ class DeliveryQueue:
         fast = budget > 0 and self._fast_path_open()
         for attempt in range(3):
             try:
-                outcome = await self._accept(submission, raw, hold=budget if fast else 0.0)
+                hold = min(budget, _MAX_HOLD) if fast else 0.0
+                outcome = await self._accept(submission, raw, hold=hold)
                 break
             except IntegrityError:
                 # A concurrent accept for the same event or person won the race: look again.
@@ -1150,18 +1187,17 @@ class DeliveryQueue:
     ) -> None:
         now = time.time()
         values: dict[str, Any] = {
-            "status": status,
-            "lease_owner": None,
-            "lease_until": None,
-            "updated_at": now,
-            "attempts": attempts if attempts is not None else record.attempts + 1,
-            "last_error": last_error,
+            "b_id": record.id,
+            "b_owner": self.owner,
+            "b_status": status,
+            "b_now": now,
+            "b_attempts": attempts if attempts is not None else record.attempts + 1,
+            "b_error": last_error,
+            "b_contact_id": contact_id,
+            "b_strategy": strategy if contact_id is not None else None,
+            "b_delivered_at": now if status == DELIVERED else None,
+            "b_notified_at": None,
         }
-        if contact_id is not None:
-            values["contact_id"] = contact_id
-            values["strategy"] = strategy
-        if status == DELIVERED:
-            values["delivered_at"] = now
         callbacks = record.callbacks
         own = waiter.callback if waiter is not None else None
         # The waiting caller gets the outcome in its answer; every other callback is told
@@ -1170,27 +1206,26 @@ class DeliveryQueue:
         caller_waiting = waiter is not None and not waiter.gone
         told_here = not others and (caller_waiting or not callbacks)
         if told_here:
-            values["notified_at"] = now
+            values["b_notified_at"] = now
 
         async def _tx(conn: AsyncConnection) -> Any:
-            row = (
-                (
-                    await conn.execute(
-                        update(deliveries)
-                        .where(deliveries.c.id == record.id, deliveries.c.lease_owner == self.owner)
-                        .values(**values)
-                        .returning(*deliveries.c)
-                    )
-                )
-                .mappings()
-                .first()
-            )
-            return row
+            return (await conn.execute(_FINISH, values)).first()
 
         row = await self._write(_tx)
         if row is None:
             return  # our lease was taken over; the other worker reports the outcome
-        final = DeliveryRecord.from_row(row)
+        final = replace(
+            record,
+            status=status,
+            attempts=values["b_attempts"],
+            last_error=last_error,
+            contact_id=row.contact_id,
+            strategy=row.strategy,
+            updated_at=now,
+            delivered_at=values["b_delivered_at"] or record.delivered_at,
+            notified_at=values["b_notified_at"],
+            lease_owner=None,
+        )
         metrics.CONTACTS.labels(record.source.split(":", 1)[0], status).inc()
         if waiter is not None and not waiter.gone:
             waiter.record = final
@@ -1521,7 +1556,11 @@ class DeliveryWorker:
         free = limit - len(self._in_flight)
         if free > 0:
             free = min(free, queue.client.pacer.room_hint(free))
-        if free <= 0:
+        # While enough claimed rows wait to keep every connection busy, claim in batches
+        # (one claim transaction for several rows) rather than one row per freed slot.
+        batch = max(1, self.settings.rocketchat_concurrency // 2)
+        busy = len(self._in_flight) >= self.settings.rocketchat_concurrency
+        if free <= 0 or (free < batch and busy):
             if self._in_flight:
                 # Also wake on stop(): SHUTDOWN_GRACE counts from SIGTERM, not from a free slot.
                 stopping = asyncio.ensure_future(self._stopping.wait())
@@ -1543,8 +1582,8 @@ class DeliveryWorker:
         free again as soon as Rocket.Chat answered, so the next claimed row calls while
         this one writes its outcome. A row still waiting when the worker stops is never
         sent: _drain hands it back."""
-        await self._calls.acquire()
-        held = True
+        self.queue.active.add(record.id)  # the heartbeat keeps its lease while it waits
+        held = False
 
         def release() -> None:
             nonlocal held
@@ -1553,11 +1592,14 @@ class DeliveryWorker:
                 self._calls.release()
 
         try:
+            await self._calls.acquire()
+            held = True
             if self._stopping.is_set():
                 return
             await self.queue.deliver(record, answered=release)
         finally:
             release()
+            self.queue.active.discard(record.id)
 
     def _forget(self, delivery_id: str) -> Callable[[asyncio.Task[None]], None]:
         def done(_task: asyncio.Task[None]) -> None:

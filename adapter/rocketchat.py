@@ -163,9 +163,12 @@ class Pacer:
             if not route.startswith(prefix):
                 continue
             self._reopen(state, now)
-            if state.limited and state.remaining is not None:
-                if state.remaining - state.in_flight <= 0:
-                    return True
+            if (
+                state.limited
+                and state.remaining is not None
+                and state.remaining - state.in_flight <= 0
+            ):
+                return True
         return False
 
     def wait_hint(self, route: str) -> float | None:

@@ -611,3 +611,61 @@ def test_migrating_a_schema_1_database_keeps_its_rows(db_url: str) -> None:
         assert version == SCHEMA_VERSION == 2
 
     asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- the pacer
+
+ROUTE = "/api/v1/omnichannel/contactpost"
+
+
+def test_pacer_probes_then_paces_the_window_and_probes_again_after_the_reset() -> None:
+    from adapter.rocketchat import Pacer
+    from adapter.sansio import RateLimit
+
+    async def main() -> None:
+        pacer = Pacer()
+        await pacer.acquire(ROUTE)  # nothing known yet: one probe
+        second = asyncio.create_task(pacer.acquire(ROUTE))
+        await asyncio.sleep(0.05)
+        assert not second.done()  # …alone until it is answered
+        assert pacer.room_hint(8) == 0
+        reset = time.time() + 0.3
+        await pacer.release(ROUTE, RateLimit(limit=3, remaining=2, reset_at=reset))
+        await asyncio.wait_for(second, 1)
+        await asyncio.wait_for(pacer.acquire(ROUTE), 1)  # 2 left, 1 in flight
+        assert pacer.room_hint(8) == 0 and pacer.exhausted()
+        await pacer.release(ROUTE, RateLimit(limit=3, remaining=1, reset_at=reset))
+        await pacer.release(ROUTE, RateLimit(limit=3, remaining=0, reset_at=reset))
+        hint = pacer.wait_hint_any()
+        assert hint is not None and reset < hint < reset + 0.1
+        await asyncio.wait_for(pacer.acquire(ROUTE), 2)  # waited for the window
+        assert time.time() >= reset
+        # A reopened window: one call learns the new budget before the others go.
+        assert pacer.room_hint(8) == 0
+        late = asyncio.create_task(pacer.acquire(ROUTE))
+        await asyncio.sleep(0.05)
+        assert not late.done()
+        await pacer.release(ROUTE, RateLimit(limit=3, remaining=2, reset_at=time.time() + 5))
+        await asyncio.wait_for(late, 1)
+        # A 429 closes the route until its reset, whatever the headers said before.
+        await pacer.release(ROUTE, None, rate_limited_until=time.time() + 0.2)
+        assert pacer.wait_hint(ROUTE) is not None
+        started = time.time()
+        await asyncio.wait_for(pacer.acquire(ROUTE), 2)
+        assert time.time() - started >= 0.15
+
+    asyncio.run(main())
+
+
+def test_pacer_does_not_pace_a_user_that_gets_no_rate_limit_headers() -> None:
+    from adapter.rocketchat import Pacer
+
+    async def main() -> None:
+        pacer = Pacer()
+        await pacer.acquire(ROUTE)
+        await pacer.release(ROUTE, None)  # a bot: no X-RateLimit-* at all
+        await asyncio.wait_for(asyncio.gather(*(pacer.acquire(ROUTE) for _ in range(50))), 1)
+        assert pacer.room_hint(8) == 8
+        assert pacer.wait_hint_any() is None and not pacer.exhausted()
+
+    asyncio.run(main())

@@ -142,8 +142,9 @@ def test_worker_killed_mid_delivery_leaves_rows_another_takes_after_the_lease(
         wait_for(lambda: tracker.current >= 4, 20, "worker A's calls in flight")
         first.kill()
         left = [r for r in rows(db_url) if r["status"] == "delivering"]
-        # Claimed and leased, owner dead: 4 calls in flight, 4 more waiting for a connection.
-        assert len(left) == 8
+        # Claimed and leased, owner dead: 4 calls in flight, up to 4 more (the worker claims
+        # twice ROCKETCHAT_CONCURRENCY) waiting for a connection.
+        assert 4 <= len(left) <= 8
         lease_ends = {r["token"]: r["lease_until"] for r in left}
         # (The first call went alone, to learn whether this user is rate limited: it was
         # answered and recorded before the kill.) Sent but not recorded: in flight.

@@ -195,10 +195,10 @@ def test_two_web_two_worker_dynos_survive_sigterm_and_sigkill_mid_burst(
     assert len(standin.visitors) == BURST
     assert len({v["token"] for v in standin.visitors.values()}) == BURST
     # A registration is repeated only when a SIGKILL cut it between Rocket.Chat's answer and
-    # the database commit: at most what the killed worker had in flight, and Rocket.Chat
-    # upserts by token, so it is still one contact.
+    # the database commit: at most the rows the killed worker held (it claims up to twice
+    # ROCKETCHAT_CONCURRENCY ahead), and Rocket.Chat upserts by token: still one contact.
     repeated = {token for token, n in per_token.items() if n > 1}
-    assert len(repeated) <= CONCURRENCY, f"{len(repeated)} registrations repeated"
+    assert len(repeated) <= 2 * CONCURRENCY, f"{len(repeated)} registrations repeated"
     posts = [p for p in recording.snapshot() if p.status == 200]
     for token in repeated:
         first, second, *more = sorted((p for p in posts if p.token == token), key=_start)
