@@ -184,3 +184,40 @@ def postgres_server() -> Iterator[Any]:
 def postgres_url(postgres_server: Any) -> str:
     """A fresh database on the session's PostgreSQL server, as a ``postgres://`` URL."""
     return str(postgres_server.create_database())
+
+
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright (skips with the reason when unavailable)."""
+    import os
+    import shutil
+
+    executable = None
+    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", "chromium"):
+        if candidate and (path := shutil.which(candidate)):
+            executable = path
+            break
+    if executable is None:
+        pytest.skip(
+            "Chromium not found (set CHROMIUM or install Debian's chromium: tests/system-deps.sh); "
+            "Playwright's own browser download is not used"
+        )
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()

@@ -8,9 +8,7 @@ Screenshots go to /tmp/admin*.png (ADMIN_SCREENSHOT names the list page's).
 from __future__ import annotations
 
 import os
-import shutil
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,42 +18,9 @@ from tests.rocketchat_standin import RocketChatStandIn
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOT = os.environ.get("ADMIN_SCREENSHOT", "/tmp/admin.png")
 COMPANY = {"label": "Company", "required": True, "regexp": "", "searchable": False}
 
-
-def _chromium() -> str:
-    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", "chromium"):
-        if candidate and (path := shutil.which(candidate)):
-            return path
-    pytest.skip(
-        "Chromium not found at /usr/bin/chromium (set CHROMIUM, or install Debian's chromium: "
-        "tests/system-deps.sh); Playwright's own browser download is not used"
-    )
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    executable = _chromium()
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="the playwright package is not installed"
-    )
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def test_log_in_find_the_failed_delivery_retry_it_and_see_it_delivered(

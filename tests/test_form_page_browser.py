@@ -8,8 +8,7 @@ see the success; the contact arrives at the Rocket.Chat stand-in. Once with Java
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,40 +19,8 @@ from tests.rocketchat_standin import RocketChatStandIn
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOT = os.environ.get("FORM_SCREENSHOT", "/tmp/form.png")
 
-
-def _chromium() -> str:
-    for candidate in (os.environ.get("CHROMIUM"), "chromium", "chromium-browser"):
-        if candidate and (path := shutil.which(candidate)):
-            return path
-    pytest.skip(
-        "Chromium not found (set CHROMIUM or install Debian's chromium: tests/system-deps.sh)"
-    )
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    executable = _chromium()
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="the playwright package is not installed"
-    )
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def _visitor(standin: RocketChatStandIn, email: str) -> dict[str, Any] | None:
