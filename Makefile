@@ -45,8 +45,11 @@ lock: $(VENV)/.installed-dev
 	printf '%s\n' '# The project itself (the contact-adapter command): Heroku installs only this file.' '--editable .' >> requirements.txt
 	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements-dev.txt --python-version 3.11 -q
 
+# Every bench script in turn (each prints ratios to baselines run in the same session).
+# wrk (the ideal keep-alive client) and PostgreSQL come from Debian when missing.
 bench: $(VENV)/.installed-dev
-	$(BIN)/python bench/run_all.py
+	bash tests/system-deps.sh wrk
+	for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

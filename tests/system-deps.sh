@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Debian packages some tests need (PostgreSQL server, Chromium, wrk). Installed when
+# Debian packages some tests need (PostgreSQL server, Chromium; wrk for `make bench`). Installed when
 # missing and we are root with apt-get; otherwise those tests skip with a clear message.
 set -uo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+# Extra packages named on the command line (e.g. `wrk` for the benchmarks).
+for pkg in "$@"; do command -v "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "note: cannot install ${need[*]} (not root or no apt-get): the tests that need them will skip"
