@@ -277,7 +277,21 @@ class SlackStandIn:
     def _payload_body(self, payload: Mapping[str, Any]) -> bytes:
         return ("payload=" + urlencode({"": json.dumps(payload)})[1:]).encode()
 
+    def send_payload(self, payload: Mapping[str, Any]) -> httpx.Response:
+        """POST an interaction ``payload`` (any shape) form-encoded and signed, as Slack does."""
+        return self.post(self._payload_body(payload))
+
     def click(
+        self,
+        message: Mapping[str, Any],
+        action_id: str,
+        **kwargs: str,
+    ) -> tuple[httpx.Response, dict[str, Any]]:
+        """Click a button of an (ephemeral) message the app sent: a ``block_actions`` request."""
+        payload = self.block_actions_payload(message, action_id, **kwargs)
+        return self.send_payload(payload), payload
+
+    def block_actions_payload(
         self,
         message: Mapping[str, Any],
         action_id: str,
@@ -285,8 +299,8 @@ class SlackStandIn:
         user_id: str = "U2147483697",
         team_id: str = "T111",
         channel_id: str = "C2147483705",
-    ) -> tuple[httpx.Response, dict[str, Any]]:
-        """Click a button of an (ephemeral) message the app sent: a ``block_actions`` request."""
+    ) -> dict[str, Any]:
+        """The ``block_actions`` payload Slack sends when the button ``action_id`` is clicked."""
         for block in message.get("blocks") or []:
             for element in block.get("elements") or []:
                 if element.get("action_id") == action_id:
@@ -327,7 +341,7 @@ class SlackStandIn:
                 }
             ],
         }
-        return self.post(self._payload_body(payload)), payload
+        return payload
 
     def submit_view(
         self,
@@ -338,6 +352,27 @@ class SlackStandIn:
         team_id: str = "T111",
     ) -> httpx.Response:
         """Press the modal's submit button with ``values`` typed (action_id → text)."""
+        view = self.views[view_id]
+        payload = self.view_submission_payload(view_id, values, user_id=user_id, team_id=team_id)
+        response = self.send_payload(payload)
+        if response.status_code == 200 and response.content:
+            answer = response.json()
+            if answer.get("response_action") == "errors":
+                inputs = {b["block_id"] for b in view["blocks"] if b.get("type") == "input"}
+                unknown = set(answer.get("errors") or {}) - inputs
+                # [unconfirmed] Slack's handling of keys that are not input blocks: refuse.
+                assert not unknown, f"errors for blocks that are not inputs: {unknown}"
+        return response
+
+    def view_submission_payload(
+        self,
+        view_id: str,
+        values: Mapping[str, str | None] | None = None,
+        *,
+        user_id: str = "U2147483697",
+        team_id: str = "T111",
+    ) -> dict[str, Any]:
+        """The ``view_submission`` payload of the modal ``view_id`` with ``values`` typed."""
         view = self.views[view_id]
         typed = dict(values or {})
         state: dict[str, dict[str, Any]] = {}
@@ -367,15 +402,7 @@ class SlackStandIn:
             "is_enterprise_install": False,
             "enterprise": None,
         }
-        response = self.post(self._payload_body(payload))
-        if response.status_code == 200 and response.content:
-            answer = response.json()
-            if answer.get("response_action") == "errors":
-                inputs = {b["block_id"] for b in view["blocks"] if b.get("type") == "input"}
-                unknown = set(answer.get("errors") or {}) - inputs
-                # [unconfirmed] Slack's handling of keys that are not input blocks: refuse.
-                assert not unknown, f"errors for blocks that are not inputs: {unknown}"
-        return response
+        return payload
 
     # ----------------------------------------------------------------- OAuth, browser side
 

@@ -134,6 +134,10 @@ def test_invalid_text_lists_each_problem_and_offers_a_prefilled_form(
     assert inputs["phone_block"]["initial_value"] == "+1 555"
     assert inputs["email_block"]["type"] == "email_text_input"
     assert "initial_value" not in inputs["email_block"]  # Slack refuses a malformed one
+    # No DEFAULT_PHONE_REGION: the hint says a number needs its country code.
+    phone_hint = next(b for b in view["blocks"] if b["block_id"] == "phone_block")["hint"]
+    assert "Start with + and the country code, e.g. +1 415 555 2671" in phone_hint["text"]
+    assert "read as" not in phone_hint["text"]
 
     view_id = opened.response["view"]["id"]
     refused = slack.submit_view(view_id, {"email": "chris@example", "phone": "+1 555"})
@@ -171,6 +175,7 @@ def test_command_without_contact_opens_the_modal(
     assert view["callback_id"] == "contact_form" and view["submit"]["text"] == "Register"
     phone = next(b for b in view["blocks"] if b["block_id"] == "phone_block")
     assert "read as a US number" in phone["hint"]["text"]
+    assert "e.g. +1 415 555 2671" in phone["hint"]["text"]
     view_id = opened.response["view"]["id"]
 
     closed = slack.submit_view(
@@ -282,6 +287,22 @@ def test_duplicate_window_spans_the_minute_boundary(
     assert "already" not in later.json()["text"]
 
 
+def test_one_workspace_checks_its_token_once_not_per_command(
+    service: Service, slack: SlackStandIn
+) -> None:
+    """``auth.test`` at start-up only: a command must not cost Slack's rate-limited API a call."""
+    (check,) = wait_until(lambda: slack.api_calls("auth.test"))
+    assert check.token == slack.bot_token
+    for n in range(3):
+        response, _ = slack.command(f"Chris Doe chris{n}@example.com +1 415 555 267{n}")
+        assert "is now a contact" in response.json()["text"]
+    invalid, _ = slack.command("Chris Doe chris@ +1 555")
+    slack.click(invalid.json(), "open_contact_form")
+    slack.command("")
+    wait_until(lambda: len(slack.api_calls("views.open")) == 2)  # both forms opened
+    assert len(slack.api_calls("auth.test")) == 1
+
+
 def test_text_with_the_word_payload_reaches_the_core(service: Service, slack: SlackStandIn) -> None:
     # bolt 1.30 parses any form body containing "payload" as an interaction (§3.8.1).
     response, _ = slack.command("Chris Doe payload@example.com +1 415 555 2671 payload")
@@ -382,6 +403,9 @@ def test_missing_signature_headers_and_malformed_signed_bodies(
     assert slack.post(b"{not json", content_type="application/json").status_code == 400
     assert slack.post(b"[1, 2]", content_type="application/json").status_code == 400
     assert slack.post(b"payload=%7Bbroken").status_code == 400
+    deep = b"[" * 30_000 + b"]" * 30_000  # under the size cap, too deep for Python: 400
+    assert slack.post(b"payload=" + deep).status_code == 400
+    assert slack.post(b'{"a":' + deep + b"}", content_type="application/json").status_code == 400
     assert deliveries(service) == []
 
 
@@ -399,10 +423,63 @@ def test_oversized_body_is_413(start_slack: Callable[..., Service], slack: Slack
     assert deliveries(service) == []
 
 
+def test_signed_but_oddly_shaped_interactions_are_400_never_500(
+    service: Service, slack: SlackStandIn, standin: RocketChatStandIn
+) -> None:
+    """Correctly signed payloads whose parts have the wrong JSON type: a 400 saying which."""
+    answer, _ = slack.command("Chris Doe chris@ +1 555")
+    click = slack.block_actions_payload(answer.json(), "open_contact_form")
+    slack.command("")
+    (call,) = wait_until(lambda: slack.api_calls("views.open"))
+    submit = slack.view_submission_payload(
+        call.response["view"]["id"],
+        {"name": "Dana Lee", "email": "dana@example.com", "phone": "+1 415 555 0199"},
+    )
+    assert slack.send_payload(submit).status_code == 200  # the well-formed one is fine
+    assert len(deliveries(service)) == 1
+    view = submit["view"]
+    shapes: list[tuple[dict[str, Any], str]] = [
+        ({**click, "actions": "open_contact_form"}, "actions"),
+        ({**click, "actions": ["open_contact_form"]}, "actions"),
+        ({**click, "user": USER}, "user"),
+        ({**submit, "view": "V123"}, "view"),
+        ({**submit, "view": {**view, "state": "x"}}, "view.state"),
+        ({**submit, "view": {**view, "state": {"values": ["x"]}}}, "view.state.values"),
+        ({**click, "type": ["block_actions"]}, "type"),
+    ]
+    for payload, part in shapes:
+        response = slack.send_payload(payload)
+        assert response.status_code == 400, (part, response.status_code, response.text)
+        assert f"'{part}'" in response.json()["error"], response.text
+    assert len(deliveries(service)) == 1 and len(contact_posts(standin)) == 1
+    assert len(slack.api_calls("views.open")) == 1  # no form opened for a malformed click
+
+
 def test_ssl_check_gets_an_empty_200(service: Service, slack: SlackStandIn) -> None:
     response = slack.ssl_check()
     assert response.status_code == 200 and response.content == b""
     assert deliveries(service) == []
+
+
+def test_verification_token_in_the_environment_changes_nothing(
+    start_slack: Callable[..., Service],
+    slack: SlackStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bolt reads SLACK_VERIFICATION_TOKEN itself and then refuses the right one (§3.8.2)."""
+    token = "gIkuvaNzQIHg97ATvDxqgjtO"  # what Slack puts in an ssl_check
+    monkeypatch.setenv("SLACK_VERIFICATION_TOKEN", token)
+    service = start_slack()
+    plain = slack.ssl_check()
+    assert plain.status_code == 200 and plain.content == b""
+    signed = slack.post(
+        json.dumps({"ssl_check": "1", "token": token}).encode(), content_type="application/json"
+    )
+    assert signed.status_code == 200, signed.text
+    response, _ = slack.command(CHRIS)
+    assert response.status_code == 200
+    assert "is now a contact" in response.json()["text"]
+    assert len(deliveries(service)) == 1
 
 
 def test_mattermost_style_request_is_refused(
@@ -556,6 +633,10 @@ def test_manifest_matches_the_service() -> None:
     assert manifest["oauth_config"]["redirect_urls"][0].endswith("/slack/oauth_redirect")
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == set(BOT_SCOPES)
     assert len(manifest["display_information"]["name"]) <= 35
+    # Late outcomes come as a DM from the bot: the Messages tab must show it, read-only.
+    home = manifest["features"]["app_home"]
+    assert home["messages_tab_enabled"] is True
+    assert home["messages_tab_read_only_enabled"] is True
 
 
 def test_form_that_cannot_open_says_so_with_an_example(

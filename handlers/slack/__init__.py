@@ -31,7 +31,7 @@ from adapter.delivery import DeliveryRecord
 from handlers.slack import blocks
 from handlers.slack.config import SlackConfig
 from handlers.slack.sender import SlackSender
-from handlers.slack.verify import check_signature, is_ssl_check, parse_body
+from handlers.slack.verify import MalformedPayload, check_signature, is_ssl_check, parse_body
 
 if TYPE_CHECKING:
     from handlers.slack.service import SlackService
@@ -75,12 +75,21 @@ class SlackChannel:
             try:
                 text = body.decode("utf-8")
                 parsed = parse_body(text, request.headers)
+            except MalformedPayload as exc:
+                log.warning("slack_request_refused", status=400, reason=str(exc))
+                return error_response(
+                    400,
+                    f"malformed Slack payload: {exc}; nothing was registered. Slack never "
+                    "sends this: check what forwards requests to /slack/events",
+                )
             except (UnicodeDecodeError, ValueError):
                 return error_response(
                     400,
                     "the body is neither a Slack form (application/x-www-form-urlencoded) "
                     "nor a JSON object",
                 )
+            if parsed.get("ssl_check") == "1":  # signed this time: still only wants a 200
+                return Response(status_code=200)
             return await service.dispatch(request, text, parsed, received_at)
 
         async def oauth(request: Request) -> Response:

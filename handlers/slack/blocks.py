@@ -140,9 +140,13 @@ def modal_view(
     """The contact form. ``valid_email``: the prefilled email may go into email_text_input."""
     values = dict(prefill or {})
     needed = set(required)
-    phone_hint = "International format with +, e.g. +1 415 555 2671"
     if default_region:
-        phone_hint += f"; a number without + is read as a {default_region} number"
+        phone_hint = (
+            "International format with +, e.g. +1 415 555 2671; a number without + is "
+            f"read as a {default_region} number"
+        )
+    else:  # no DEFAULT_PHONE_REGION: a national number cannot be read
+        phone_hint = "Start with + and the country code, e.g. +1 415 555 2671"
 
     def input_block(key: str, element: dict[str, Any], hint: str | None = None) -> dict[str, Any]:
         block: dict[str, Any] = {

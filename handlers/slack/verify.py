@@ -6,6 +6,9 @@
 * Bodies: bolt's parser treats any form body containing the *substring* ``payload``
   as an interactivity payload and loses a slash command whose text says "payload"
   (contract §3.8.1); :func:`parse_body` only decodes JSON when the *field* exists.
+* Shapes: bolt indexes into a payload's parts without checking their types, so a signed
+  payload whose ``actions`` is a string (say) is an empty 500 from inside its middleware;
+  :func:`parse_body` raises :class:`MalformedPayload` (a 400 naming the part) instead.
 * ``ssl_check=1`` requests are unsigned and only want a 200.
 """
 
@@ -22,7 +25,15 @@ from starlette.datastructures import Headers
 
 from adapter.channels import verify_hmac
 
-__all__ = ["SIGNATURE_WINDOW", "Refusal", "check_signature", "is_ssl_check", "parse_body"]
+__all__ = [
+    "SIGNATURE_WINDOW",
+    "MalformedPayload",
+    "Refusal",
+    "check_shape",
+    "check_signature",
+    "is_ssl_check",
+    "parse_body",
+]
 
 SIGNATURE_WINDOW = 300  # seconds, as Slack documents
 _TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
@@ -85,18 +96,109 @@ def is_ssl_check(headers: Headers, body: bytes) -> bool:
     return fields.get("ssl_check") == "1"
 
 
+class MalformedPayload(ValueError):
+    """A well-formed body whose parts are not of the types Slack sends (a 400)."""
+
+
+# Parts bolt or our listeners read, and the JSON type Slack sends them as (None is fine).
+_OBJECTS = (
+    "user",
+    "team",
+    "enterprise",
+    "channel",
+    "container",
+    "message",
+    "event",
+    "view",
+    "state",
+)
+_STRINGS = (
+    "type",
+    "command",
+    "callback_id",
+    "action_id",
+    "trigger_id",
+    "response_url",
+    "text",
+    "user_id",
+    "team_id",
+    "enterprise_id",
+    "channel_id",
+    "api_app_id",
+)
+_LISTS_OF_OBJECTS = ("actions", "response_urls", "authorizations")
+
+
+def _present(data: dict[str, Any], key: str) -> bool:
+    return data.get(key) is not None
+
+
+def check_shape(data: dict[str, Any]) -> str | None:
+    """None when every part bolt reads has the JSON type Slack sends; otherwise what not."""
+    for key in _STRINGS:
+        if _present(data, key) and not isinstance(data[key], str):
+            return f"'{key}' must be a string"
+    for key in _OBJECTS:
+        if _present(data, key) and not isinstance(data[key], dict):
+            return f"'{key}' must be an object"
+    for key in _LISTS_OF_OBJECTS:
+        value = data.get(key)
+        if value is not None and not (
+            isinstance(value, list) and all(isinstance(item, dict) for item in value)
+        ):
+            return f"'{key}' must be a list of objects"
+    kind = data.get("type")
+    if kind == "block_actions":
+        actions = data.get("actions")
+        if not actions or not all(isinstance(a.get("action_id"), str) for a in actions):
+            return "'actions' must be a non-empty list of objects, each with an action_id"
+    if kind in ("view_submission", "view_closed"):
+        view = data.get("view")
+        if view is None:
+            return "'view' is missing"
+        for key in ("callback_id", "type"):
+            if not isinstance(view.get(key), str):
+                return f"'view.{key}' must be a string"
+        if _present(view, "private_metadata") and not isinstance(view["private_metadata"], str):
+            return "'view.private_metadata' must be a string"
+    if kind == "view_submission":
+        state = data["view"].get("state")
+        if not isinstance(state, dict):
+            return "'view.state' must be an object"
+        values = state.get("values")
+        if not isinstance(values, dict) or not all(isinstance(v, dict) for v in values.values()):
+            return "'view.state.values' must be an object of objects"
+    event = data.get("event")
+    if isinstance(event, dict) and not isinstance(event.get("type"), str):
+        return "'event.type' must be a string"
+    return None
+
+
+def _loads(text: str) -> Any:
+    """``json.loads`` whose every failure is a ValueError (a 400, never a 500)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
+
+
 def parse_body(text: str, headers: Headers) -> dict[str, Any]:
-    """What bolt's ``parse_body`` should return; raises ValueError on malformed input."""
+    """What bolt's ``parse_body`` should return; raises ValueError on malformed input.
+
+    :class:`MalformedPayload` (a ValueError) says which part of a parsed payload has a
+    type Slack never sends.
+    """
     if not text:
         return {}
+    data: Any
     if _content_type(headers) == "application/json" or text.startswith("{"):
-        data = json.loads(text)
+        data = _loads(text)
     else:
         fields = dict(parse_qsl(text, keep_blank_values=True, strict_parsing=False))
-        if "payload" in fields:
-            data = json.loads(fields["payload"])
-        else:
-            return fields
+        data = _loads(fields["payload"]) if "payload" in fields else fields
     if not isinstance(data, dict):
         raise ValueError("expected a JSON object")
+    problem = check_shape(data)
+    if problem is not None:
+        raise MalformedPayload(problem)
     return data
