@@ -8,7 +8,10 @@ means *look the person up before creating*:
    carried over from the person's previous delivery) → ``contacts.update``;
 2. else ``contacts.search`` by e-mail, then by phone, keeping only an *exact* match
    (the search is a case-insensitive "contains" regex over name, e-mails and phones)
-   → ``contacts.update``, merging the new e-mail/phone into the contact's lists;
+   → ``contacts.update``, merging the new e-mail/phone into the contact's lists. On
+   7.10+ the same searches follow among the *unknown* contacts (``unknown=true``:
+   those Rocket.Chat made itself for visitors who chatted), so a returning guest's
+   contact is updated — which also marks it known — instead of duplicated;
 3. else ``POST omnichannel/contacts``, and the new id is handed to
    ``record_contact_id`` at once, so a retry updates instead of creating again.
 
@@ -22,7 +25,6 @@ from search results); :class:`ContactCenterStrategy` does the I/O through
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -55,6 +57,10 @@ USERS_INFO = "/api/v1/users.info"
 
 SEARCH_PAGE = 50  # the server's default page; it caps ``count`` at 100
 SEARCH_MAX_PAGES = 4  # a "contains" search rarely needs a second page to find an exact match
+# ``contacts.search?unknown=true`` (contacts Rocket.Chat made for visitors who chatted): the
+# parameter is absent from rest-typings 7.0 and present by 7.10; earlier servers answer 400
+# "must NOT have additional properties", so it is sent from 7.10 only.
+UNKNOWN_SEARCH_SINCE = (7, 10)
 
 ContactIdRecorder = Callable[[str], Awaitable[None]]
 _NOT_ALLOWED_FIELD = re.compile(r"^Custom field (.+) is not allowed$")
@@ -216,6 +222,13 @@ def _is_error(exc: ContactRejected, code: str) -> bool:
     return code in (exc.error_type, exc.message) or exc.message.endswith(f"[{code}]")
 
 
+def _rejects_unknown(exc: ContactRejected) -> bool:
+    """The 400 a server without ``contacts.search?unknown`` answers to it."""
+    return _is_error(exc, "invalid-params") and "must NOT have additional properties" in (
+        exc.message
+    )
+
+
 # --------------------------------------------------------------------------- the strategy
 
 
@@ -226,8 +239,6 @@ class ContactCenterStrategy:
 
     def __init__(self, custom_field_ids: tuple[str, ...] = ()) -> None:
         self.custom_field_ids = custom_field_ids
-        self._manager_ids: dict[str, str] = {}  # username -> user id, resolved once
-        self._manager_lock = asyncio.Lock()
 
     async def register(
         self,
@@ -334,43 +345,91 @@ class ContactCenterStrategy:
     async def _find(
         self, client: RocketChatClient, registration: Registration
     ) -> tuple[Mapping[str, Any] | None, int]:
-        """Search by e-mail, then by phone; the exact match and the calls spent."""
+        """Look the person up; the exact match and the calls spent.
+
+        First among the contacts agents know (``unknown: false``, the search's default),
+        by e-mail then by phone; then among those Rocket.Chat made itself for visitors who
+        chatted (``unknown=true``), on servers whose search takes that parameter.
+        """
         contact = registration.contact
+        keys = [
+            (text, email, phone)
+            for text, email, phone in (
+                (contact.email, contact.email, None),
+                (contact.phone, None, contact.phone),
+            )
+            if text
+        ]
         calls = 0
-        for text, email, phone in (
-            (contact.email, contact.email, None),
-            (contact.phone, None, contact.phone),
-        ):
-            if not text:
-                continue
-            offset = 0
-            for _ in range(SEARCH_MAX_PAGES):
-                calls += 1
-                data = await client.call(
-                    "GET",
-                    SEARCH,
-                    params={"searchText": text, "count": str(SEARCH_PAGE), "offset": str(offset)},
-                )
-                page = data.get("contacts")
-                if not isinstance(page, list):
-                    raise RocketChatError("Rocket.Chat answered contacts.search without a list")
-                found = pick_match(page, email=email, phone=phone)
+        passes = [False, True] if await self.searches_unknown(client) else [False]
+        for unknown in passes:
+            for text, email, phone in keys:
+                try:
+                    found, spent = await self._search(
+                        client, text, email=email, phone=phone, unknown=unknown
+                    )
+                except ContactRejected as exc:
+                    if not (unknown and _rejects_unknown(exc)):
+                        raise
+                    # The server does not take ``unknown`` after all (rolled back below
+                    # 7.10?): read its version again, and go on without that search.
+                    await client.server_version(refresh=True)
+                    return None, calls + 1
+                calls += spent
                 if found is not None:
                     return found, calls
-                offset += len(page)
-                total = data.get("total")
-                if not page or not isinstance(total, int) or offset >= total:
-                    break
         return None, calls
 
+    async def _search(
+        self,
+        client: RocketChatClient,
+        text: str,
+        *,
+        email: str | None,
+        phone: str | None,
+        unknown: bool,
+    ) -> tuple[Mapping[str, Any] | None, int]:
+        """``contacts.search`` for ``text``, page by page; the exact match and the calls."""
+        params = {"searchText": text, "count": str(SEARCH_PAGE)}
+        if unknown:
+            params["unknown"] = "true"
+        offset = 0
+        calls = 0
+        for _ in range(SEARCH_MAX_PAGES):
+            calls += 1
+            data = await client.call("GET", SEARCH, params={**params, "offset": str(offset)})
+            page = data.get("contacts")
+            if not isinstance(page, list):
+                raise RocketChatError("Rocket.Chat answered contacts.search without a list")
+            found = pick_match(page, email=email, phone=phone)
+            if found is not None:
+                return found, calls
+            offset += len(page)
+            total = data.get("total")
+            if not page or not isinstance(total, int) or offset >= total:
+                break
+        return None, calls
+
+    @staticmethod
+    async def searches_unknown(client: RocketChatClient) -> bool:
+        """Does this server's ``contacts.search`` take ``unknown``? (7.10+, see the contract:
+        absent in 7.0's typings, present by 7.10's; older servers reject the key.)"""
+        version = await client.server_version()
+        return version is not None and version >= UNKNOWN_SEARCH_SINCE
+
     async def manager_id(self, client: RocketChatClient, username: str | None) -> str | None:
-        """The user id of the agent ``username`` (``users.info``), resolved once and cached."""
+        """The user id of the agent ``username`` (``users.info``), resolved once.
+
+        Cached on the client (``client.manager_ids``), not here: the strategy object is
+        replaced whenever the strategy is chosen again, the cache survives that.
+        """
         if not username:
             return None
-        if username in self._manager_ids:
-            return self._manager_ids[username]
-        async with self._manager_lock:
-            if username not in self._manager_ids:
+        cache = client.manager_ids
+        if username in cache:
+            return cache[username]
+        async with client.manager_lock:
+            if username not in cache:
                 try:
                     data = await client.call("GET", USERS_INFO, params={"username": username})
                 except ContactRejected as exc:
@@ -383,13 +442,17 @@ class ContactCenterStrategy:
                 user_id = user.get("_id") if isinstance(user, dict) else None
                 if not isinstance(user_id, str) or not user_id:
                     raise RocketChatError("Rocket.Chat answered users.info without a user id")
-                self._manager_ids[username] = user_id
-            return self._manager_ids[username]
+                cache[username] = user_id
+            return cache[username]
 
     async def _explain(self, client: RocketChatClient, exc: ContactRejected) -> RocketChatError:
         """The server's 400 as a readable, actionable error."""
         if _is_error(exc, "error-not-allowed"):
             # 6.13-7.0 answer this unless the server runs in TEST_MODE: not the contact's fault.
+            if client.contact_api == "auto":
+                # Chosen for 7.1+, so the server was rolled back: read its version again, and
+                # the next attempt is made with the strategy that version calls for.
+                await client.server_version(refresh=True)
             return ConfigurationError(
                 f"{await self._version_text(client)} does not allow the Contact Center API "
                 f"yet ({exc.message}); it is usable from Rocket.Chat 7.1: set "

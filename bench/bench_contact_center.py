@@ -3,9 +3,10 @@
 Runs the real service (uvicorn on loopback, SQLite) against the Rocket.Chat stand-in:
 
 1. **Calls per registered contact** (bot user, no rate limit): new people (e-mail only,
-   e-mail + phone), the same people again, the same people with a new phone, and people
-   Rocket.Chat already knows but this service does not — for the legacy ``visitor``
-   strategy and the ``contact-center`` one.
+   e-mail + phone), the same people again, the same people with a new phone, people
+   Rocket.Chat already knows but this service does not, and guests who chatted (an
+   ``unknown`` contact Rocket.Chat made itself, searched with ``unknown=true`` on 7.10+) —
+   for the legacy ``visitor`` strategy and the ``contact-center`` one.
 2. **Throughput** (an ordinary user, rate limited: ``--rate-limit`` calls per
    ``--window-ms`` per route): a backlog is delivered for ``--seconds``; every call is
    time-stamped by the stand-in. Prints the calls per route against what the limit allows
@@ -113,6 +114,11 @@ def calls_per_contact(strategy: str, n: int, tmp: Path) -> list[tuple[str, float
                     "unknown": False,
                     "createdAt": "2025-01-01T00:00:00.000Z",
                 }
+            # Chatted on the widget: Rocket.Chat made an *unknown* contact (found with
+            # contacts.search?unknown=true, 7.10+), so this is an update, not a new contact.
+            chatted = [{"name": f"Di {i}", "email": f"di{i}@example.com"} for i in range(n)]
+            for person in chatted:
+                standin.seed_unknown_contact(f"Guest {person['email']}", email=person["email"])
             phases = [
                 Phase("new person, e-mail only", email_only),
                 Phase("new person, e-mail + phone", full),
@@ -121,6 +127,7 @@ def calls_per_contact(strategy: str, n: int, tmp: Path) -> list[tuple[str, float
             ]
             if strategy == "contact-center":
                 phases.append(Phase("known to Rocket.Chat only", outside))
+                phases.append(Phase("chatted before (unknown)", chatted))
             for phase in phases:
                 before = len(standin.calls)
                 for person in phase.people:

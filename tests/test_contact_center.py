@@ -25,7 +25,7 @@ from adapter.contact_center import (
     pick_match,
     update_body,
 )
-from adapter.errors import ContactRejected
+from adapter.errors import ConfigurationError, ContactRejected
 from adapter.rocketchat import RocketChatClient
 from adapter.sansio import Registration
 from adapter.settings import Settings
@@ -56,6 +56,26 @@ def omni_calls(standin: RocketChatStandIn, since: int = 0) -> list[tuple[str, st
 
 def store_of(standin: RocketChatStandIn, strategy: str) -> dict[str, dict[str, Any]]:
     return standin.contacts if strategy == "contact-center" else standin.visitors
+
+
+def person_at(
+    standin: RocketChatStandIn, strategy: str, contact_id: str
+) -> tuple[str, list[str], list[str]]:
+    """Name, e-mails and phones as an agent sees them in Rocket.Chat."""
+    doc = store_of(standin, strategy)[contact_id]
+    if strategy == "contact-center":
+        emails, phones = doc.get("emails") or [], doc.get("phones") or []
+    else:
+        emails, phones = doc.get("visitorEmails") or [], doc.get("phone") or []
+    return doc["name"], [e["address"] for e in emails], [p["phoneNumber"] for p in phones]
+
+
+def writes(standin: RocketChatStandIn, since: int = 0) -> set[str]:
+    """The registration routes called (POSTs under omnichannel/)."""
+    return {path for method, path in omni_calls(standin, since) if method == "POST"}
+
+
+LEGACY = OMNI + "contact"
 
 
 def reg(name: str = "Chris Doe", **kw: Any) -> Registration:
@@ -180,8 +200,18 @@ def run_with_client(url: str, fn: Callable[[RocketChatClient], Any], **kwargs: A
     return asyncio.run(main())
 
 
+@pytest.mark.parametrize(
+    ("standin", "expected"),
+    [
+        # 7.1-7.9: searches by e-mail, by phone.
+        ("7.1", [("created", 2), ("created", 3), ("updated", 2), ("updated", 1), ("updated", 2)]),
+        # 7.10+: the same searches again among unknown contacts (guests who chatted).
+        ("8.8", [("created", 3), ("created", 5), ("updated", 2), ("updated", 1), ("updated", 2)]),
+    ],
+    indirect=["standin"],
+)
 def test_calls_per_registered_contact(
-    rocketchat: StandInServer, standin: RocketChatStandIn
+    rocketchat: StandInServer, standin: RocketChatStandIn, expected: list[tuple[str, int]]
 ) -> None:
     """Search + create for a new person; search + update for a known one; 1-2 updates by id."""
     recorded: list[str] = []
@@ -210,13 +240,7 @@ def test_calls_per_registered_contact(
         await register(reg(email="bo@example.com", phone="+14155550003", known_contact_id=bo))
         return out
 
-    assert run_with_client(rocketchat.url, scenario) == [
-        ("created", 2, 2),
-        ("created", 3, 3),
-        ("updated", 2, 2),
-        ("updated", 1, 1),
-        ("updated", 2, 2),
-    ]
+    assert run_with_client(rocketchat.url, scenario) == [(a, n, n) for a, n in expected]
     assert len(standin.contacts) == 2
     assert len(recorded) == 3  # both creations at once, and the contact found by search
     bo = next(c for c in standin.contacts.values() if c["emails"][0]["address"] == "bo@example.com")
@@ -268,9 +292,146 @@ def test_a_legacy_visitor_id_as_known_id_falls_back_to_search(
     assert list(standin.contacts) == [contact_id]
     assert omni_calls(standin) == [
         ("POST", CONTACTS + ".update"),
-        ("GET", CONTACTS + ".search"),
+        ("GET", CONTACTS + ".search"),  # among known contacts
+        ("GET", CONTACTS + ".search"),  # among unknown ones (8.8)
         ("POST", CONTACTS),
     ]
+
+
+def test_the_contact_manager_id_survives_strategy_refreshes(
+    rocketchat: StandInServer, standin: RocketChatStandIn
+) -> None:
+    """The username → user id cache lives on the client: a new strategy object reuses it."""
+
+    async def scenario(client: RocketChatClient) -> str:
+        first = await client.strategy()
+        await client.register(reg(email="a@example.com", contact_manager="agent.smith"))
+        second = await client.strategy(refresh=True)
+        third = await client.strategy(refresh=True)
+        assert len({id(first), id(second), id(third)}) == 3  # really chosen again
+        result = await client.register(reg(email="b@example.com", contact_manager="agent.smith"))
+        return result.contact_id
+
+    contact_id = run_with_client(rocketchat.url, scenario)
+    assert standin.contacts[contact_id]["contactManager"] == "agentUserId1"
+    assert len(standin.contacts) == 2
+    assert [c.query for c in standin.calls if c.path == "/api/v1/users.info"] == [
+        {"username": "agent.smith"}
+    ]
+
+
+def test_the_hourly_version_recheck_follows_upgrades_and_rollbacks(
+    rocketchat: StandInServer, standin: RocketChatStandIn
+) -> None:
+    """The legacy route answers on every version, so no 404 tells of an upgrade: the
+    version is read again hourly (and on the gated API's error-not-allowed)."""
+    standin.set_version("7.0")
+    now = [1000.0]
+
+    async def scenario(client: RocketChatClient) -> list[str]:
+        client.monotonic = lambda: now[0]
+        used: list[str] = []
+
+        async def register(email: str) -> None:
+            try:
+                used.append((await client.register(reg(email=email))).strategy)
+            except ConfigurationError as exc:
+                assert "ROCKETCHAT_CONTACT_API=auto or visitor" in exc.message
+                used.append("paused")
+
+        await register("a@example.com")  # 7.0
+        standin.set_version("7.1")
+        now[0] += 3599
+        await register("b@example.com")  # upgraded, not re-checked yet
+        now[0] += 1
+        await register("c@example.com")  # re-checked: 7.1
+        standin.set_version("7.0")
+        now[0] += 3600
+        await register("d@example.com")  # rolled back, re-checked before any call
+        standin.set_version("8.8")
+        now[0] += 3600
+        await register("e@example.com")
+        standin.set_version("7.0")  # rolled back again, no re-check due
+        await register("f@example.com")  # the gated API says so: paused, version read
+        await register("g@example.com")
+        return used
+
+    assert run_with_client(rocketchat.url, scenario, contact_api="auto") == [
+        "visitor",
+        "visitor",
+        "contact-center",
+        "visitor",
+        "contact-center",
+        "paused",
+        "visitor",
+    ]
+    legacy = [c.json["email"] for c in standin.calls if c.path == LEGACY and c.status == 200]
+    assert legacy == ["a@example.com", "b@example.com", "d@example.com", "g@example.com"]
+    contacts = sorted(c["emails"][0]["address"] for c in standin.contacts.values())
+    assert contacts == ["c@example.com", "e@example.com"]
+
+
+@pytest.mark.parametrize("standin", ["8.8", "7.10"], indirect=True)
+def test_a_guest_who_chatted_is_found_among_unknown_contacts_and_updated(
+    standin: RocketChatStandIn,
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+) -> None:
+    """Rocket.Chat made an ``unknown`` contact when the guest chatted: we update that one."""
+    seeded = standin.seed_unknown_contact("Guest 7", email="chris@example.com")
+    service = start_service(make_settings(rocketchat_contact_api="auto"))
+    response = service.post_contact(**CHRIS)
+    assert response.status_code == 201, response.text
+    assert response.json()["contact_id"] == seeded
+    assert list(standin.contacts) == [seeded]  # no second contact
+    contact = standin.contacts[seeded]
+    assert contact["unknown"] is False  # agents now find it in the Contact Center
+    assert contact["name"] == "Chris Doe"
+    assert contact["emails"] == [{"address": "chris@example.com"}]
+    assert contact["phones"] == [{"phoneNumber": "+14155552671"}]
+    searches = [c for c in standin.calls if c.path == CONTACTS + ".search"]
+    # Known contacts by e-mail and by phone first, then the unknown ones by e-mail.
+    assert [c.query.get("unknown") for c in searches] == [None, None, "true"]
+    assert all(c.status == 200 for c in standin.calls if c.path.startswith(OMNI))
+
+
+@pytest.mark.parametrize("standin", ["7.1", "7.9"], indirect=True)
+def test_a_server_without_the_unknown_parameter_is_never_sent_it(
+    standin: RocketChatStandIn,
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+) -> None:
+    standin.seed_unknown_contact("Guest 7", email="chris@example.com")
+    service = start_service(make_settings(rocketchat_contact_api="auto"))
+    response = service.post_contact(**CHRIS)
+    assert response.status_code == 201, response.text
+    searches = [c for c in standin.calls if c.path == CONTACTS + ".search"]
+    assert len(searches) == 2
+    assert all("unknown" not in c.query and c.status == 200 for c in searches)
+    # Such a server cannot show us the guest's contact: ours is created next to it.
+    assert len(standin.contacts) == 2
+
+
+def test_a_rollback_below_7_10_mid_run_drops_the_unknown_search(
+    rocketchat: StandInServer, standin: RocketChatStandIn
+) -> None:
+    """The version read before says 8.8; the server now rejects ``unknown``: no failure."""
+
+    async def scenario(client: RocketChatClient) -> list[str]:
+        strategy = await client.strategy()
+        standin.set_version("7.5")
+        first = await strategy.register(client, reg(email="new@example.com"))
+        second = await strategy.register(client, reg(email="other@example.com"))
+        return [str(first.extra["action"]), str(second.extra["action"])]
+
+    assert run_with_client(rocketchat.url, scenario) == ["created", "created"]
+    rejected = [c for c in standin.calls if c.status != 200]
+    assert [(c.path, c.query.get("unknown"), c.status) for c in rejected] == [
+        (CONTACTS + ".search", "true", 400)
+    ]
+    after = standin.calls[standin.calls.index(rejected[0]) + 1 :]
+    assert not [c for c in after if "unknown" in c.query]
+    assert len(standin.contacts) == 2
 
 
 # --------------------------------------------------------------------------- end to end
@@ -294,6 +455,13 @@ def test_auto_picks_the_strategy_by_version_and_registers_a_person_once(
     contact_id = first.json()["contact_id"]
     store = store_of(standin, strategy)
     assert list(store) == [contact_id]
+    name, emails, phones = person_at(standin, strategy, contact_id)
+    assert (name, [e.lower() for e in emails], phones) == (
+        "Chris Doe",
+        ["chris@example.com"],
+        ["+14155552671"],
+    )
+    assert writes(standin) == ({CONTACTS} if strategy == "contact-center" else {LEGACY})
     context = "details" if strategy == "contact-center" else "info"
     assert first.json()["contact_url"] == (
         f"{service.settings.rocketchat_url}/omnichannel-directory/contacts/{context}/{contact_id}"
@@ -307,14 +475,20 @@ def test_auto_picks_the_strategy_by_version_and_registers_a_person_once(
     assert second.status_code == 201, second.text
     assert second.json()["contact_id"] == contact_id
     assert list(store) == [contact_id]
-    assert store[contact_id]["name"] == "Chris D. Doe"
+    assert person_at(standin, strategy, contact_id)[0] == "Chris D. Doe"
     assert service.delivery(second.json()["delivery_id"])["strategy"] == strategy
     if strategy == "contact-center":
-        assert store[contact_id]["emails"] == [{"address": "Chris@example.com"}]
-        assert store[contact_id]["phones"] == [{"phoneNumber": "+14155552671"}]
-        # New: search by e-mail, by phone, create. Again: one update by the recorded id.
-        assert (calls_first, len(omni_calls(standin, before))) == (3, 1)
+        assert person_at(standin, strategy, contact_id)[1:] == (
+            ["Chris@example.com"],
+            ["+14155552671"],
+        )
+        assert writes(standin, before) == {CONTACTS + ".update"}
+        # New: search by e-mail, by phone (8.8: again among unknown contacts), create.
+        # Again: one update by the recorded id.
+        searches = 4 if standin.version_tuple >= (7, 10, 0) else 2
+        assert (calls_first, len(omni_calls(standin, before))) == (searches + 1, 1)
     else:
+        assert writes(standin, before) == {LEGACY}
         assert (calls_first, len(omni_calls(standin, before))) == (1, 1)
 
 
@@ -332,7 +506,12 @@ def test_rejection_fails_at_once_with_the_servers_message(
     assert "Invalid value for Company field" in response.json()["error"]
     record = service.delivery(response.json()["delivery_id"])
     assert (record["status"], record["attempts"]) == ("failed", 1)
+    assert "Invalid value for Company field" in record["last_error"]
     assert store_of(standin, strategy) == {}
+    rejected = [c for c in standin.calls if c.method == "POST" and c.path.startswith(OMNI)]
+    assert [(c.path, c.status) for c in rejected] == [
+        (CONTACTS if strategy == "contact-center" else LEGACY, 400)
+    ]
 
 
 @pytest.mark.parametrize(("standin", "strategy"), VERSIONS, indirect=["standin"])
@@ -429,6 +608,31 @@ def test_explicit_contact_center_below_7_1_is_a_readable_configuration_error(
     assert record["attempts"] == 0  # pausing burns no attempts
     assert "ROCKETCHAT_CONTACT_API" in record["last_error"]
     assert standin.contacts == {} and standin.visitors == {}
+
+
+@pytest.mark.parametrize("standin", ["7.0"], indirect=True)
+def test_an_upgrade_to_7_1_seen_by_the_readiness_check_switches_to_the_contact_center(
+    standin: RocketChatStandIn,
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+) -> None:
+    service = start_service(make_settings(rocketchat_contact_api="auto"))
+    first = service.post_contact(**CHRIS)
+    assert first.status_code == 201, first.text
+    assert service.delivery(first.json()["delivery_id"])["strategy"] == "visitor"
+
+    standin.set_version("7.1")  # upgraded while we run: the legacy route still answers
+    ana = {"name": "Ana Lima", "email": "ana@example.com", "phone": "+5511912345678"}
+    second = service.post_contact(**ana)
+    assert service.delivery(second.json()["delivery_id"])["strategy"] == "visitor"
+
+    ready = service.client.get("/readyz").json()
+    assert (ready["rocketchat_version"], ready["strategy"]) == ("7.1", "contact-center")
+    third = service.post_contact(name="Bo Reyes", email="bo@example.com", phone="+14155550009")
+    assert third.status_code == 201, third.text
+    assert service.delivery(third.json()["delivery_id"])["strategy"] == "contact-center"
+    assert list(standin.contacts) == [third.json()["contact_id"]]
+    assert len(standin.visitors) == 2
 
 
 class SwitchApp:

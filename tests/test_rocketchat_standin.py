@@ -858,6 +858,89 @@ def test_contacts_api_absent_before_6_13(make: Factory) -> None:
     assert h.post(CONTACT, {"token": "t", "name": "n"}).status_code == 200
 
 
+def test_c1_contact_id_is_a_string_and_create_marks_known(rc: Harness) -> None:
+    answer = assert_json(rc.post(CONTACTS, {"name": "n", "emails": [], "phones": []}), 200)
+    assert isinstance(answer["contactId"], str) and answer["contactId"]
+    assert rc.rc.contacts[answer["contactId"]]["preRegistration"] is True
+
+
+@pytest.mark.parametrize(
+    ("version", "accepted"), [("7.1", False), ("7.9.2", False), ("7.10", True), ("8.8", True)]
+)
+def test_s3_unknown_search_parameter_by_version(
+    make: Factory, version: str, accepted: bool
+) -> None:
+    """§3.5: ``unknown`` absent in rest-typings 7.0.0, present by 7.10.0 (ajv rejects
+    extra query keys, so a server without it answers 400 invalid-params)."""
+    h = make(version=version, rate_limit=None)
+    cid = h.rc.seed_unknown_contact("Guest 3", email="guest@x.io", phone="+15550003")
+    search = CONTACTS + ".search"
+    r = h.get(search, params={"searchText": "guest@x.io", "unknown": "true"})
+    if accepted:
+        body = assert_json(r, 200)
+        assert [c["_id"] for c in body["contacts"]] == [cid]
+        assert body["contacts"][0]["unknown"] is True  # S3
+    else:
+        assert assert_json(r, 400) == {
+            "success": False,
+            "error": "must NOT have additional properties [invalid-params]",
+            "errorType": "invalid-params",
+        }
+    # S2: the default search leaves unknown contacts out, on every version.
+    assert assert_json(h.get(search, params={"searchText": "guest@x.io"}), 200)["total"] == 0
+
+
+def test_seeded_unknown_contact_looks_like_a_guest_who_chatted(rc: Harness) -> None:
+    cid = rc.rc.seed_unknown_contact("Guest 3", email="guest@x.io", phone="+15550003")
+    contact = assert_json(rc.get(CONTACTS + ".get", params={"contactId": cid}), 200)["contact"]
+    assert contact["unknown"] is True
+    assert contact["emails"] == [{"address": "guest@x.io"}]
+    assert contact["phones"] == [{"phoneNumber": "+15550003"}]
+    (channel,) = contact["channels"]
+    visitor = rc.rc.visitors[channel["visitor"]["visitorId"]]
+    assert visitor["visitorEmails"] == [{"address": "guest@x.io"}]
+    # §3.3: contacts.update sets unknown:false; the default search then shows it.
+    r = rc.post(CONTACTS + ".update", {"contactId": cid, "name": "Guest Three"})
+    assert assert_json(r, 200)["contact"]["unknown"] is False
+    body = rc.get(CONTACTS + ".search", params={"searchText": "guest@x.io"}).json()
+    assert [c["_id"] for c in body["contacts"]] == [cid]
+
+
+@pytest.mark.parametrize(("version", "min_length"), [("7.1", False), ("7.10", True)])
+def test_g4_empty_contact_id_rejected_from_7_10(
+    make: Factory, version: str, min_length: bool
+) -> None:
+    h = make(version=version, rate_limit=None)
+    r = h.get(CONTACTS + ".get", params={"contactId": ""})
+    if min_length:
+        assert err(r) == "must NOT have fewer than 1 characters [invalid-params]"
+    else:
+        assert assert_json(r, 404) == {"success": False, "error": "Resource not found"}
+
+
+def test_check_existence_only_from_7_10(make: Factory) -> None:
+    h = make(version="7.5", rate_limit=None)
+    assert h.get(CONTACTS + ".checkExistence", params={"email": "a@b.c"}).status_code == 404
+    h = make(version="7.10", rate_limit=None)
+    r = h.get(CONTACTS + ".checkExistence", params={"email": "a@b.c"})
+    assert assert_json(r, 200) == {"exists": False, "success": True}
+
+
+def test_version_switched_at_run_time(make: Factory) -> None:
+    """An upgrade (or rollback) of the running server: routes, era and /api/info follow."""
+    h = make(version="6.12", rate_limit=None)
+    body = {"name": "n", "emails": [], "phones": []}
+    assert h.post(CONTACTS, body).status_code == 404
+    h.rc.set_version("8.8")
+    assert h.get("/api/info", headers={}).json()["version"] == "8.8"
+    cid = assert_json(h.post(CONTACTS, body), 200)["contactId"]
+    assert h.http.put(CONTACT).text == "404 Not Found"  # era H now
+    r = h.http.post("/_standin/control", json={"version": "7.0"})
+    assert r.json()["version"] == "7.0" and r.json()["era"] == "R"
+    assert err(h.post(CONTACTS, body)).endswith("[error-not-allowed]")
+    assert cid in h.rc.contacts  # the data survives, like the database
+
+
 # --------------------------------------------------------------------------- faults & control
 
 
