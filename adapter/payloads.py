@@ -36,6 +36,7 @@ __all__ = [
     "NAME_LABELS",
     "NO_CONTACT",
     "PHONE_WORDS",
+    "TOO_DEEP",
     "Answer",
     "Lookup",
     "PayloadError",
@@ -62,6 +63,7 @@ Lookup = Callable[[str], str | None]  # a settings lookup: name -> value, None w
 
 MAX_CUSTOM_VALUE = 1000
 NO_CONTACT = "no email or phone in the event"
+TOO_DEEP = "nested too deeply"
 
 
 class PayloadError(ValueError):
@@ -107,6 +109,10 @@ def json_object(body: bytes, expected: str | None = None) -> dict[str, Any]:
         raise PayloadError(prefix + why) from None
     except json.JSONDecodeError as exc:
         raise PayloadError(f"{prefix}the body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise PayloadError(f"{prefix}the body is not valid JSON ({TOO_DEEP})") from None
+    except (ValueError, TypeError) as exc:  # e.g. an integer of more than 4300 digits
+        raise PayloadError(f"{prefix}the body is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         if expected is None:
             raise PayloadError("expected a JSON object")
@@ -131,7 +137,7 @@ def stringified(body: bytes) -> bytes | None:
     """
     try:
         compact = json.dumps(json.loads(body), separators=(",", ":"), ensure_ascii=False)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     encoded = compact.encode()
     return None if encoded == body else encoded

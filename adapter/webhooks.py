@@ -8,8 +8,12 @@ refuse when the secret is not configured (503, naming the setting), cap the body
 (413), verify (401), parse (400 with what was expected), accept durably with
 deduplication on the provider's event id, and answer the way the provider counts
 success. Signed but invalid contact data is answered 2xx and kept as ``rejected``:
-the provider would only send the same bad data again. Reading the payload itself (JSON,
-text, the ``<PROVIDER>_FIELD_*`` mappings) is done with the pure helpers of
+the provider would only send the same bad data again. ``<PROVIDER>_REQUIRED_FIELDS``
+(same syntax and floor as ``CONTACT_REQUIRED_FIELDS``) overrides the required fields for
+one provider, and a field the provider never sends says so in the rejection, with the
+setting to change. Events without contact details are answered 2xx and only logged, or
+also kept as ``ignored`` rows when ``WEBHOOK_RECORD_IGNORED`` is true. Reading the payload
+itself (JSON, text, the ``<PROVIDER>_FIELD_*`` mappings) is done with the pure helpers of
 :mod:`adapter.payloads`.
 """
 
@@ -29,8 +33,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from adapter.channels import BodyTooLarge, ChannelContext, read_body
+from adapter.contact import CONTACT_FIELDS
 from adapter.delivery import Outcome, Submission
-from adapter.payloads import PayloadError, no_contact_reason
+from adapter.payloads import TOO_DEEP, Lookup, PayloadError, no_contact_reason
+from adapter.settings import SettingsError
 
 __all__ = [
     "PayloadError",
@@ -39,6 +45,9 @@ __all__ = [
     "WebhookProvider",
     "WebhookRequest",
     "body_digest",
+    "missing_hints",
+    "record_ignored",
+    "required_fields",
 ]
 
 log = structlog.get_logger("adapter.webhooks")
@@ -65,8 +74,9 @@ class WebhookEvent:
     fields: Mapping[str, str | None] = field(default_factory=dict)
     person_key: str | None = None
     custom_fields: Mapping[str, str] = field(default_factory=dict)
-    ignored: str | None = None  # why this event carries no contact (then nothing is stored)
+    ignored: str | None = None  # why it carries no contact (stored only if WEBHOOK_RECORD_IGNORED)
     event_type: str | None = None
+    never_sends: frozenset[str] = frozenset()  # contact fields this kind of event never carries
 
     @classmethod
     def unless_unreachable(
@@ -77,6 +87,7 @@ class WebhookEvent:
         event_type: str | None,
         person_key: str | None = None,
         custom_fields: Mapping[str, str] | None = None,
+        never_sends: frozenset[str] = frozenset(),
     ) -> WebhookEvent:
         """The event carrying ``fields``; the same event ignored when they hold neither an
         email nor a phone (see :func:`adapter.payloads.no_contact_reason`)."""
@@ -89,6 +100,7 @@ class WebhookEvent:
             person_key=person_key,
             custom_fields=custom_fields or {},
             event_type=event_type,
+            never_sends=never_sends,
         )
 
 
@@ -102,6 +114,8 @@ class WebhookProvider(ABC):
 
     name: str  # URL segment and source suffix: /webhooks/<name>, source "webhook:<name>"
     secret_setting: str  # e.g. "CHATWOOT_WEBHOOK_SECRET"
+    label: str = ""  # the provider's name as people write it ("tawk.to"); default: ``name``
+    never_sends: frozenset[str] = frozenset()  # contact fields none of its events carries
     success_status: int = 200
     timestamp_window: float = 300.0
     max_body_bytes: int | None = None  # default: the service's MAX_BODY_BYTES
@@ -111,6 +125,11 @@ class WebhookProvider(ABC):
     def secret_settings(self) -> tuple[str, ...]:
         """The settings that enable this provider, any one suffices (Crisp has two)."""
         return (self.secret_setting,)
+
+    @property
+    def required_setting(self) -> str:
+        """``<PROVIDER>_REQUIRED_FIELDS``: this provider's own CONTACT_REQUIRED_FIELDS."""
+        return f"{self.name.upper()}_REQUIRED_FIELDS"
 
     @abstractmethod
     def verify(self, request: WebhookRequest, secret: str, *, now: float) -> bool:
@@ -124,9 +143,9 @@ class WebhookProvider(ABC):
         """The success answer: the delivery's id and status, small (some providers store it);
         with ``answer_errors``, also the field errors of a contact kept as rejected."""
         body: dict[str, Any] = {"ok": True}
-        if outcome is None:
+        if event.ignored is not None:
             body["ignored"] = event.ignored
-        else:
+        if outcome is not None:
             body.update(delivery_id=outcome.delivery_id, status=outcome.status)
             if outcome.contact_id:
                 body["contact_id"] = outcome.contact_id
@@ -135,6 +154,64 @@ class WebhookProvider(ABC):
             if outcome.errors and self.answer_errors:
                 body["errors"] = dict(outcome.errors)
         return JSONResponse(body, status_code=self.success_status)
+
+
+_REQUIRED_HELP = (
+    "expected a comma-separated list of name,email,phone that includes name and at least "
+    "one of email or phone (e.g. 'name,email'), as for CONTACT_REQUIRED_FIELDS"
+)
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def required_fields(lookup: Lookup, variable: str) -> tuple[str, ...] | None:
+    """The fields ``variable`` (``<PROVIDER>_REQUIRED_FIELDS``) requires; None when unset.
+
+    Same syntax and floor as ``CONTACT_REQUIRED_FIELDS``: never below name plus one of
+    email or phone. A malformed value is a :class:`~adapter.settings.SettingsError` naming
+    the variable (the service does not start).
+    """
+    raw = lookup(variable)
+    if raw is None or not raw.strip():
+        return None
+    value = tuple(dict.fromkeys(p.strip().lower() for p in raw.split(",") if p.strip()))
+    chosen = set(value)
+    if chosen - set(CONTACT_FIELDS) or "name" not in chosen or not chosen & {"email", "phone"}:
+        raise SettingsError(f"setting {variable} (got {raw!r}): {_REQUIRED_HELP}")
+    return value
+
+
+def record_ignored(lookup: Lookup, variable: str = "WEBHOOK_RECORD_IGNORED") -> bool:
+    """Whether events without contact details are kept as ``ignored`` rows (default false)."""
+    raw = lookup(variable) or ""
+    if raw.strip().lower() in _TRUE:
+        return True
+    if raw.strip().lower() in ("", *_FALSE):
+        return False
+    raise SettingsError(f"setting {variable} (got {raw!r}): expected true or false")
+
+
+def missing_hints(
+    provider: WebhookProvider, event: WebhookEvent, required: Sequence[str]
+) -> dict[str, str]:
+    """What to do about each required field that ``event`` can never carry.
+
+    ``{"phone": "tawk.to never sends a phone: set TAWKTO_REQUIRED_FIELDS=name,email"}``;
+    nothing when dropping those fields would leave less than name plus email or phone.
+    """
+    unsent = [f for f in required if f in provider.never_sends | event.never_sends]
+    suggested = [f for f in required if f not in unsent]
+    if not unsent or "name" not in suggested or len(suggested) < 2:
+        return {}
+    label = provider.label or provider.name
+    hints = {}
+    for name in unsent:
+        what = label if name in provider.never_sends else f"{label} {event.event_type}"
+        article = "an" if name[0] in "aeiou" else "a"
+        hints[name] = (
+            f"{what} never sends {article} {name}: "
+            f"set {provider.required_setting}={','.join(suggested)}"
+        )
+    return hints
 
 
 class WebhookChannel:
@@ -149,6 +226,9 @@ class WebhookChannel:
         settings = context.settings
         source = f"webhook:{provider.name}"
         limit = provider.max_body_bytes or settings.max_body_bytes
+        own_required = required_fields(settings.lookup, provider.required_setting)
+        required = own_required or settings.contact_required_fields
+        keep_ignored = record_ignored(settings.lookup)
 
         async def receive(request: Request) -> Response:
             setting_names = " or ".join(provider.secret_settings)
@@ -196,6 +276,11 @@ class WebhookChannel:
                 return JSONResponse(
                     {"error": f"not a {provider.name} event we understand: {exc}"}, status_code=400
                 )
+            except RecursionError:
+                return JSONResponse(
+                    {"error": f"not a {provider.name} event we understand: {TOO_DEEP}"},
+                    status_code=400,
+                )
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 return JSONResponse(
                     {"error": f"not a {provider.name} event we understand ({type(exc).__name__})"},
@@ -208,7 +293,20 @@ class WebhookChannel:
                     reason=event.ignored,
                     event_type=event.event_type,
                 )
-                return provider.answer(None, event)
+                if not keep_ignored:
+                    return provider.answer(None, event)
+                kind = event.event_type or "event"
+                why = event.ignored if kind in event.ignored else f"{kind}: {event.ignored}"
+                kept = await context.queue.submit(
+                    Submission(
+                        source=source,
+                        fields={},
+                        event_id=event.event_id or body_digest(body),
+                        ignored=why[:300],
+                    ),
+                    wait=0,
+                )
+                return provider.answer(kept, event)
             outcome = await context.queue.submit(
                 Submission(
                     source=source,
@@ -218,6 +316,8 @@ class WebhookChannel:
                     custom_fields=event.custom_fields,
                     keep_rejected=True,
                     drop_invalid_optional=True,
+                    required_fields=own_required,
+                    missing_hints=missing_hints(provider, event, required),
                 ),
                 wait=0,
             )

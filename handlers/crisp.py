@@ -13,18 +13,22 @@ Crisp has two kinds of hooks, and a deployment enables each with its own setting
   unset and the unsigned kind is refused.
 
 Map: Crisp sends what a visitor tells it as separate events keyed by the session:
-``session:set_nickname`` (name), ``session:set_email``, ``session:set_phone``; and
-``people:profile:created``/``updated`` for its contact book. A site that pushes its own
-form's answers as session data (``session:set_data``) names the keys with
-``CRISP_FIELD_NAME`` / ``_EMAIL`` / ``_PHONE`` (comma-separated; unset: set_data is ignored). The person is
-``website_id:session_id`` (or ``website_id:people:people_id``), so the core merges the
-pieces into one contact carrying everything known. Default nicknames (``visitor493603``)
-are no name; messages and other events are ignored. Event id: the body's digest (the
-body carries the event's own millisecond timestamp; a retry sends the same body).
+``session:set_nickname`` (name), ``session:set_email``, ``session:set_phone``; the
+visitor's nickname on each of their messages (``message:send`` from the user, accepted
+once per session and nickname: its event id is the pair, so a chat of twenty messages
+is one submission); and ``people:profile:created``/``updated`` for its contact book. A
+site that pushes its own form's answers as session data (``session:set_data``) names the
+keys with ``CRISP_FIELD_NAME`` / ``_EMAIL`` / ``_PHONE`` (comma-separated; unset: set_data
+is ignored). The person is ``website_id:session_id`` (or ``website_id:people:people_id``),
+so the core merges the pieces into one contact carrying everything known. Default
+nicknames (``visitor493603``) are no name; operators' messages and other events are
+ignored. Event id (but for messages): the body's digest (the body carries the event's own
+millisecond timestamp; a retry sends the same body).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -106,7 +110,20 @@ class CrispProvider(WebhookProvider):
         fields: dict[str, str | None] = {}
         extras: dict[str, str] = {}
         person_key: str | None
-        if event.startswith("session:set_"):
+        event_id = body_digest(request.body)
+        if event == "message:send" and payload.get("from") == "user":
+            session = scalar_text(payload.get("session_id"))
+            name = _name(dig(payload, "user", "nickname"))
+            if session is None or name is None:
+                return WebhookEvent(
+                    None, ignored=f"{event} carries no contact details", event_type=event
+                )
+            person_key = f"{website}:{session}"
+            extras["crisp_session_id"] = session
+            fields["name"] = name
+            once = f"{person_key}\n{name}".encode()  # once per visitor and nickname
+            event_id = "nickname:" + hashlib.sha256(once).hexdigest()
+        elif event.startswith("session:set_"):
             session = scalar_text(payload.get("session_id"))
             if session is None:
                 raise PayloadError(f"expected 'data.session_id' in {event}")
@@ -143,7 +160,7 @@ class CrispProvider(WebhookProvider):
                 None, ignored=f"{event} carries no contact details", event_type=event
             )
         return WebhookEvent(
-            body_digest(request.body),
+            event_id,
             fields=fields,
             person_key=person_key,
             custom_fields=extras,

@@ -76,7 +76,7 @@ class LiveChatProvider(WebhookProvider):
         # No signature: the registered secret_key travels in the body.
         try:
             data = json.loads(request.body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return False
         given = data.get("secret_key") if isinstance(data, dict) else None
         return isinstance(given, str) and constant_time_equal(given, secret)

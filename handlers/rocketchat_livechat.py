@@ -9,8 +9,10 @@ Map: room events (``LivechatSessionStart``, ``…Queued``, ``…Taken``, ``…Fo
 ``LivechatSession``, ``LivechatEdit``), ``Message`` and ``LeadCapture`` carry the visitor
 with ``email: [{address}]`` and ``phone: [{phoneNumber}]``; ``LivechatOfflineMessage`` has
 ``visitor.email`` as a plain string and no phone, so a single phone number written in
-international form in the message text is taken. The visitor's ``_id`` is the person;
-its department and custom fields travel as custom fields. When the Livechat registration
+international form in the message text is taken (``ROCKETCHAT_REQUIRED_FIELDS=name,email``
+keeps those without one instead of rejecting them). The visitor's ``_id`` is the person;
+its department and custom fields (short text, capped like every extra) travel as custom
+fields. When the Livechat registration
 form asks for the phone (or name, email) in a custom field, ``ROCKETCHAT_FIELD_PHONE``
 (``_NAME``, ``_EMAIL``) names its id (comma-separated; the first non-empty one wins over
 the standard field).
@@ -29,6 +31,7 @@ from typing import Any
 from adapter.channels import constant_time_equal
 from adapter.payloads import (
     PayloadError,
+    custom_value,
     json_object,
     mapped_value,
     no_contact_reason,
@@ -48,6 +51,7 @@ __all__ = ["RocketChatLivechatProvider", "channel"]
 TOKEN_HEADER = "x-rocketchat-livechat-token"
 OFFLINE = "LivechatOfflineMessage"
 TEST_ROOM_ID = "fasd6f5a4sd6f8a4sdf"  # the room id of the sample Rocket.Chat's "Send Test" posts
+MAX_CUSTOM_KEY = 100  # a custom field's id, as the visitor's browser may send any
 
 
 def _first(value: Any, key: str) -> str | None:
@@ -71,6 +75,7 @@ def _mapped(request: WebhookRequest, field: str, custom: Mapping[str, Any]) -> s
 class RocketChatLivechatProvider(WebhookProvider):
     name = "rocketchat"
     secret_setting = "ROCKETCHAT_WEBHOOK_SECRET"
+    label = "Rocket.Chat Livechat"
     success_status = 200  # exactly: Rocket.Chat retries 201/202/204
     answer_errors = False  # Rocket.Chat keeps the answer in the room: a few ids, no personal data
 
@@ -103,7 +108,11 @@ class RocketChatLivechatProvider(WebhookProvider):
             return WebhookEvent(None, ignored=why, event_type=kind)
 
         visitor_id = scalar_text(visitor.get("_id"))
-        extras = {str(k): v for k, v in custom.items() if isinstance(v, str) and v.strip()}
+        extras = {
+            str(k)[:MAX_CUSTOM_KEY]: text
+            for k, v in custom.items()
+            if isinstance(v, str) and (text := custom_value(v))
+        }
         if visitor_id:
             extras["rocketchat_visitor_id"] = visitor_id
         department = scalar_text(visitor.get("department")) or scalar_text(data.get("departmentId"))
@@ -115,6 +124,7 @@ class RocketChatLivechatProvider(WebhookProvider):
             person_key=visitor_id,
             custom_fields=extras,
             event_type=kind,
+            never_sends=frozenset({"phone"}) if kind == OFFLINE else frozenset(),
         )
 
 

@@ -9,10 +9,11 @@ Map: ``chat:start``/``chat:end`` → ``visitor.name``/``visitor.email``;
 ``chat:transcript_created`` → ``chat.visitor``; ``ticket:create`` → ``requester.name``/
 ``requester.email`` and a single phone number written in international form in the
 ticket's message. tawk.to's chat events carry no phone: a deployment that takes chat
-visitors needs ``CONTACT_REQUIRED_FIELDS=name,email``, otherwise they are kept as
-rejected ("phone is required"). Generated visitor names (``V1561719148780935``) are no
-name. Extras: the chat or ticket id, the property (site) name, city and country.
-tawk.to waits 30 s and retries for up to 12 h on anything but a 2xx.
+visitors sets ``TAWKTO_REQUIRED_FIELDS=name,email`` (or ``CONTACT_REQUIRED_FIELDS`` for
+every channel), otherwise they are kept as rejected, the record saying which to set.
+Generated visitor names (``V1561719148780935``) are no name. Extras: the chat or ticket
+id, the property (site) name, city and country. tawk.to waits 30 s and retries for up to
+12 h on anything but a 2xx.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ _PLACEHOLDER_NAME = re.compile(r"^V\d{10,}$")
 class TawkToProvider(WebhookProvider):
     name = "tawkto"
     secret_setting = "TAWKTO_WEBHOOK_SECRET"
+    label = "tawk.to"
+    never_sends = frozenset({"phone"})  # no phone field in any event (tickets: only the text)
 
     def verify(self, request: WebhookRequest, secret: str, *, now: float) -> bool:
         signature = request.headers.get(SIGNATURE_HEADER)

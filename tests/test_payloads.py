@@ -98,6 +98,17 @@ def test_json_object_encodings() -> None:
         json_object(utf16, "a form")  # form tools: UTF-8 only (RFC 8259)
 
 
+def test_json_object_too_deep_or_too_big_is_a_payload_error() -> None:
+    deep = b"[" * 200_000  # json.loads raises RecursionError, not JSONDecodeError
+    with pytest.raises(PayloadError, match=r"^the body is not valid JSON \(nested too deeply\)$"):
+        json_object(deep)
+    with pytest.raises(PayloadError, match=r"^expected a form; the body is not valid JSON"):
+        json_object(b'{"a": ' + b"[" * 200_000, "a form")
+    with pytest.raises(PayloadError, match="not valid JSON"):
+        json_object(b'{"a": ' + b"9" * 5000 + b"}")  # over Python's int-string limit
+    assert stringified(deep) is None  # Crisp/Tally's second try: no signature, not a crash
+
+
 def test_stringified_is_what_json_stringify_gives() -> None:
     assert stringified(b'{ "a": 1,\n "b": "\xc3\xa9" }') == '{"a":1,"b":"é"}'.encode()
     assert stringified(b'{"a":1}') is None  # already compact: nothing else to try

@@ -19,13 +19,15 @@ import httpx
 import pytest
 from starlette.datastructures import Headers, QueryParams
 
-from adapter.settings import Settings
+from adapter.app import create_app
+from adapter.payloads import MAX_CUSTOM_VALUE
+from adapter.settings import Settings, SettingsError
 from adapter.webhooks import PayloadError, WebhookEvent, WebhookProvider, WebhookRequest
 from handlers.chatwoot import ChatwootProvider
 from handlers.crisp import CrispProvider
 from handlers.rocketchat_livechat import RocketChatLivechatProvider
 from handlers.tawkto import TawkToProvider
-from tests.conftest import Service, wait_until
+from tests.conftest import ADMIN_TOKEN, Service, wait_until
 from tests.rocketchat_standin import RocketChatStandIn
 from tests.webhook_samples import (
     SAMPLE_INSTANT,
@@ -589,8 +591,8 @@ REPLAYS: dict[str, dict[str, Any]] = {
         ],
         "custom": {"company": "Adeyemi Logistics", "department": "Ebk7wX3tqzQ9Jv2LM"},
     },
-    "tawkto": {  # chat events carry no phone: this deployment requires name and email only
-        "settings": {"contact_required_fields": RELAXED},
+    "tawkto": {  # chat events carry no phone: tawk.to alone requires name and email only
+        "settings": {"channel_settings": {"TAWKTO_REQUIRED_FIELDS": RELAXED}},
         "people": [
             ("María José Fernández", "mariajose.fernandez@example.com", []),
             ("Kwame Mensah", "kwame.mensah@example.org", ["+14155552671"]),
@@ -644,6 +646,9 @@ def test_every_sample_replayed_three_times_registers_the_right_contact_once(
     assert expected["custom"].items() <= livechat_data.items()
 
 
+TAWKTO_GUIDANCE = "is required (tawk.to never sends a phone: set TAWKTO_REQUIRED_FIELDS=name,email)"
+
+
 def test_tawkto_chat_visitors_without_phone_are_rejected_when_phone_is_required(
     chat_service: Callable[..., Service], standin: RocketChatStandIn
 ) -> None:
@@ -652,13 +657,137 @@ def test_tawkto_chat_visitors_without_phone_are_rejected_when_phone_is_required(
     answer = post(service, "tawkto", body, headers)
     assert answer.response.status_code == 200
     assert answer.body["status"] == "rejected"
+    assert answer.body["errors"] == {"phone": TAWKTO_GUIDANCE}
     record = service.delivery(str(answer.delivery_id))
     assert record["status"] == "rejected"
-    assert record["errors"] == {"phone": "is required"}
+    assert record["errors"] == {"phone": TAWKTO_GUIDANCE}  # says what to do
     body, headers = load_sample("tawkto", "ticket_create")  # the ticket's text has a phone
     settle(service, str(post(service, "tawkto", body, headers).delivery_id))
     assert phones(visitor(standin, "kwame.mensah@example.org")) == ["+14155552671"]
     assert len(standin.visitors) == 1
+
+
+def test_provider_required_fields_override_only_that_provider(
+    chat_service: Callable[..., Service], standin: RocketChatStandIn
+) -> None:
+    service = chat_service(channel_settings={"TAWKTO_REQUIRED_FIELDS": "name, EMAIL"})
+    body, headers = load_sample("tawkto", "chat_start")
+    record = settle(service, str(post(service, "tawkto", body, headers).delivery_id))
+    assert record["status"] == "delivered"
+    doc = visitor(standin, "mariajose.fernandez@example.com")
+    assert (doc["name"], phones(doc)) == ("María José Fernández", [])
+    # Every other provider still follows CONTACT_REQUIRED_FIELDS (name,email,phone).
+    no_phone = {"event": "contact_updated", "id": 77, "name": "Ben Ode", "email": "b@example.com"}
+    other = post(service, "chatwoot", encode(no_phone))
+    assert service.delivery(str(other.delivery_id))["errors"] == {"phone": "is required"}
+    assert len(standin.visitors) == 1
+
+
+def test_rocketchat_offline_messages_without_a_phone_say_which_setting_keeps_them(
+    chat_service: Callable[..., Service], standin: RocketChatStandIn
+) -> None:
+    offline = {
+        "type": "LivechatOfflineMessage",
+        "sentAt": "2026-11-24T10:00:00.000Z",
+        "visitor": {"name": "Bo Berg", "email": "bo.berg@example.com"},
+        "message": "Please call me back tomorrow.",
+    }
+    strict = chat_service()
+    answer = post(strict, "rocketchat", encode(offline))
+    assert answer.response.status_code == 200 and answer.body["status"] == "rejected"
+    assert strict.delivery(str(answer.delivery_id))["errors"] == {
+        "phone": "is required (Rocket.Chat Livechat LivechatOfflineMessage never sends a "
+        "phone: set ROCKETCHAT_REQUIRED_FIELDS=name,email)"
+    }
+    assert "errors" not in answer.body  # Rocket.Chat keeps our answer in the room
+    strict.stop()
+
+    relaxed = chat_service(channel_settings={"ROCKETCHAT_REQUIRED_FIELDS": RELAXED})
+    offline["message"] = "Second try: please call me back."  # the first one was kept, rejected
+    record = settle(relaxed, str(post(relaxed, "rocketchat", encode(offline)).delivery_id))
+    assert record["status"] == "delivered"
+    assert visitor(standin, "bo.berg@example.com")["name"] == "Bo Berg"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TAWKTO_REQUIRED_FIELDS", "email,phone"),  # no name
+        ("TAWKTO_REQUIRED_FIELDS", "name"),  # neither email nor phone
+        ("CHATWOOT_REQUIRED_FIELDS", "name,fax"),
+        ("WEBHOOK_RECORD_IGNORED", "sometimes"),
+    ],
+)
+def test_malformed_webhook_settings_stop_the_service_naming_the_variable(
+    variable: str, value: str, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(channel_settings=ALL_SECRETS | {variable: value})
+    with pytest.raises(SettingsError, match=f"^setting {variable} \\(got '{value}'\\): expected"):
+        create_app(settings)
+
+
+def test_ignored_events_are_kept_as_ignored_rows_when_asked(
+    chat_service: Callable[..., Service], standin: RocketChatStandIn
+) -> None:
+    service = chat_service(channel_settings={"WEBHOOK_RECORD_IGNORED": "true"})
+    created, _ = load_sample("chatwoot", "contact_created")  # an anonymous widget contact
+    first, again = (post(service, "chatwoot", created) for _ in range(2))
+    assert first.response.status_code == 200
+    assert first.body["ignored"] == "the contact has no email or phone yet"
+    assert first.body["status"] == "ignored" and first.delivery_id
+    assert again.delivery_id == first.delivery_id and again.body["duplicate"] is True
+    body, headers = load_sample("crisp", "message_send")
+    crisp = post(service, "crisp", body, headers)
+    assert crisp.body["status"] == "ignored"
+    assert stored_rows(service) == 2
+
+    record = service.delivery(first.delivery_id)
+    assert record["status"] == "ignored"
+    assert record["source"] == "webhook:chatwoot"
+    assert record["last_error"] == "contact_created: the contact has no email or phone yet"
+    listed = service.client.get(
+        "/deliveries?status=ignored", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    assert listed.status_code == 200, listed.text
+    rows = listed.json()["deliveries"]
+    assert {r["source"] for r in rows} == {"webhook:chatwoot", "webhook:crisp"}
+    assert listed.json()["counts"]["ignored"] == 2
+    assert standin.contact_posts_per_token() == {}  # nothing is ever registered for them
+
+
+def test_rocketchat_visitor_custom_fields_are_capped(
+    make_settings: Callable[..., Settings],
+) -> None:
+    body, _ = load_sample("rocketchat", "LivechatSessionStart")
+    room = json.loads(body)
+    room["visitor"]["customFields"] = {"notes": "x" * 50_000, "k" * 500: "v", "blank": "  "}
+    extras = parse("rocketchat", room).custom_fields
+    assert len(extras["notes"]) == MAX_CUSTOM_VALUE
+    assert extras["k" * 100] == "v"
+    assert "blank" not in extras
+
+
+def test_crisp_visitor_messages_give_the_nickname_once_per_session(
+    chat_service: Callable[..., Service], standin: RocketChatStandIn
+) -> None:
+    body, _ = load_sample("crisp", "message_send")
+    message = json.loads(body)
+    message["data"]["user"]["nickname"] = "Jürgen Weiß"
+    event = parse("crisp", message)
+    assert event.fields == {"name": "Jürgen Weiß"} and event.person_key == CRISP_PERSON
+    later = {**message, "data": {**message["data"], "content": "Noch da?", "fingerprint": 2}}
+    assert parse("crisp", later).event_id == event.event_id  # one name, one submission
+    operator = {**message, "data": {**message["data"], "from": "operator"}}
+    assert parse("crisp", operator).ignored  # an agent's nickname is not the visitor's
+
+    service = chat_service(contact_required_fields=RELAXED)
+    email_body, email_headers = load_sample("crisp", "session_set_email")
+    post(service, "crisp", email_body, email_headers)
+    answers = [post(service, "crisp", encode(m)) for m in (message, later)]
+    assert answers[1].body["duplicate"] is True
+    assert settle(service, str(answers[0].delivery_id))["status"] == "delivered"
+    assert visitor(standin, "juergen.weiss@example.org")["name"] == "Jürgen Weiß"
+    assert list(standin.contact_posts_per_token().values()) == [1]
 
 
 def test_crisp_pieces_become_one_contact_that_grows(
@@ -747,6 +876,9 @@ def test_refused_requests_store_nothing(
         bad_json = post(service, provider, b"{not json")
         assert bad_json.response.status_code == 400, provider
         assert "not valid JSON" in bad_json.body["error"]
+        deep = post(service, provider, b"[" * 200_000)  # RecursionError in json.loads: was a 500
+        assert deep.response.status_code == 400, (provider, deep.response.text)
+        assert "not valid JSON (nested too deeply)" in deep.body["error"]
     crisp_body, _ = load_sample("crisp", "session_set_email")
     unsigned = {"Content-Type": "application/json"}
     assert (
@@ -955,6 +1087,12 @@ BUILDERS: dict[str, Callable[[Variant, int], list[bytes]]] = {
     "rocketchat": _rocketchat_bodies,
     "crisp": _crisp_bodies,
 }
+# The extras of the "extra fields" variant n that must reach Rocket.Chat as custom fields.
+EXTRAS: dict[str, Callable[[int], dict[str, str]]] = {
+    "chatwoot": lambda n: {"chatwoot_contact_id": str(5000 + n)},
+    "rocketchat": lambda n: {"company": "Extra Ltd", "rocketchat_visitor_id": f"visitor-{n}"},
+    "crisp": lambda n: {"crisp_session_id": f"session_variant_{n}"},
+}
 
 
 def check_variant(
@@ -964,6 +1102,7 @@ def check_variant(
     v: Variant,
     expect: tuple[Any, ...],
     bodies: list[bytes],
+    extras: Mapping[str, str],
 ) -> None:
     answers = [post(service, provider, body) for body in bodies]
     assert all(a.response.status_code == 200 for a in answers), v.label
@@ -985,6 +1124,8 @@ def check_variant(
         assert "not a valid phone number" in record["warnings"][expect[1]], v.label
     else:
         assert phones(doc) == ([expect[1]] if expect[1] else []), v.label
+    if v.extra:
+        assert extras.items() <= (doc.get("livechatData") or {}).items(), v.label
 
 
 @pytest.mark.parametrize("profile", ["strict", "relaxed"])
@@ -996,7 +1137,8 @@ def test_payload_variants(
     service = chat_service(default_phone_region="GB", contact_required_fields=required)
     for n, v in enumerate(VARIANTS):
         expect = v.relaxed if profile == "relaxed" else v.strict
-        check_variant(service, standin, provider, v, expect, BUILDERS[provider](v, n))
+        bodies = BUILDERS[provider](v, n)
+        check_variant(service, standin, provider, v, expect, bodies, EXTRAS[provider](n))
 
 
 TAWKTO_VARIANTS: list[tuple[str, dict[str, Any], tuple[Any, ...], tuple[Any, ...]]] = [
@@ -1006,7 +1148,7 @@ TAWKTO_VARIANTS: list[tuple[str, dict[str, Any], tuple[Any, ...], tuple[Any, ...
             "event": "chat:start",
             "visitor": {"name": "Þórdís Ægisdóttir", "email": "thordis@example.com"},
         },
-        ("rejected", {"phone": "is required"}),
+        ("rejected", {"phone": TAWKTO_GUIDANCE}),
         ("delivered", "Þórdís Ægisdóttir", "thordis@example.com", None),
     ),
     (
@@ -1056,7 +1198,7 @@ TAWKTO_VARIANTS: list[tuple[str, dict[str, Any], tuple[Any, ...], tuple[Any, ...
             "property": {"id": "p", "name": "Shop", "plan": {"tier": 2}},
             "surprise": True,
         },
-        ("rejected", {"phone": "is required"}),
+        ("rejected", {"phone": TAWKTO_GUIDANCE}),
         ("delivered", "Dora Extra", "dora@example.com", None),
     ),
 ]
@@ -1086,3 +1228,6 @@ def test_tawkto_payload_variants(
         assert (doc["name"], phones(doc)) == (name, [number] if number else []), label
         if expect[0] == "warned":
             assert "phone" in record["warnings"], label
+        if label == "extra fields":
+            kept = {"tawkto_property": "Shop", "tawkto_chat_id": f"chat-{n}"}
+            assert kept.items() <= (doc.get("livechatData") or {}).items(), label

@@ -826,6 +826,13 @@ def test_malformed_json_and_wrong_shape_are_400_with_what_was_expected(
     else:
         assert answer.status_code == 400, answer.text
         assert "expected a" in answer.json()["error"] and "not valid JSON" in answer.json()["error"]
+    deep = b"[" * 200_000  # json.loads raises RecursionError: was a 500
+    answer = shared.post(name, deep, spec.headers(deep))
+    if name == "livechat":
+        assert answer.status_code == 401
+    else:
+        assert answer.status_code == 400, answer.text
+        assert "not valid JSON (nested too deeply)" in answer.json()["error"]
 
 
 def test_relaxed_required_fields_register_without_phone_and_drop_an_invalid_one(
