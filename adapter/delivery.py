@@ -54,6 +54,7 @@ from adapter.errors import (
     RateLimited,
     RocketChatError,
 )
+from adapter.logs import redact_text
 from adapter.rocketchat import RocketChatClient
 from adapter.sansio import RegisteredContact, Registration, contact_token
 from adapter.settings import Settings
@@ -77,7 +78,8 @@ PENDING, DELIVERING, DELIVERED, FAILED, REJECTED, MERGED = (
     "rejected",
     "merged",  # superseded by a newer delivery for the same person, which carries its details
 )
-STATUSES = (PENDING, DELIVERING, DELIVERED, FAILED, REJECTED, MERGED)
+IGNORED = "ignored"  # a webhook event without contact details, kept for WEBHOOK_RECORD_IGNORED
+STATUSES = (PENDING, DELIVERING, DELIVERED, FAILED, REJECTED, MERGED, IGNORED)
 Notifier = Callable[["DeliveryRecord"], Awaitable[None]]
 Callback = Mapping[str, Any]
 T = TypeVar("T")
@@ -148,10 +150,22 @@ class Submission:
         False  # store invalid contacts as 'rejected' (channels that must answer 2xx)
     )
     phone_region: str | None = None  # ISO country for national numbers; else DEFAULT_PHONE_REGION
+    required_fields: tuple[str, ...] | None = None  # else CONTACT_REQUIRED_FIELDS
+    missing_hints: Mapping[str, str] = field(default_factory=dict)  # field -> what to do
+    ignored: str | None = None  # no contact: only kept as an 'ignored' row with this reason
 
     @property
     def channel(self) -> str:
         return self.source.split(":", 1)[0]
+
+    def explained(self, errors: Mapping[str, str]) -> dict[str, str]:
+        """``errors``, each missing field's followed by its hint from ``missing_hints``."""
+        return {
+            key: f"{message} ({self.missing_hints[key]})"
+            if message == "is required" and key in self.missing_hints
+            else message
+            for key, message in errors.items()
+        }
 
 
 @dataclass(frozen=True)
@@ -208,13 +222,14 @@ class DeliveryRecord:
         )
 
     def public(self) -> dict[str, Any]:
-        """What anyone holding the id may see: no personal data."""
+        """What anyone holding the id may see: no personal data (Rocket.Chat's error text
+        may quote the email or phone it refused: masked)."""
         return {
             "id": self.id,
             "source": self.source,
             "status": self.status,
             "attempts": self.attempts,
-            "last_error": self.last_error,
+            "last_error": redact_text(self.last_error) if self.last_error else self.last_error,
             "contact_id": self.contact_id,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
@@ -226,6 +241,7 @@ class DeliveryRecord:
         """Everything, for authenticated operators."""
         return {
             **self.public(),
+            "last_error": self.last_error,
             "event_id": self.event_id,
             "person_key": self.person_key,
             "token": self.token,
@@ -255,13 +271,18 @@ class Outcome:
 
     @property
     def accepted(self) -> bool:
-        return self.delivery_id is not None and self.status not in (REJECTED, "invalid")
+        return self.delivery_id is not None and self.status not in (REJECTED, IGNORED, "invalid")
 
 
 def backoff_delay(attempts: int, *, first: float, cap: float, rng: random.Random) -> float:
-    """Exponential backoff with equal jitter: ``d/2 + U(0, d/2)``, ``d = first·2^(n-1)``, capped."""
+    """Exponential backoff with jitter: ``min(cap, d·U(1, 1.5))``, ``d = first·2^(n-1)``.
+
+    Never earlier than the stated delay (the first retry comes RETRY_FIRST_DELAY after the
+    first attempt at the soonest), spread up to half as much again so that contacts
+    failing together do not retry together; never later than ``cap``.
+    """
     base = min(cap, first * (2 ** max(attempts - 1, 0)))
-    return float(base / 2 + rng.uniform(0, base / 2))
+    return float(min(cap, base * rng.uniform(1.0, 1.5)))
 
 
 def _duration(seconds: float) -> str:
@@ -298,6 +319,36 @@ def _merge_raw(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]
     return merged
 
 
+def _person_keys(fields: Mapping[str, Any]) -> dict[str, str | None]:
+    """The ``email_key``/``phone_key`` columns of a row with these (validated) fields."""
+    email = fields.get("email")
+    phone = fields.get("phone")
+    return {
+        "email_key": str(email).strip().lower() if email else None,
+        "phone_key": str(phone) if phone else None,
+    }
+
+
+def _earlier_query(column: Any) -> Any:
+    return (
+        select(deliveries.c.token, deliveries.c.created_at, deliveries.c.email_key)
+        .where(
+            column == bindparam("key"),
+            deliveries.c.token.is_not(None),
+            deliveries.c.token != bindparam("token"),
+            deliveries.c.status != REJECTED,
+        )
+        .order_by(deliveries.c.created_at.desc())
+        .limit(1)
+    )
+
+
+# The same person under another token: the latest delivery with the same email, or with
+# the same phone (see DeliveryQueue._earlier_token).
+_EARLIER_BY_EMAIL = _earlier_query(deliveries.c.email_key)
+_EARLIER_BY_PHONE = _earlier_query(deliveries.c.phone_key)
+
+
 class DeliveryQueue:
     """Accept contacts durably and report on them; the in-process try-now path."""
 
@@ -318,6 +369,10 @@ class DeliveryQueue:
         self.paused_reason: str | None = None
         # 403: /api/v1/me cannot tell when the permission is back, only a real call can.
         self._paused_permission = False
+        # time.monotonic() of the last look whether a pause is over (credentials re-checked,
+        # or one delivery let through), shared by the worker and the fast path: a web process
+        # without a worker (INPROCESS_WORKER=false) must find out on its own.
+        self._last_auth_check = 0.0
         self._wake = asyncio.Event()
         self._fast_tasks: set[asyncio.Task[Any]] = set()
         self._fast_slots = settings.rocketchat_concurrency * 2
@@ -356,6 +411,17 @@ class DeliveryQueue:
         # Decided before the insert: a row this request will try at once is stored as due
         # only after the budget, so the worker does not race the request for it.
         fast = budget > 0 and self._fast_path_open()
+        probe = False
+        if budget > 0 and not fast and self.paused_reason is not None:
+            # Paused: every AUTH_CHECK_INTERVAL find out whether it is over, within the budget.
+            started = time.monotonic()
+            check = asyncio.create_task(self.resume_if_fixed())
+            self._fast_tasks.add(check)  # referenced until done; drained on shutdown
+            check.add_done_callback(self._fast_tasks.discard)
+            with contextlib.suppress(Exception):  # TimeoutError: it goes on without us
+                probe = await asyncio.wait_for(asyncio.shield(check), budget)
+            budget -= time.monotonic() - started
+            fast = probe and budget > 0.05 and self._fast_path_open(ignore_pause=True)
         for attempt in range(3):
             try:
                 hold = min(budget, _MAX_HOLD) if fast else 0.0
@@ -375,20 +441,49 @@ class DeliveryQueue:
             return outcome
         metrics.CONTACTS.labels(submission.channel, "accepted").inc()
         if fast and outcome.delivery_id is not None and outcome.status == PENDING:
-            return await self._try_now(outcome, budget, submission.callback)
+            return await self._try_now(outcome, budget, submission.callback, probe=probe)
         self._wake.set()
         return outcome
 
-    def _fast_path_open(self) -> bool:
+    def _fast_path_open(self, *, ignore_pause: bool = False) -> bool:
         """Is trying a delivery right now sensible (not paused, no outage, room in the window)?"""
         pacer = self.client.pacer
         return (
-            self.paused_reason is None
+            (self.paused_reason is None or ignore_pause)
             and len(self._fast_tasks) < self._fast_slots
             and self._outage_failures < _OUTAGE_THRESHOLD
             and pacer.wait_hint_any() is None
             and not pacer.exhausted()
         )
+
+    async def resume_if_fixed(self) -> bool:
+        """While delivery is paused, at most once per AUTH_CHECK_INTERVAL: is it over?
+
+        Rejected credentials (401) are checked with ``GET /api/v1/me``: if accepted, the
+        pause ends here. A missing permission (403) only shows with a real call: the answer
+        True lets one delivery through, which ends the pause if it succeeds (and burns no
+        attempt if not). Called by the worker and by the fast path, so a web process
+        without a worker (INPROCESS_WORKER=false) resumes too.
+        """
+        if self.paused_reason is None:
+            return False
+        now = time.monotonic()
+        if now - self._last_auth_check < self.settings.auth_check_interval:
+            return False
+        self._last_auth_check = now
+        if self._paused_permission:
+            return True
+        try:
+            await self.client.me()
+        except ConfigurationError as exc:
+            self.paused_reason = str(exc)
+            return False
+        except RocketChatError:
+            return False
+        log.info("delivery_resumed")
+        self.paused_reason = None
+        self.client.forget_readiness()
+        return True
 
     async def _accept(
         self, submission: Submission, given: dict[str, Any], *, hold: float = 0.0
@@ -398,6 +493,12 @@ class DeliveryQueue:
         async def _tx(conn: AsyncConnection) -> Outcome:
             raw = dict(given)
             token: str | None = None
+            if submission.ignored is not None:  # nothing to register: kept for the record only
+                delivery_id = uuid.uuid4().hex
+                row = self._row(submission, delivery_id, IGNORED, raw, None, now)
+                await conn.execute(_INSERT_DELIVERY.values(**row, last_error=submission.ignored))
+                await self._record_event(conn, submission, delivery_id, now)
+                return Outcome(status=IGNORED, delivery_id=delivery_id)
             person_key = (
                 f"{submission.source}:{submission.person_key}" if submission.person_key else None
             )
@@ -420,13 +521,14 @@ class DeliveryQueue:
             try:
                 contact, warnings = validate_contact(
                     raw,
-                    required=self.settings.contact_required_fields,
+                    required=submission.required_fields or self.settings.contact_required_fields,
                     default_region=submission.phone_region or self.settings.default_phone_region,
                     check_deliverability=self.settings.check_email_deliverability,
                     custom_fields=raw.get("custom_fields") or {},
                     drop_invalid_optional=submission.drop_invalid_optional,
                 )
             except ContactError as exc:
+                exc.errors = submission.explained(exc.errors)
                 if person_key is not None:
                     await self._save_person(conn, submission, raw, token, now)
                 if not submission.keep_rejected:
@@ -446,16 +548,26 @@ class DeliveryQueue:
                 token = contact_token(
                     email=contact.email, phone=contact.phone, person_key=person_key
                 )
-            if person_key is not None:
-                await self._save_person(conn, submission, raw, token, now)
-
             # One look at the person's latest delivery: a waiting one (merged into), else
             # the latest delivered/failed one (whose details and contact id carry over).
             found = (await conn.execute(_LATEST_FOR_TOKEN, {"token": token})).mappings().first()
+            if found is None:
+                # Nothing under this token: the same person may have come before under
+                # another one (phone only then, email now; an invalid email dropped).
+                # Reuse it, or Rocket.Chat would get a second contact for them.
+                earlier = await self._earlier_token(conn, contact, token)
+                if earlier is not None:
+                    token = earlier
+                    found = (
+                        (await conn.execute(_LATEST_FOR_TOKEN, {"token": token})).mappings().first()
+                    )
+            if person_key is not None:
+                await self._save_person(conn, submission, raw, token, now)
             waiting = found if found is not None and found["status"] == PENDING else None
             if waiting is not None:
                 merged = self._contact_of(waiting["fields"]).merged_with(contact)
                 values: dict[str, Any] = {"fields": merged.as_dict(), "updated_at": now}
+                values.update(_person_keys(values["fields"]))
                 # Every merged submission's callback is told the outcome, once.
                 values.update(
                     _with_callback(
@@ -500,6 +612,28 @@ class DeliveryQueue:
         return await self._write(_tx)
 
     @staticmethod
+    async def _earlier_token(conn: AsyncConnection, contact: Contact, token: str) -> str | None:
+        """The token of the person's most recent earlier delivery under another token:
+        same email, or same phone unless that delivery has another email (two emails on one
+        phone may well be two people: a shared office or family number)."""
+        keys = _person_keys(contact.as_dict())
+        email = keys["email_key"]
+        found: list[Any] = []
+        if email:
+            found += (await conn.execute(_EARLIER_BY_EMAIL, {"key": email, "token": token})).all()
+        if keys["phone_key"]:
+            found += [
+                row
+                for row in await conn.execute(
+                    _EARLIER_BY_PHONE, {"key": keys["phone_key"], "token": token}
+                )
+                if not (email and row.email_key and row.email_key != email)
+            ]
+        if not found:
+            return None
+        return str(max(found, key=lambda row: row.created_at).token)
+
+    @staticmethod
     def _contact_of(fields: Mapping[str, Any]) -> Contact:
         return Contact(
             name=str(fields.get("name") or ""),
@@ -536,6 +670,7 @@ class DeliveryQueue:
             "updated_at": now,
             "queued_at": now,
             "extra_callbacks": None,
+            **_person_keys(fields if status != REJECTED else {}),
         }
 
     @staticmethod
@@ -757,6 +892,7 @@ class DeliveryQueue:
                     row = new_rows[token]
                     merged = self._contact_of(row["fields"]).merged_with(contact)
                     row["fields"] = merged.as_dict()
+                    row.update(_person_keys(row["fields"]))
                     if submission.contact_manager:
                         row["contact_manager"] = submission.contact_manager
                     if warnings:
@@ -768,6 +904,7 @@ class DeliveryQueue:
                     entry["contact"] = merged
                     values = entry["values"]
                     values.update(fields=merged.as_dict(), updated_at=now)
+                    values.update(_person_keys(values["fields"]))
                     if submission.contact_manager:
                         values["contact_manager"] = submission.contact_manager
                     if warnings:
@@ -820,15 +957,22 @@ class DeliveryQueue:
     # -- the fast path ---------------------------------------------------------------
 
     async def _try_now(
-        self, outcome: Outcome, budget: float, callback: Callback | None = None
+        self,
+        outcome: Outcome,
+        budget: float,
+        callback: Callback | None = None,
+        *,
+        probe: bool = False,
     ) -> Outcome:
         """Deliver at once when Rocket.Chat has room for it; give up waiting after ``budget``.
 
         The caller gets the final outcome if it is known within the budget; otherwise the
         delivery goes on, and its callback (if any) is told the outcome later, once.
+        ``probe``: this delivery finds out whether a 403 pause is over (see
+        :meth:`resume_if_fixed`).
         """
         assert outcome.delivery_id is not None
-        if not self._fast_path_open():
+        if not self._fast_path_open(ignore_pause=probe):
             self._wake.set()
             return outcome
         waiter = _Waiter(callback=dict(callback) if callback else None)
@@ -977,21 +1121,28 @@ class DeliveryQueue:
             return
         except RocketChatError as exc:
             self._unreachable(str(exc))
-            await self._retry_later(record, str(exc), bound)
+            await self._retry_later(record, str(exc), bound, waiter)
             return
         except Exception as exc:
             bound.exception("delivery_crashed")
-            await self._retry_later(record, f"unexpected error: {type(exc).__name__}", bound)
+            await self._retry_later(
+                record, f"unexpected error: {type(exc).__name__}", bound, waiter
+            )
             return
         metrics.ATTEMPTS.labels("delivered").inc()
-        self.paused_reason = None
+        if self.paused_reason is not None:
+            log.info("delivery_resumed")
+            self.paused_reason = None
+            self.client.forget_readiness()
         self._reachable()
         bound.info("delivered", strategy=result.strategy)
         await self._finish(
             record, DELIVERED, contact_id=result.contact_id, strategy=result.strategy, waiter=waiter
         )
 
-    async def _retry_later(self, record: DeliveryRecord, error: str, bound: Any) -> None:
+    async def _retry_later(
+        self, record: DeliveryRecord, error: str, bound: Any, waiter: _Waiter | None = None
+    ) -> None:
         now = time.time()
         attempts = record.attempts + 1
         started = record.queued_at or record.created_at
@@ -1006,6 +1157,7 @@ class DeliveryQueue:
                     f"and {attempts} attempts: {error}"
                 ),
                 attempts=attempts,
+                waiter=waiter,  # a caller still waiting hears "failed", not "pending"
             )
             return
         metrics.ATTEMPTS.labels("retry").inc()
@@ -1144,6 +1296,7 @@ class DeliveryQueue:
         newer = self._contact_of(other["fields"])
         merged = record.contact.merged_with(newer) if record.contact is not None else newer
         carried: dict[str, Any] = {"fields": merged.as_dict(), "updated_at": now}
+        carried.update(_person_keys(carried["fields"]))
         callback, extras = other["callback"], list(other.get("extra_callbacks") or ())
         for cb in record.callbacks:
             added = _with_callback(callback, extras, cb)
@@ -1478,7 +1631,6 @@ class DeliveryWorker:
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._calls = asyncio.Semaphore(self.settings.rocketchat_concurrency)
-        self._last_auth_check = 0.0
         self._progressed = False  # run_once waited for a delivery to finish: claim again
         self._next_takeover = 0.0  # time.monotonic() of the next look for expired leases
         self._next_sweep = time.monotonic() + _NOTIFY_SWEEP_INTERVAL
@@ -1680,21 +1832,18 @@ class DeliveryWorker:
         return ids
 
     async def _credentials_ok(self) -> bool:
-        now = time.monotonic()
-        if now - self._last_auth_check < self.settings.auth_check_interval:
-            return False
-        self._last_auth_check = now
-        try:
-            await self.queue.client.me()
-        except ConfigurationError as exc:
-            self.queue.paused_reason = str(exc)
-            return False
-        except RocketChatError:
-            return False
-        log.info("delivery_resumed")
-        self.queue.paused_reason = None
-        self.queue.client.forget_readiness()
-        return True
+        """Rejected credentials: re-checked every AUTH_CHECK_INTERVAL (shared with the
+        fast path); True once they are accepted again."""
+        return await self.queue.resume_if_fixed()
+
+    @property
+    def _last_auth_check(self) -> float:
+        """The queue's: the worker and the fast path re-check a pause in turn, not both."""
+        return self.queue._last_auth_check
+
+    @_last_auth_check.setter
+    def _last_auth_check(self, value: float) -> None:
+        self.queue._last_auth_check = value
 
     async def _heartbeat(self) -> None:
         """Extend the leases of rows still in flight, so nobody else takes them."""

@@ -367,3 +367,33 @@ def wait_for(
             return value
         time.sleep(interval)
     raise AssertionError(f"{what}: not within {timeout}s (last: {value!r})")
+
+
+class EchoingRejection:
+    """ASGI wrapper: the contact route answers 400 quoting the email and phone it was sent,
+    as Rocket.Chat's validation messages may ("… 'chris@example.com' is invalid")."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or (scope["method"], scope["path"]) != ("POST", CONTACT_POST):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        sent = json.loads(b"".join(chunks) or b"{}")
+        error = f"Invalid contact data: email {sent.get('email')} / phone {sent.get('phone')}"
+        body = json.dumps({"success": False, "error": error}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

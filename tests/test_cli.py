@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -89,3 +90,46 @@ def test_register_delivers_and_lists(tmp_path: Path) -> None:
         )
         assert queued.returncode == 3
         assert "queued" in queued.stdout
+
+
+def test_deliveries_show_and_retry_failed(tmp_path: Path) -> None:
+    standin = RocketChatStandIn()
+    standin.add_custom_field("company", label="Company", required=True)
+    with StandInServer(standin.app) as server:
+        env = {
+            "ROCKETCHAT_URL": server.url,
+            "ROCKETCHAT_USER_ID": BOT["user_id"],
+            "ROCKETCHAT_AUTH_TOKEN": BOT["token"],
+            "ROCKETCHAT_CONTACT_API": "visitor",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        }
+        args = ["register", "--name", "Chris Doe", "--email", "chris@example.com"]
+        args += ["--phone", "+14155552671"]
+        rejected = run(args, tmp_path, **env)
+        assert rejected.returncode == 1
+        assert "failed: Rocket.Chat rejected the contact: " in rejected.stderr
+        listed = run(["deliveries", "list", "--status", "failed"], tmp_path, **env)
+        delivery_id = listed.stdout.split()[0]
+
+        shown = run(["deliveries", "show", delivery_id], tmp_path, **env)
+        assert shown.returncode == 0, shown.stderr
+        record = json.loads(shown.stdout)
+        assert record["id"] == delivery_id
+        assert record["status"] == "failed"
+        assert record["attempts"] == 1
+        assert record["fields"]["email"] == "chris@example.com"  # operators see the details
+        assert "Invalid value for Company field" in record["last_error"]
+        missing = run(["deliveries", "show", "nope"], tmp_path, **env)
+        assert missing.returncode == 1
+        assert "no delivery nope" in missing.stderr
+
+        standin.add_custom_field("company", label="Company", required=False)
+        retried = run(["deliveries", "retry-failed"], tmp_path, **env)
+        assert retried.returncode == 0, retried.stderr
+        assert "1 failed deliveries queued again" in retried.stdout
+        again = json.loads(run(["deliveries", "show", delivery_id], tmp_path, **env).stdout)
+        assert again["status"] == "pending"
+        assert again["attempts"] == 0
+        assert again["last_error"] is not None  # kept until the next attempt says otherwise
+        nothing = run(["deliveries", "retry-failed"], tmp_path, **env)
+        assert "0 failed deliveries queued again" in nothing.stdout

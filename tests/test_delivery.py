@@ -7,6 +7,7 @@ with the reason when PostgreSQL cannot be started here).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import subprocess
 import time
@@ -22,9 +23,11 @@ from tests.conftest import ADMIN_TOKEN, AGENT, BOT, Service, wait_until
 from tests.delivery_support import (
     BIN,
     CONTACT_POST,
+    EchoingRejection,
     Tracker,
     guest,
     post_many,
+    seed,
     serve,
     service_env,
     token_of,
@@ -166,41 +169,42 @@ def test_fast_path_answers_201_under_concurrent_load(
 # --------------------------------------------------------------------------- Rocket.Chat answers
 
 
-def test_429_waits_for_the_reset_then_succeeds_without_spending_an_attempt(
+def test_429_moves_every_due_delivery_to_the_reset_without_spending_attempts(
     tmp_path: Path,
     make_settings: Callable[..., Settings],
     start_service: Callable[[Settings], Service],
 ) -> None:
-    standin = RocketChatStandIn(rate_limit=3, window_ms=2000)
+    standin = RocketChatStandIn(rate_limit=5, window_ms=4000)
     with serve(standin.app) as (server, tracker):
-        service = start_service(
-            make_settings(
-                rocketchat_url=server.url,
-                rocketchat_user_id=AGENT["user_id"],
-                rocketchat_auth_token=AGENT["token"],
-            )
+        settings = make_settings(
+            rocketchat_url=server.url,
+            rocketchat_user_id=AGENT["user_id"],
+            rocketchat_auth_token=AGENT["token"],
         )
-        # Someone else behind our IP used up the window.
+        ids = seed(settings.database_url, range(5))  # all five due before the first call
+        # Someone else behind our IP uses up a fresh window.
+        standin.reset_rate_limits()
         with httpx.Client(
             base_url=server.url,
             headers={"X-User-Id": AGENT["user_id"], "X-Auth-Token": AGENT["token"]},
         ) as other:
-            for i in range(3):
-                assert (
-                    other.post(CONTACT_POST, json={"token": f"t{i}", "name": "Other"}).status_code
-                    == 200
-                )
-        response = service.post_contact(**guest(1))
-        assert response.status_code == 202
-        delivery_id = response.json()["delivery_id"]
-        record = wait_until(
-            lambda: (r := service.delivery(delivery_id))["status"] == "delivered" and r, timeout=15
-        )
-        assert record["attempts"] == 1  # the 429 spent none
+            for i in range(5):
+                answer = other.post(CONTACT_POST, json={"token": f"t{i}", "name": "Other"})
+                assert answer.status_code == 200
+        service = start_service(settings)
+        first = wait_until(lambda: tracker.contact_posts(), timeout=10)[0]
+        assert first.status == 429
+        reset = int(first.reset or 0) / 1000
+        assert reset > time.time()  # still inside the window
+        # Every row was due before the 429: none spent an attempt on it or calls before the
+        # reset (those already claimed wait in the shared pacer, the others are postponed).
+        assert all(service.delivery(i)["attempts"] == 0 for i in ids)
+        wait_until(lambda: delivered(service, ids), timeout=20)
+        assert all(service.delivery(i)["attempts"] == 1 for i in ids)  # the 429 spent none
         ours = tracker.contact_posts()
-        assert [s.status for s in ours] == [429, 200]
-        reset = int(ours[0].reset or 0) / 1000
-        assert ours[1].started >= reset  # waited for the window to reopen
+        assert [s.status for s in ours].count(429) == 1, [s.status for s in ours]
+        assert [s.status for s in ours].count(200) == 5
+        assert all(s.started >= reset for s in ours[1:])  # nothing before the window reopened
 
 
 def test_burst_of_100_under_the_limit_takes_about_ten_windows_and_at_most_one_429(
@@ -270,7 +274,14 @@ def test_401_pauses_everything_without_spending_attempts_then_resumes(
     ids = [service.post_contact(**guest(i)).json()["delivery_id"] for i in range(5)]
     ready = wait_until(lambda: (r := service.client.get("/readyz")).status_code == 503 and r)
     assert "ROCKETCHAT_USER_ID / ROCKETCHAT_AUTH_TOKEN" in ready.json()["reason"]
-    time.sleep(1.0)  # several credential checks (auth_check_interval=0.3)
+
+    def me_checks() -> int:
+        return sum(1 for s in tracker.seen if s.path == "/api/v1/me" and s.method == "GET")
+
+    before = me_checks()
+    # The credentials are re-checked periodically (auth_check_interval=0.3)…
+    wait_until(lambda: me_checks() >= before + 3, timeout=10)
+    # …while the deliveries wait without spending attempts.
     assert all(service.delivery(i)["attempts"] == 0 for i in ids)
     assert all(service.delivery(i)["status"] == "pending" for i in ids)
     assert len(tracker.contact_posts()) == 1  # only the first noticed; the rest wait
@@ -278,6 +289,120 @@ def test_401_pauses_everything_without_spending_attempts_then_resumes(
     wait_until(lambda: delivered(service, ids), timeout=15)
     assert all(service.delivery(i)["attempts"] == 1 for i in ids)
     assert service.client.get("/readyz").status_code == 200
+
+
+def test_web_process_without_a_worker_resumes_once_the_credentials_work_again(
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+    standin: RocketChatStandIn,
+) -> None:
+    """The Procfile setup (INPROCESS_WORKER=false): a 401 on the web process's own try
+    pauses it; nothing else there re-checks, so the fast path must find out itself."""
+    service = start_service(make_settings(inprocess_worker=False))
+    standin.set_credentials_valid(BOT["user_id"], False)
+    assert service.post_contact(**guest(0)).status_code == 202
+    ready = wait_until(lambda: (r := service.client.get("/readyz")).status_code == 503 and r)
+    assert "delivery paused" in ready.json()["reason"]
+    assert service.post_contact(**guest(1)).status_code == 202  # still paused
+    standin.set_credentials_valid(BOT["user_id"], True)
+    counter = itertools.count(2)
+
+    def answered_201() -> bool:
+        return service.post_contact(**guest(next(counter))).status_code == 201
+
+    wait_until(answered_201, timeout=10, interval=0.1)  # no restart
+    assert service.client.get("/readyz").status_code == 200
+
+
+def test_a_403_pause_ends_once_the_permission_is_granted(
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+    standin: RocketChatStandIn,
+) -> None:
+    service = start_service(make_settings())
+    granted = set(standin.permissions["view-l-room"])
+    standin.set_permission("view-l-room", [])
+    response = service.post_contact(**guest(1))
+    assert response.status_code == 202
+    delivery_id = response.json()["delivery_id"]
+    ready = wait_until(lambda: (r := service.client.get("/readyz")).status_code == 503 and r)
+    assert "view-l-room" in ready.json()["reason"]
+    assert service.delivery(delivery_id)["status"] in ("pending", "delivering")
+    standin.set_permission("view-l-room", granted)
+    record = wait_until(
+        lambda: (r := service.delivery(delivery_id))["status"] == "delivered" and r, timeout=15
+    )
+    assert record["attempts"] == 1  # the 403s spent none
+    wait_until(lambda: service.client.get("/readyz").status_code == 200)
+
+
+def test_public_view_of_a_failed_delivery_masks_what_rocketchat_quoted(
+    tmp_path: Path,
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+    standin: RocketChatStandIn,
+) -> None:
+    with StandInServer(EchoingRejection(standin.app)) as server:
+        service = start_service(make_settings(rocketchat_url=server.url))
+        response = service.post_contact(**guest(1))
+        delivery_id = response.json()["delivery_id"]
+        full = wait_until(
+            lambda: (r := service.delivery(delivery_id))["status"] == "failed" and r, timeout=10
+        )
+        assert "guest1@example.com" in full["last_error"]  # operators see Rocket.Chat's words
+        public = service.client.get(f"/deliveries/{delivery_id}")
+        assert public.status_code == 200
+        assert public.json()["status"] == "failed"
+        assert public.json()["last_error"].startswith("Rocket.Chat rejected the contact: ")
+        assert "guest1@example.com" not in public.text
+        assert "4155552671" not in public.text
+        listed = service.client.get("/deliveries", headers=ADMIN).text
+        assert "guest1@example.com" not in listed
+
+
+def test_same_person_by_phone_then_with_email_stays_one_visitor(
+    db_url: str,
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+    standin: RocketChatStandIn,
+) -> None:
+    service = start_service(
+        make_settings(database_url=db_url, contact_required_fields="name,phone")
+    )
+    first = service.post_contact(name="Chris Doe", phone="+1 415 555 2671")
+    assert first.status_code == 201, first.text
+    second = service.post_contact(name="Chris Doe", email="chris@example.com", phone="+14155552671")
+    assert second.status_code == 201, second.text
+    assert second.json()["contact_id"] == first.json()["contact_id"]
+    # An invalid email dropped by a lenient channel: still the same person (by phone).
+    third = service.post_contact(name="Chris D. Doe", phone="+14155552671")
+    assert third.status_code == 201, third.text
+    assert len(standin.visitors) == 1, standin.visitors
+    visitor = next(iter(standin.visitors.values()))
+    assert visitor["visitorEmails"] == [{"address": "chris@example.com"}]
+    assert visitor["phone"] == [{"phoneNumber": "+14155552671"}]
+    assert visitor["name"] == "Chris D. Doe"
+    # Someone else with another email on that phone is not folded into Chris.
+    other = service.post_contact(name="Ana", email="ana@example.com", phone="+14155552671")
+    assert other.status_code == 201, other.text
+    assert len(standin.visitors) == 2
+
+
+def test_backoff_is_never_earlier_than_the_stated_delay_nor_later_than_the_cap() -> None:
+    import random
+
+    from adapter.delivery import backoff_delay
+
+    rng = random.Random(7)
+    for attempts, stated in [(1, 2.0), (2, 4.0), (3, 8.0), (8, 256.0)]:
+        delays = [backoff_delay(attempts, first=2.0, cap=600.0, rng=rng) for _ in range(500)]
+        assert min(delays) >= stated  # RETRY_FIRST_DELAY is the first retry's delay
+        assert max(delays) <= stated * 1.5
+        assert max(delays) - min(delays) > stated * 0.3  # jittered: retries spread out
+    near_cap = [backoff_delay(9, first=2.0, cap=600.0, rng=rng) for _ in range(100)]
+    assert min(near_cap) >= 512.0 and max(near_cap) == 600.0  # jitter stops at the cap
+    capped = [backoff_delay(12, first=2.0, cap=600.0, rng=rng) for _ in range(100)]
+    assert set(capped) == {600.0}
 
 
 def test_5xx_is_retried_with_growing_backoff(
@@ -296,8 +421,8 @@ def test_5xx_is_retried_with_growing_backoff(
     starts = [s.started for s in tracker.contact_posts()]
     assert [s.status for s in tracker.contact_posts()] == [503, 503, 503, 200]
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    # retry_first_delay=0.2, equal jitter: ≥ 0.1, ≥ 0.2, ≥ 0.4 seconds
-    assert gaps[0] >= 0.09 and gaps[1] >= 0.19 and gaps[2] >= 0.39, gaps
+    # retry_first_delay=0.2, never earlier than the stated delay: ≥ 0.2, ≥ 0.4, ≥ 0.8 seconds
+    assert gaps[0] >= 0.2 and gaps[1] >= 0.4 and gaps[2] >= 0.8, gaps
     assert gaps[2] > gaps[0]
 
 
@@ -578,8 +703,24 @@ def test_each_callback_is_told_the_outcome_exactly_once(
 # --------------------------------------------------------------------------- schema
 
 
+def test_sqlite_database_runs_in_wal_mode(
+    tmp_path: Path,
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "wal.db"
+    service = start_service(make_settings(database_url=f"sqlite:///{path}"))
+    assert service.post_contact(**guest(1)).status_code == 201
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # WAL is a property of the file
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("SELECT count(*) FROM deliveries").fetchone() == (1,)
+    assert path.with_name("wal.db-wal").exists()
+
+
 def test_migrating_a_schema_1_database_keeps_its_rows(db_url: str) -> None:
-    from sqlalchemy import text
+    from sqlalchemy import inspect, text
 
     from adapter.db import SCHEMA_VERSION, create_engine, migrate
 
@@ -588,8 +729,10 @@ def test_migrating_a_schema_1_database_keeps_its_rows(db_url: str) -> None:
         await migrate(engine)
         async with engine.begin() as conn:  # back to what schema 1 had
             await conn.execute(text("DROP INDEX ix_deliveries_unnotified"))
-            await conn.execute(text("ALTER TABLE deliveries DROP COLUMN extra_callbacks"))
-            await conn.execute(text("ALTER TABLE deliveries DROP COLUMN queued_at"))
+            await conn.execute(text("DROP INDEX ix_deliveries_email_key"))
+            await conn.execute(text("DROP INDEX ix_deliveries_phone_key"))
+            for column in ("extra_callbacks", "queued_at", "email_key", "phone_key"):
+                await conn.execute(text(f"ALTER TABLE deliveries DROP COLUMN {column}"))
             await conn.execute(text("UPDATE schema_version SET version = 1"))
             await conn.execute(
                 text(
@@ -602,13 +745,20 @@ def test_migrating_a_schema_1_database_keeps_its_rows(db_url: str) -> None:
         async with engine.connect() as conn:
             row = (
                 await conn.execute(
-                    text("SELECT status, attempts, queued_at, extra_callbacks FROM deliveries")
+                    text(
+                        "SELECT status, attempts, queued_at, extra_callbacks, email_key, "
+                        "phone_key FROM deliveries"
+                    )
                 )
             ).one()
+            indexes = await conn.run_sync(
+                lambda sync: {i["name"] for i in inspect(sync).get_indexes("deliveries")}
+            )
             version = (await conn.execute(text("SELECT version FROM schema_version"))).scalar()
         await engine.dispose()
-        assert tuple(row) == ("failed", 3, None, None)
-        assert version == SCHEMA_VERSION == 2
+        assert tuple(row) == ("failed", 3, None, None, None, None)
+        assert {"ix_deliveries_email_key", "ix_deliveries_phone_key"} <= indexes
+        assert version == SCHEMA_VERSION == 3
 
     asyncio.run(main())
 
