@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 _SEPARATORS = ",;|\n"
 _SLACK_LINK = re.compile(r"<([^<>|]*)(?:\|([^<>]*))?>")
+# Slack markup that is never part of a contact: mentions (<@U…>, <#C…>, <!here>, <!subteam^…>)
+# and web links (a plain link is not a name); mailto:/tel: links and <a@b.com> are kept.
+_SLACK_DROPPED = re.compile(r"[@#!]|[a-z][a-z0-9+.\-]*://", re.IGNORECASE)
 _LABEL = re.compile(
     r"(?<![^\s,;|])"
     r"(?P<label>full[ _-]?name|name|e-?mail(?:[ _-]?address)?|mailto|mail"
@@ -46,11 +49,12 @@ _CLOSING_QUOTE = {'"': '"', "'": "'", "“": "”", "”": "”", "‘": "’", 
 _EMAIL = re.compile(r"[^\s,;|<>()\[\]{}\"“”‘’«»:]*@[^\s,;|<>()\[\]{}\"“”‘’«»:]*")
 _EMAIL_EDGE_LEAD = "'`."
 _EMAIL_EDGE_TRAIL = "'`.!?"
+_MARKUP = "*_~"  # Slack bold, italic, strike: never end an address; start one only if paired
 _IDD_PREFIX = re.compile(  # 00 / 011 / 0011 starting a number, not inside one
     r"(?<![\w+).\-/])(?<![\d).\-/][ \t])(?P<idd>0011|011|00)(?P<sep>[ \t.\-]?)(?=\d)"
 )
 _DIGIT_RUN = re.compile(r"(?<!\w)(?:\+[ \t]*)?[(\[]?\d(?:[\d \t().\-/\[\]]*[\d)\]])?(?!\w)")
-_PIECE_EDGE = " \t\r,;|-–—:/\\·•*=&.!?"
+_PIECE_EDGE = " \t\r,;|-–—:/\\·•*_~=&.!?"
 _EMPTY_BRACKETS = re.compile(r"\(\s*\)|<\s*>|\[\s*\]|\{\s*\}")
 _WHITESPACE = re.compile(r"\s+")
 _QUOTES = "\"'`“”‘’„«»「」"
@@ -177,9 +181,11 @@ def _extract(raw_text: str, region: str | None) -> Extraction:
 
 
 def _unwrap_slack_links(text: str) -> str:
-    """``<x|label>`` becomes ``label`` and ``<x>`` becomes ``x``."""
+    """``<x|label>`` becomes ``label`` and ``<x>`` becomes ``x``; mentions and web links go."""
 
     def unwrap(match: re.Match[str]) -> str:
+        if _SLACK_DROPPED.match(match.group(1)):
+            return " "
         label = match.group(2)
         return label if label is not None else match.group(1)
 
@@ -247,8 +253,12 @@ def _email_spans(masked: str) -> Iterator[tuple[int, int]]:
         start, end = match.span()
         while start < end and masked[start] in _EMAIL_EDGE_LEAD:
             start += 1
-        while end > start and masked[end - 1] in _EMAIL_EDGE_TRAIL:
+        while end > start and masked[end - 1] in _EMAIL_EDGE_TRAIL + _MARKUP:
+            if masked[end - 1] in _MARKUP and masked[start] == masked[end - 1]:
+                start += 1  # *a@b.com*, _a@b.com_, ~a@b.com~
             end -= 1
+        while start < end and masked[start] in _EMAIL_EDGE_LEAD:
+            start += 1
         if "@" in masked[start:end]:
             yield start, end
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
+import structlog
 
 from adapter import metrics
 from adapter.errors import (
@@ -46,6 +48,9 @@ __all__ = [
 ]
 
 ContactIdRecorder = Callable[[str], Awaitable[None]]
+log = structlog.get_logger("adapter.rocketchat")
+CONTACT_CENTER_SINCE = (7, 1)  # ``ROCKETCHAT_CONTACT_API=auto`` uses the Contact Center from here
+VERSION_RECHECK = 3600.0  # seconds between version checks made to notice an upgrade/rollback
 _MAX_WAIT = 300.0  # never trust a reset header further out than this
 # Rocket.Chat resets a window on the first call *after* ``X-RateLimit-Reset`` (its clock, in
 # whole milliseconds): calling a little later than the header says keeps that call in the new
@@ -282,9 +287,11 @@ class RocketChatClient:
         self._slots = asyncio.Semaphore(concurrency)
         self.pacer = Pacer(clock)
         self._strategy: RegistrationStrategy | None = None
+        self._init_strategy_state()
         self._version: tuple[int, int] | None = None
         self._version_text: str | None = None
         self._ready: tuple[float, ReadyReport] | None = None
+        self._me_known: tuple[float, ReadyReport] | None = None  # last answer /me gave
         self._ready_lock = asyncio.Lock()
 
     async def aclose(self) -> None:
@@ -354,14 +361,30 @@ class RocketChatClient:
         """``GET /api/info``: unauthenticated, not rate limited."""
         return await self.call("GET", "/api/info", auth=False, paced=False)
 
-    async def me(self) -> dict[str, Any]:
-        """``GET /api/v1/me``: are the credentials accepted? (rate limited: use sparingly)"""
-        return await self.call("GET", "/api/v1/me")
+    async def me(self, *, paced: bool = True) -> dict[str, Any]:
+        """``GET /api/v1/me``: are the credentials accepted? (rate limited: use sparingly)
+
+        ``paced=False`` asks at once, even when the pacer says the window is used up
+        (readiness must answer promptly; a 429 then says so instead of waiting).
+        """
+        return await self.call("GET", "/api/v1/me", paced=paced)
 
     # -- strategy --------------------------------------------------------------
 
+    def _init_strategy_state(self) -> None:
+        """What the strategy choice needs, and what must outlive a strategy refresh."""
+        self.version_recheck = VERSION_RECHECK
+        self.monotonic: Callable[[], float] = time.monotonic
+        self._strategy_version: tuple[int, int] | None = None  # the version it was chosen for
+        self._version_checked_at = float("-inf")
+        # The contact manager's user id per username (``users.info``): kept on the client so
+        # that choosing the strategy again (a 404, an upgrade) does not look it up again.
+        self.manager_ids: dict[str, str] = {}
+        self.manager_lock = asyncio.Lock()
+
     async def server_version(self, *, refresh: bool = False) -> tuple[int, int] | None:
         if self._version is None or refresh:
+            self._version_checked_at = self.monotonic()
             try:
                 info = await self.server_info()
                 self._version = parse_version(info)
@@ -370,10 +393,34 @@ class RocketChatClient:
                 return self._version
         return self._version
 
+    def _crossed_contact_center_line(self) -> bool:
+        """Has the server's version moved across 7.1 since the strategy was chosen?
+
+        A version check (``/readyz``'s readiness check, the hourly re-check) may have seen
+        an upgrade or a rollback: the legacy route still answers on 7.1+, so no 404 would
+        ever tell us.
+        """
+        chosen, now = self._strategy_version, self._version
+        if chosen is None or now is None:
+            return False
+        return (chosen >= CONTACT_CENTER_SINCE) != (now >= CONTACT_CENTER_SINCE)
+
     async def strategy(self, *, refresh: bool = False) -> RegistrationStrategy:
-        """The registration strategy for this server, chosen once (and on 404)."""
+        """The registration strategy for this server.
+
+        Chosen once; chosen again on a 404 (``refresh``) and, with
+        ``ROCKETCHAT_CONTACT_API=auto``, when a version check sees the server cross 7.1
+        (the version is re-read at most every ``version_recheck`` seconds, one
+        unauthenticated, unlimited ``/api/info`` call).
+        """
         if self._strategy is not None and not refresh:
-            return self._strategy
+            if self.contact_api != "auto":
+                return self._strategy
+            if self.monotonic() - self._version_checked_at >= self.version_recheck:
+                await self.server_version(refresh=True)
+            if not self._crossed_contact_center_line():
+                return self._strategy
+        previous = self._strategy
         wanted = self.contact_api
         version = None
         if wanted != "visitor":
@@ -382,9 +429,9 @@ class RocketChatClient:
             # /api/info did not answer: use the legacy route now, detect again next time.
             return VisitorStrategy(self.custom_field_ids)
         contact_center = wanted == "contact-center" or (
-            wanted == "auto" and version is not None and version >= (7, 1)
+            wanted == "auto" and version is not None and version >= CONTACT_CENTER_SINCE
         )
-        self._strategy = VisitorStrategy(self.custom_field_ids)
+        strategy: RegistrationStrategy = VisitorStrategy(self.custom_field_ids)
         if contact_center:
             try:
                 from adapter.contact_center import (  # type: ignore[import-not-found,unused-ignore]
@@ -396,8 +443,19 @@ class RocketChatClient:
                         "ROCKETCHAT_CONTACT_API=contact-center is not available in this build"
                     ) from None
             else:
-                self._strategy = ContactCenterStrategy(self.custom_field_ids)
-        return self._strategy
+                strategy = ContactCenterStrategy(self.custom_field_ids)
+        if previous is not None and previous.name != strategy.name:
+            log.info(
+                "rocketchat_strategy_changed",
+                old=previous.name,
+                new=strategy.name,
+                rocketchat_version=self._version_text,
+            )
+        self._strategy = strategy
+        self._strategy_version = version
+        if version is not None:  # known now: the next re-check is due in version_recheck
+            self._version_checked_at = max(self._version_checked_at, self.monotonic())
+        return strategy
 
     async def register(
         self, registration: Registration, *, record_contact_id: ContactIdRecorder | None = None
@@ -436,6 +494,31 @@ class RocketChatClient:
             self._ready = (now, report)
             return report
 
+    def _rate_limited_report(self, exc: RateLimited, version: str, strategy: str) -> ReadyReport:
+        """``/me`` answered 429: keep the last known result instead of blaming the credentials.
+
+        Rocket.Chat checks the credentials before the rate limit (every era), so a 429
+        also means they were accepted.
+        """
+        wait = max(math.ceil(exc.reset_at - self._clock()), 0)
+        note = f"Rocket.Chat rate-limited GET /api/v1/me (429) for about {wait} s more"
+        last = self._me_known
+        if last is not None and last[1].ok:
+            age = int(time.monotonic() - last[0])
+            return ReadyReport(
+                True,
+                f"ok (last known result, {age} s old; {note})",
+                version=version,
+                strategy=strategy,
+            )
+        # No earlier success (or an earlier 401 since fixed): the 429 itself vouches for them.
+        return ReadyReport(
+            True,
+            f"ok (credentials accepted: Rocket.Chat checks them before its rate limit; {note})",
+            version=version,
+            strategy=strategy,
+        )
+
     def forget_readiness(self) -> None:
         self._ready = None
 
@@ -460,10 +543,17 @@ class RocketChatClient:
                 version=version,
             )
         try:
-            await self.me()
+            # Unpaced: the pacer would hold the readiness lock until the window reopens.
+            await self.me(paced=False)
+        except RateLimited as exc:
+            return self._rate_limited_report(exc, version, (await self.strategy()).name)
         except ConfigurationError as exc:
-            return ReadyReport(False, str(exc), version=version)
+            report = ReadyReport(False, str(exc), version=version)
+            self._me_known = (time.monotonic(), report)
+            return report
         except RocketChatError as exc:
             return ReadyReport(False, f"checking credentials failed: {exc}", version=version)
         strategy = await self.strategy()
-        return ReadyReport(True, "ok", version=version, strategy=strategy.name)
+        report = ReadyReport(True, "ok", version=version, strategy=strategy.name)
+        self._me_known = (time.monotonic(), report)
+        return report

@@ -1,8 +1,11 @@
 """``POST /contacts``: register a contact from JSON or a urlencoded form, with a bearer token.
 
-The endpoint is off unless ``API_TOKEN`` is set. Answers: 201 with the Rocket.Chat
-contact id when it was registered within the fast-path budget, 202 with the
-delivery id and a ``Location`` to poll otherwise, 422 with the field errors.
+The endpoint is off (404) unless ``API_TOKEN`` is set. Answers: 201 with the Rocket.Chat
+contact id when it was registered within the fast-path budget, 200 for a duplicate
+(same ``event_id``) already registered, 202 with the delivery id and a ``Location`` to
+poll otherwise, 422 with the field errors (or Rocket.Chat's rejection), 400/401/413 for
+a malformed, unauthenticated or oversized request, 502 when the delivery failed for
+good. :data:`OPENAPI` documents each of them (tests provoke every one).
 """
 
 from __future__ import annotations
@@ -18,6 +21,12 @@ from starlette.routing import BaseRoute, Route
 from adapter.app import bearer_ok, error_response
 from adapter.channels import BodyTooLarge, ChannelContext, read_body
 from adapter.delivery import Outcome, Submission
+
+
+def _json_answer(description: str, schema: str) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{schema}"}
+    return {"description": description, "content": {"application/json": {"schema": ref}}}
+
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -36,32 +45,67 @@ OPENAPI: dict[str, Any] = {
                         },
                     },
                 },
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "description": "Same as event_id: a key seen before is answered, not stored",
+                        "schema": {"type": "string", "maxLength": 255},
+                    }
+                ],
                 "responses": {
-                    "201": {
-                        "description": "Registered",
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/Accepted"}
-                            }
-                        },
-                    },
+                    "201": _json_answer(
+                        "Registered in Rocket.Chat within the fast-path budget", "Accepted"
+                    ),
+                    "200": _json_answer(
+                        "Duplicate (same event_id / Idempotency-Key), already registered: "
+                        "the first delivery's answer, with duplicate=true",
+                        "Accepted",
+                    ),
                     "202": {
-                        "description": "Accepted, delivery pending; poll Location",
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/Accepted"}
+                        **_json_answer(
+                            "Stored durably, delivery to Rocket.Chat pending (outage, rate "
+                            "limit or slow answer): poll Location",
+                            "Accepted",
+                        ),
+                        "headers": {
+                            "Location": {
+                                "description": "/deliveries/{delivery_id}",
+                                "schema": {"type": "string"},
                             }
                         },
                     },
-                    "400": {"description": "Malformed body"},
-                    "401": {"description": "Missing or wrong bearer token"},
-                    "413": {"description": "Body too large"},
+                    "400": _json_answer(
+                        "Malformed body: not JSON, not an object, or a field of the wrong type",
+                        "Error",
+                    ),
+                    "401": _json_answer("Missing or wrong bearer token (API_TOKEN)", "Error"),
+                    "404": _json_answer("The endpoint is off: API_TOKEN is not set", "Error"),
+                    "413": _json_answer("Body larger than MAX_BODY_BYTES", "Error"),
                     "422": {
-                        "description": "Invalid fields",
+                        "description": "Invalid fields (errors, one message per field), or "
+                        "Rocket.Chat rejected the contact (error, its message; not retried)",
                         "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/Errors"},
+                                        {"$ref": "#/components/schemas/Failed"},
+                                    ]
+                                }
+                            }
                         },
                     },
+                    "500": _json_answer(
+                        "Unexpected error: nothing was stored unless a 2xx came back; try again",
+                        "Error",
+                    ),
+                    "502": _json_answer(
+                        "The delivery failed for good, e.g. the same event_id again after "
+                        "its retries gave up (RETRY_GIVE_UP_AFTER): see error",
+                        "Failed",
+                    ),
                 },
             }
         },
@@ -102,16 +146,40 @@ OPENAPI: dict[str, Any] = {
                 "type": "object",
                 "properties": {
                     "delivery_id": {"type": "string"},
-                    "status": {"type": "string"},
+                    "status": {
+                        "type": "string",
+                        "description": "delivered (201/200) or pending, delivering, merged (202)",
+                    },
                     "contact_id": {"type": ["string", "null"]},
+                    "contact_url": {"type": "string"},
                     "duplicate": {"type": "boolean"},
+                    "warnings": {"type": "object", "additionalProperties": {"type": "string"}},
                 },
+                "required": ["delivery_id", "status", "contact_id", "duplicate"],
             },
             "Errors": {
                 "type": "object",
                 "properties": {
-                    "errors": {"type": "object", "additionalProperties": {"type": "string"}}
+                    "errors": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "delivery_id": {"type": ["string", "null"]},
                 },
+                "required": ["errors"],
+            },
+            "Failed": {
+                "type": "object",
+                "properties": {
+                    "delivery_id": {"type": "string"},
+                    "status": {"const": "failed"},
+                    "contact_id": {"type": ["string", "null"]},
+                    "duplicate": {"type": "boolean"},
+                    "error": {"type": "string"},
+                },
+                "required": ["delivery_id", "status", "error"],
+            },
+            "Error": {
+                "type": "object",
+                "properties": {"error": {"type": "string", "description": "What to do"}},
+                "required": ["error"],
             },
         },
     },
@@ -177,7 +245,7 @@ class ApiChannel:
             else:
                 try:
                     data = json.loads(body)
-                except (ValueError, UnicodeDecodeError):
+                except (ValueError, UnicodeDecodeError, RecursionError):
                     return error_response(
                         400, 'the body is not valid JSON: send {"name": …, "email": …, "phone": …}'
                     )

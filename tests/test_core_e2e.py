@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -224,6 +225,7 @@ def test_api_requires_its_token_and_is_off_without_it(
     ("content", "ctype", "status", "needle"),
     [
         (b"{not json", "application/json", 400, "not valid JSON"),
+        (b"[" * 50_000 + b"]" * 50_000, "application/json", 400, "not valid JSON"),
         (b"[1, 2]", "application/json", 400, "JSON object"),
         (b'{"name": 5}', "application/json", 400, "name: expected a string"),
         (b"x" * 300_000, "application/json", 413, "larger than"),
@@ -263,3 +265,269 @@ def test_unknown_delivery_and_route_say_what_to_do(service: Service) -> None:
     assert "Location" in service.client.get("/deliveries/nope").json()["error"]
     assert service.client.get("/nowhere").status_code == 404
     assert isinstance(httpx.codes.OK, int)
+
+
+# --- readiness: cached, unpaced, and honest about a rate-limited /me ----------------------
+
+
+def me_calls(standin: RocketChatStandIn) -> list[Any]:
+    return [c for c in standin.calls if c.method == "GET" and c.path == "/api/v1/me"]
+
+
+def test_readiness_is_cached_so_me_is_asked_once_a_minute(
+    service: Service, standin: RocketChatStandIn
+) -> None:
+    first = service.client.get("/readyz")
+    second = service.client.get("/readyz")
+    assert first.status_code == second.status_code == 200
+    assert second.json() == first.json()
+    assert len(me_calls(standin)) == 1
+
+
+@pytest.fixture
+def limited_me() -> Any:
+    """A stand-in allowing one /me call a minute for a normal (rate-limited) user."""
+    standin = RocketChatStandIn(rate_limit=1, window_ms=60_000)
+    with StandInServer(standin.app) as server:
+        yield standin, server
+
+
+def agent_settings(make_settings: Callable[..., Settings], url: str, tmp_path: Any) -> Settings:
+    return make_settings(
+        rocketchat_url=url,
+        rocketchat_user_id=AGENT["user_id"],
+        rocketchat_auth_token=AGENT["token"],
+        database_url=f"sqlite:///{tmp_path / 'limited.db'}",
+    )
+
+
+def test_readiness_with_me_rate_limited_does_not_blame_the_credentials(
+    tmp_path: Any,
+    limited_me: Any,
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+) -> None:
+    standin, server = limited_me
+    # Someone else behind the same IP used this minute's /me budget.
+    headers = {"X-User-Id": AGENT["user_id"], "X-Auth-Token": AGENT["token"]}
+    assert httpx.get(server.url + "/api/v1/me", headers=headers).status_code == 200
+    service = start_service(agent_settings(make_settings, server.url, tmp_path))
+    ready = service.client.get("/readyz", timeout=5)
+    assert [c.status for c in me_calls(standin)] == [200, 429]
+    assert ready.status_code == 200, ready.text
+    reason = ready.json()["reason"]
+    assert "checking credentials failed" not in reason
+    assert "ROCKETCHAT_AUTH_TOKEN" not in reason
+    assert "rate-limited GET /api/v1/me (429)" in reason
+
+
+def test_readiness_recheck_with_no_budget_left_answers_at_once_with_the_last_result(
+    tmp_path: Any,
+    limited_me: Any,
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+) -> None:
+    standin, server = limited_me
+    service = start_service(agent_settings(make_settings, server.url, tmp_path))
+    assert service.client.get("/readyz").status_code == 200  # used the minute's only /me call
+    service.app.state.client.forget_readiness()  # what a resumed delivery does
+    started = time.monotonic()
+    ready = service.client.get("/readyz", timeout=5)  # a paced /me would wait ~60 s here
+    assert time.monotonic() - started < 5
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["reason"].startswith("ok (last known result")
+    assert [c.status for c in me_calls(standin)] == [200, 429]
+
+
+# --- timeouts, the <= 7.3 (Restivus) 401 body, email deliverability -----------------------
+
+
+def test_rocketchat_slower_than_its_timeout_is_accepted_and_retried(
+    tmp_path: Any,
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+) -> None:
+    standin = RocketChatStandIn(latency=1.0)
+    with StandInServer(standin.app) as server:
+        service = start_service(
+            make_settings(
+                rocketchat_url=server.url,
+                rocketchat_timeout=0.3,
+                database_url=f"sqlite:///{tmp_path / 'slow.db'}",
+            )
+        )
+        response = service.post_contact(**CHRIS)
+        assert response.status_code == 202, response.text
+        delivery_id = response.json()["delivery_id"]
+        assert response.headers["location"] == f"/deliveries/{delivery_id}"
+        record = wait_until(lambda: (r := service.delivery(delivery_id))["attempts"] >= 1 and r)
+        assert record["status"] == "pending"
+        assert "did not answer in time" in record["last_error"]
+
+
+def test_restivus_401_body_of_rocketchat_7_3_names_the_credentials(
+    tmp_path: Any,
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+) -> None:
+    standin = RocketChatStandIn(version="7.3")
+    standin.set_credentials_valid(BOT["user_id"], False)
+    with StandInServer(standin.app) as server:
+        service = start_service(
+            make_settings(rocketchat_url=server.url, database_url=f"sqlite:///{tmp_path / 'r.db'}")
+        )
+        ready = service.client.get("/readyz")
+        assert ready.status_code == 503
+        reason = ready.json()["reason"]
+        assert "answered 401" in reason
+        assert "check ROCKETCHAT_USER_ID / ROCKETCHAT_AUTH_TOKEN" in reason
+        assert "You must be logged in to do this." in reason
+        answered = [c.response for c in standin.calls if c.path == "/api/v1/me"]
+        assert answered == [{"status": "error", "message": "You must be logged in to do this."}]
+        response = service.post_contact(**CHRIS)
+        assert response.status_code == 202  # kept, delivered once the credentials are fixed
+        record = service.delivery(response.json()["delivery_id"])
+        assert record["status"] == "pending"
+        assert record["attempts"] == 0
+
+
+UNRESOLVABLE = "chris@example.zzzznotatld"  # a top-level domain that does not exist
+
+
+def test_email_deliverability_check_is_honoured_within_the_short_timeout(
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+    standin: RocketChatStandIn,
+) -> None:
+    checking = start_service(make_settings(check_email_deliverability=True))
+    started = time.monotonic()
+    response = checking.post_contact(**{**CHRIS, "email": UNRESOLVABLE})
+    assert time.monotonic() - started < 2.5  # Slack's 3 s deadline holds
+    assert response.status_code == 422, response.text
+    message = response.json()["errors"]["email"]
+    assert message.startswith(f"'{UNRESOLVABLE}' is not a valid email address")
+    assert "does not exist" in message or "does not accept email" in message
+    assert contact_posts(standin) == []
+    default = start_service(make_settings())  # CHECK_EMAIL_DELIVERABILITY=false
+    accepted = default.post_contact(**{**CHRIS, "email": UNRESOLVABLE})
+    assert accepted.status_code == 201, accepted.text
+    assert standin.visitors[accepted.json()["contact_id"]]["visitorEmails"] == [
+        {"address": UNRESOLVABLE}
+    ]
+
+
+# --- the OpenAPI document and the code agree ----------------------------------------------
+
+_JSON_TYPES = {"string": str, "boolean": bool, "object": dict, "null": type(None)}
+
+
+def _conforms(schema: dict[str, Any], body: Any, components: dict[str, Any]) -> bool:
+    """A small JSON Schema check (the subset handlers/api.py uses)."""
+    if "$ref" in schema:
+        return _conforms(components[schema["$ref"].rsplit("/", 1)[1]], body, components)
+    if "oneOf" in schema:
+        return sum(_conforms(s, body, components) for s in schema["oneOf"]) == 1
+    if "const" in schema and body != schema["const"]:
+        return False
+    if "type" in schema:
+        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        if not any(isinstance(body, _JSON_TYPES[t]) for t in types):
+            return False
+    if isinstance(body, dict):
+        if any(key not in body for key in schema.get("required", ())):
+            return False
+        for key, sub in schema.get("properties", {}).items():
+            if key in body and not _conforms(sub, body[key], components):
+                return False
+    return True
+
+
+def test_every_documented_contacts_answer_is_provoked_and_matches_the_document(
+    service: Service,
+    standin: RocketChatStandIn,
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+) -> None:
+    spec = service.client.get("/openapi.json").json()
+    documented = spec["paths"]["/contacts"]["post"]["responses"]
+    components = spec["components"]["schemas"]
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    answers: dict[str, httpx.Response] = {}
+
+    answers["201"] = service.post_contact(**CHRIS, event_id="spec-1")
+    answers["200"] = service.post_contact(**CHRIS, event_id="spec-1")
+    answers["400"] = service.client.post(
+        "/contacts", content=b"{nope", headers={**auth, "Content-Type": "application/json"}
+    )
+    answers["401"] = service.client.post("/contacts", json=CHRIS)
+    answers["413"] = service.client.post(
+        "/contacts", content=b"x" * 300_000, headers={**auth, "Content-Type": "application/json"}
+    )
+    invalid = service.post_contact(name="Chris", email="chris@", phone="+1 555")
+    standin.add_custom_field("company", label="Company", required=True)
+    refused = service.post_contact(name="Ana Lima", email="ana@example.com", phone=CHRIS["phone"])
+    answers["422"] = invalid
+    standin.custom_fields.clear()
+    standin.down = True
+    answers["202"] = service.post_contact(
+        name="Bo Li", email="bo@example.com", phone="+14155552672"
+    )
+    off = start_service(make_settings(api_token=None))
+    answers["404"] = off.client.post("/contacts", json=CHRIS, headers=auth)
+    # 502: the same event again after its delivery gave up for good.
+    giving_up = start_service(make_settings(retry_give_up_after=0.001))
+    cy = {"name": "Cy Twombly", "email": "cy@example.com", "phone": "+14155552673"}
+    first = giving_up.post_contact(**cy, event_id="spec-2")
+    # The caller waiting on the fast path hears the final "failed", not a stale "pending".
+    assert first.status_code == 502, first.text
+    assert giving_up.delivery(first.json()["delivery_id"])["status"] == "failed"
+    answers["502"] = giving_up.post_contact(**cy, event_id="spec-2")
+
+    # 500 is the safety net for bugs: documented, not provokable on purpose.
+    assert set(documented) - {"500"} == set(answers), "document and test disagree"
+    for status, response in [*answers.items(), ("422", refused)]:
+        assert response.status_code == int(status), (status, response.text)
+        assert response.headers["content-type"] == "application/json"
+        schema = documented[status]["content"]["application/json"]["schema"]
+        assert _conforms(schema, response.json(), components), (status, response.json())
+    assert answers["422"].json()["errors"]["phone"] == "'+1 555' is not a valid phone number"
+    assert "Invalid value for Company field" in refused.json()["error"]
+    assert answers["200"].json()["duplicate"] is True
+    location = answers["202"].headers["location"]
+    assert "Location" in documented["202"]["headers"]
+    assert location == f"/deliveries/{answers['202'].json()['delivery_id']}"
+    assert "gave up" in answers["502"].json()["error"]
+
+
+@pytest.fixture
+def silent_dns(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A DNS server on loopback that never answers, used by every new resolver."""
+    import socket
+
+    import dns.resolver
+
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    port = sink.getsockname()[1]
+
+    def configure(self: dns.resolver.Resolver, _f: Any) -> None:
+        self.nameservers = ["127.0.0.1"]
+        self.port = port
+
+    monkeypatch.setattr(dns.resolver.Resolver, "read_resolv_conf", configure)
+    yield
+    sink.close()
+
+
+def test_email_deliverability_check_with_silent_dns_accepts_and_says_unchecked(
+    silent_dns: Any,
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+) -> None:
+    service = start_service(make_settings(check_email_deliverability=True))
+    started = time.monotonic()
+    response = service.post_contact(**CHRIS)
+    assert time.monotonic() - started < 2.5  # the short DNS timeout keeps Slack's 3 s
+    assert response.status_code == 201, response.text
+    warning = response.json()["warnings"]["email"]
+    assert warning.startswith("the domain of 'Chris@Example.com' could not be checked")

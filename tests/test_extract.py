@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -148,7 +152,8 @@ CASES: list[tuple[str, str | None, str | None, str | None, str | None, dict[str,
         US,
         {},
     ),
-    ("Chris <http://doe.com|Doe.com> chris@example.com", None, "Chris Doe.com", MAIL, None, {}),
+    # a link Slack made of something typed is a link, not part of a name
+    ("Chris <http://doe.com|Doe.com> chris@example.com", None, "Chris", MAIL, None, {}),
     ("Chris Doe <mailto:chris@example.com>", None, CHRIS, MAIL, None, {}),
     # bad values are reported, never silently ignored or swallowed into the name
     ("Chris +1 555", None, "Chris", None, None, {"phone": "'+1 555' is not a valid phone number"}),
@@ -253,6 +258,41 @@ CASES: list[tuple[str, str | None, str | None, str | None, str | None, dict[str,
         {},
     ),
     ("Chris2 Doe chris@example.com", None, "Chris2 Doe", MAIL, None, {}),
+    # Slack mentions and web links are never part of the name
+    ("<@U123|bob> Chris Doe chris@example.com", None, CHRIS, MAIL, None, {}),
+    ("<@U0123ABC> Chris Doe, chris@example.com", None, CHRIS, MAIL, None, {}),
+    ("Chris Doe <#C123|general> chris@example.com", None, CHRIS, MAIL, None, {}),
+    ("<!here> Chris Doe chris@example.com +1 415 555 2671", None, CHRIS, MAIL, US, {}),
+    ("<!subteam^S123|@support> Chris Doe chris@example.com", None, CHRIS, MAIL, None, {}),
+    ("Chris Doe <https://acme.com|acme.com> chris@example.com", None, CHRIS, MAIL, None, {}),
+    ("<https://acme.com|acme.com> chris@example.com", None, None, MAIL, None, {}),
+    ("Chris Doe <chris@example.com>", None, CHRIS, MAIL, None, {}),
+    # Slack bold / italic / strike around the email
+    ("Chris Doe *chris@example.com*", None, CHRIS, MAIL, None, {}),
+    ("Chris Doe _chris@example.com_", None, CHRIS, MAIL, None, {}),
+    ("Chris Doe ~chris@example.com~", None, CHRIS, MAIL, None, {}),
+    ("*Chris Doe* *<mailto:chris@example.com|chris@example.com>*", None, CHRIS, MAIL, None, {}),
+    ("_Chris Doe_ _chris@example.com_ +1 415 555 2671", None, CHRIS, MAIL, US, {}),
+    ("Chris Doe _chris@example.com", None, CHRIS, "_chris@example.com", None, {}),
+    # invisible formatting characters: an error, except ZWNJ / ZWJ (Persian, Indic names)
+    ("Chris \u202eeoD chris@example.com", None, None, MAIL, None, {"name": "invisible formatting"}),
+    ("Chris\u200b Doe chris@example.com", None, None, MAIL, None, {"name": "invisible formatting"}),
+    (
+        "\u0645\u0647\u200c\u0633\u0627 chris@example.com",
+        None,
+        "\u0645\u0647\u200c\u0633\u0627",
+        MAIL,
+        None,
+        {},
+    ),
+    (
+        "\u0915\u094d\u200d\u0937 chris@example.com",
+        None,
+        "\u0915\u094d\u200d\u0937",
+        MAIL,
+        None,
+        {},
+    ),
 ]
 
 
@@ -321,6 +361,24 @@ def test_unknown_region_does_not_raise() -> None:
     assert "phone" in got.errors
 
 
+def test_cli_parse_reports_every_problem_at_once(tmp_path: Path) -> None:
+    """``contact-adapter parse`` lists the missing email with the bad phone, not just one."""
+    result = subprocess.run(
+        [sys.executable, "-m", "adapter.cli", "parse", "Chris +1 555"],
+        cwd=tmp_path,
+        env={**os.environ, "LOG_LEVEL": "WARNING", "CONTACT_REQUIRED_FIELDS": "name,email,phone"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "email: is required",
+        "phone: '+1 555' is not a valid phone number",
+    ]
+    assert result.stdout == ""
+
+
 def test_huge_input_does_not_raise() -> None:
     got = extract_contact("Chris Doe chris@example.com +1 415 555 2671 " * 500)
     assert got.email == MAIL
@@ -357,6 +415,10 @@ fragment = st.one_of(
     st.sampled_from(PHONES),
     st.sampled_from(LABELS),
     st.sampled_from(["payload", "token=", "&", "=", "🙂", "<", ">", "<mailto:", "|", '"', "“"]),
+    st.sampled_from(
+        ["<@U123|bob>", "<#C1|general>", "<!here>", "<https://acme.com|acme.com>", "*", "_", "~"]
+    ),
+    st.sampled_from(["\u200b", "\u202e", "\u200c", "\u200d", "\ufeff"]),
     st.text(max_size=8),
 )
 composed = st.lists(st.tuples(fragment, st.sampled_from(SEPARATORS)), max_size=8).map(

@@ -72,3 +72,28 @@ def test_channel_settings_are_looked_up_without_touching_the_environment() -> No
     settings = load_settings(channel_settings={"CHATWOOT_WEBHOOK_SECRET": "abc"})
     assert settings.lookup("chatwoot_webhook_secret") == "abc"
     assert settings.lookup("SOMETHING_UNSET_HERE_123") is None
+
+
+def test_uvicorn_start_up_fails_with_one_line_naming_the_variable(tmp_path: Path) -> None:
+    """``uvicorn adapter.app:app`` with a bad setting exits instead of serving 500s."""
+    env = {
+        **os.environ,
+        "DEFAULT_PHONE_REGION": "Atlantis",
+        "ROCKETCHAT_AUTH_TOKEN": "s3cret-token",
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "adapter.app:app", "--host", "127.0.0.1", "--port", "0"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    wanted = "setting DEFAULT_PHONE_REGION (got 'Atlantis'): expected a two-letter ISO country code"
+    assert [line for line in output.splitlines() if wanted in line], output
+    assert "Traceback" not in output
+    assert "lifespan' protocol appears unsupported" not in output
+    assert "s3cret-token" not in output
