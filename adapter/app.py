@@ -22,11 +22,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from adapter import metrics
 from adapter.admin import admin_routes as admin_page_routes
 from adapter.channels import ChannelContext, discover_channels, notify_channel
-from adapter.db import create_engine, migrate
+from adapter.db import engine_for, migrate
 from adapter.delivery import DeliveryQueue, DeliveryWorker
 from adapter.logs import configure_logging
 from adapter.rocketchat import RocketChatClient
-from adapter.settings import Settings, load_settings
+from adapter.settings import Settings, SettingsError, load_settings
 
 __all__ = ["bearer_ok", "build_client", "create_app", "error_response"]
 
@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     from adapter.admin_api import admin_routes
 
     settings = settings or load_settings()
-    engine = create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    engine = engine_for(settings)
     client = build_client(settings)
     queue = DeliveryQueue(engine, client, settings)
     context = ChannelContext(settings=settings, queue=queue)
@@ -118,6 +118,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
             worker = DeliveryWorker(queue)
             task = asyncio.create_task(worker.run())
+            _stop_on_signal(worker.stop)  # shutdown: no claim after SIGTERM (see its docstring)
         log.info("started", version=_version(), channels=",".join(c.name for c in channels))
         try:
             yield
@@ -195,6 +196,38 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return app
 
 
+def _stop_on_signal(stop: Callable[[], None]) -> None:
+    """Call ``stop`` as soon as SIGTERM or SIGINT arrives, then let the server handle it.
+
+    uvicorn shuts down in order: it stops accepting, waits for open requests (up to its
+    graceful timeout), and only then runs the lifespan's shutdown. Stopping the in-process
+    worker there would let it claim rows all that time and drain on top of it, past
+    Heroku's 30 s. So the worker stops at the signal: its drain (up to SHUTDOWN_GRACE)
+    runs while uvicorn waits for requests. Only where the server has installed a Python
+    handler (uvicorn in the main thread); it restores its own handlers when it is done.
+    """
+    import asyncio
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue  # the default action (or ignored): not ours to change
+
+        def handler(
+            signum: int, frame: Any, previous: Callable[[int, Any], Any] = previous
+        ) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(stop)
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
 def _notifier(channels: list[Any], context: ChannelContext) -> Callable[[Any], Awaitable[None]]:
     async def notify(record: Any) -> None:
         await notify_channel(channels, context, record)
@@ -234,7 +267,15 @@ class _LazyApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._app is None:
-            settings = load_settings()
+            try:
+                settings = load_settings()
+            except SettingsError as exc:
+                if scope["type"] != "lifespan":
+                    raise
+                # uvicorn logs the message (one line, no traceback) and exits non-zero.
+                await receive()  # lifespan.startup
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
             configure_logging(settings.log_level, settings.log_format)
             self._app = create_app(settings)
         await self._app(scope, receive, send)

@@ -64,9 +64,11 @@ def serve(
         proxy_headers=True,
         forwarded_allow_ips="*",
         log_config=None,
-        # Requests wait for Rocket.Chat at most FAST_PATH_BUDGET (2.5 s): 5 s lets them end,
-        # then the lifespan gives in-flight deliveries SHUTDOWN_GRACE (Heroku kills at 30 s).
-        timeout_graceful_shutdown=max(1, int(min(5.0, settings.shutdown_grace))),
+        # SIGTERM stops the in-process worker at once (adapter.app._stop_on_signal), whose
+        # drain (SHUTDOWN_GRACE from the signal) runs while uvicorn waits for open requests:
+        # they wait for Rocket.Chat at most FAST_PATH_BUDGET (2.5 s), so 5 s (less with a
+        # short grace) lets them end and the whole shutdown stays within the grace.
+        timeout_graceful_shutdown=max(1, int(min(5.0, settings.shutdown_grace - 1))),
     )
 
 
@@ -85,12 +87,10 @@ def worker() -> None:
     async def main() -> None:
         from adapter.app import build_client
         from adapter.channels import ChannelContext, discover_channels, notify_channel
-        from adapter.db import create_engine, migrate
+        from adapter.db import engine_for, migrate
         from adapter.delivery import DeliveryQueue, DeliveryRecord, DeliveryWorker
 
-        engine = create_engine(
-            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
-        )
+        engine = engine_for(settings)
         await migrate(engine)
         client = build_client(settings)
         queue = DeliveryQueue(engine, client, settings)
@@ -120,11 +120,11 @@ def migrate() -> None:
     """Create or upgrade the database schema (safe to run on every deploy)."""
 
     async def main() -> int:
-        from adapter.db import create_engine
+        from adapter.db import engine_for
         from adapter.db import migrate as run_migrate
 
         settings = _settings()
-        engine = create_engine(settings.database_url)
+        engine = engine_for(settings)
         try:
             return await run_migrate(engine)
         finally:
@@ -141,23 +141,29 @@ def parse(
     ],
 ) -> None:
     """Show what would be registered from free text, without sending anything."""
-    from adapter.contact import ContactError, validate_contact
+    from adapter.contact import CONTACT_FIELDS, ContactError, validate_contact
     from adapter.extract import extract_contact
 
     settings = _settings()
     found = extract_contact(text, default_region=settings.default_phone_region)
-    errors = dict(found.errors)
+    # Every problem at once (like Slack): what validation says, overridden by what
+    # extraction saw (e.g. two different emails in the text).
+    errors: dict[str, str] = {}
     contact = None
-    if not errors:
-        try:
-            contact, _ = validate_contact(
-                found.fields(),
-                required=settings.contact_required_fields,
-                default_region=settings.default_phone_region,
-            )
-        except ContactError as exc:
-            errors = exc.errors
+    try:
+        contact, _ = validate_contact(
+            found.fields(),
+            required=settings.contact_required_fields,
+            default_region=settings.default_phone_region,
+        )
+    except ContactError as exc:
+        errors = dict(exc.errors)
+    errors.update(found.errors)
     if errors:
+        errors = {
+            **{k: errors[k] for k in CONTACT_FIELDS if k in errors},
+            **{k: v for k, v in errors.items() if k not in CONTACT_FIELDS},
+        }
         for field, message in errors.items():
             typer.echo(f"{field}: {message}", err=True)
         raise typer.Exit(1)
@@ -179,11 +185,11 @@ def register(
 
     async def main() -> dict[str, Any]:
         from adapter.app import build_client
-        from adapter.db import create_engine
+        from adapter.db import engine_for
         from adapter.db import migrate as run_migrate
         from adapter.delivery import DeliveryQueue, Submission
 
-        engine = create_engine(settings.database_url)
+        engine = engine_for(settings)
         await run_migrate(engine)
         client = build_client(settings)
         queue = DeliveryQueue(engine, client, settings)
@@ -229,11 +235,11 @@ def _queue_call(fn: Callable[[Any], Awaitable[T]]) -> T:
 
     async def main() -> T:
         from adapter.app import build_client
-        from adapter.db import create_engine
+        from adapter.db import engine_for
         from adapter.db import migrate as run_migrate
         from adapter.delivery import DeliveryQueue
 
-        engine = create_engine(settings.database_url)
+        engine = engine_for(settings)
         await run_migrate(engine)
         client = build_client(settings)
         try:
@@ -350,8 +356,10 @@ def import_csv(
     2 when the file cannot be imported as asked.
     """
     from adapter.importer import ColumnMapping, ImportFileError, progress_wanted, run_import
+    from adapter.logs import configure_logging
 
     settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)  # redacted, like every process
     custom: dict[str, str] = {}
     for item in custom_field or []:
         field_id, sep, column = item.partition("=")

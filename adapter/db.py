@@ -14,7 +14,9 @@ more machinery than migration. A change that is not additive would bump
 Versions: 1 — the first schema; 2 — ``deliveries.extra_callbacks`` (callbacks of
 submissions merged into a delivery, each told the outcome once), ``deliveries.queued_at``
 (when the current round of attempts started: ``retry`` resets it, ``created_at`` stays)
-and the index that finds outcomes not yet reported.
+and the index that finds outcomes not yet reported; 3 — ``deliveries.email_key`` (the
+lower-cased email) and ``deliveries.phone_key`` (the E.164 phone), indexed, so a person
+first seen by phone and later with an email keeps one token (rows from before stay NULL).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import (
@@ -45,6 +47,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.schema import CreateColumn, CreateIndex
 
+if TYPE_CHECKING:
+    from adapter.settings import Settings
+
 __all__ = [
     "SCHEMA_VERSION",
     "create_engine",
@@ -57,7 +62,7 @@ __all__ = [
     "people",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 metadata = MetaData()
 
 deliveries = Table(
@@ -90,9 +95,15 @@ deliveries = Table(
     # Added in schema 2 (nullable, so ``migrate`` can add them to an existing table):
     Column("extra_callbacks", JSON(none_as_null=True)),  # callbacks of merged submissions
     Column("queued_at", Float),  # start of the current round of attempts (give-up clock)
+    # Added in schema 3: the person's lower-cased email and E.164 phone, to find their
+    # earlier deliveries (and token) when a new submission derives a different token.
+    Column("email_key", String(320)),
+    Column("phone_key", String(32)),
     Index("ix_deliveries_due", "status", "next_attempt_at"),
     Index("ix_deliveries_token", "token"),
     Index("ix_deliveries_created", "created_at"),
+    Index("ix_deliveries_email_key", "email_key", "created_at"),
+    Index("ix_deliveries_phone_key", "phone_key", "created_at"),
     # At most one waiting delivery per person: a second accept merges into it.
     Index(
         "uq_deliveries_pending_token",
@@ -177,16 +188,23 @@ def _split_ssl(url: str) -> tuple[str, dict[str, Any]]:
 
 
 def create_engine(
-    url: str, *, pool_size: int = 10, sqlite_synchronous: str = "FULL"
+    url: str, *, pool_size: int | None = None, sqlite_synchronous: str = "FULL"
 ) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, a busy timeout and synchronous commits."""
+    """An async engine; SQLite gets WAL, a busy timeout and synchronous commits.
+
+    PostgreSQL: a process opens at most ``pool_size`` connections (default: the
+    ``DATABASE_POOL_SIZE`` setting), kept open for reuse; a transaction that finds them all
+    busy waits for one (up to 30 s) rather than opening more, so a formation's total stays
+    within the plan's connection limit (docs/heroku.md).
+    """
     url = normalize_database_url(url)
     if is_postgres(url):
         url, connect_args = _split_ssl(url)
         return create_async_engine(
             url,
-            pool_size=pool_size,
-            max_overflow=pool_size,
+            pool_size=pool_size or _pool_size_setting(),
+            max_overflow=0,
+            pool_timeout=30,
             pool_pre_ping=True,
             connect_args=connect_args,
         )
@@ -201,6 +219,25 @@ def create_engine(
         cursor.close()
 
     return engine
+
+
+def engine_for(settings: Settings) -> AsyncEngine:
+    """The engine a process of this deployment uses: its URL, pool size and SQLite sync mode."""
+    return create_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        sqlite_synchronous=settings.sqlite_synchronous,
+    )
+
+
+def _pool_size_setting() -> int:
+    """``DATABASE_POOL_SIZE`` as the environment (or ``.env``) sets it."""
+    from adapter.settings import Settings, SettingsError, load_settings
+
+    try:
+        return load_settings().database_pool_size
+    except SettingsError:  # another setting is wrong: the process reports that one itself
+        return int(Settings.model_fields["database_pool_size"].default)
 
 
 def _add_missing(conn: Connection) -> list[str]:

@@ -535,12 +535,10 @@ def run_import(path: Path, settings: Settings, **options: Any) -> ImportReport:
 
     async def main() -> ImportReport:
         from adapter.app import build_client
-        from adapter.db import create_engine, migrate
+        from adapter.db import engine_for, migrate
         from adapter.delivery import DeliveryQueue
 
-        engine = create_engine(
-            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
-        )
+        engine = engine_for(settings)
         client = build_client(settings)
         try:
             if not options.get("dry_run"):

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
 
     # Storage and delivery
     database_url: str = Field(default_factory=_default_database_url)
+    # PostgreSQL only: the most connections one process opens (docs/heroku.md).
+    database_pool_size: int = Field(default=5, ge=1, le=100)
     inprocess_worker: bool = True
     fast_path_budget: float = Field(default=1.5, ge=0, le=2.5)
     retry_first_delay: float = Field(default=2.0, gt=0)

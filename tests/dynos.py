@@ -124,13 +124,22 @@ class Dyno:
         self.exited_at = time.monotonic()
         return self.returncode
 
-    def stop(self) -> None:
-        """Clean-up: SIGTERM, then SIGKILL if it does not go."""
+    def exit_code(self, timeout: float, after: str = "the signal") -> int:
+        """Like :meth:`wait`, but a process still running fails the test, saying so."""
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"{self.name} still running {timeout:.1f}s after {after}:\n{self.output()[-2000:]}"
+            ) from None
+
+    def stop(self, timeout: float = 35.0) -> None:
+        """Clean-up: SIGTERM, then SIGKILL if it does not go within ``timeout``."""
         if not self.running:
             return
         self.terminate()
         try:
-            self.wait(35)
+            self.wait(max(timeout, 0.1))
         except subprocess.TimeoutExpired:
             self.kill()
             self.wait(10)
@@ -207,12 +216,15 @@ class Formation:
             timeout=timeout,
         )
 
-    def stop_all(self) -> None:
+    def stop_all(self, timeout: float = 35.0) -> None:
+        """SIGTERM to every running dyno at once; SIGKILL to those still running after
+        ``timeout`` seconds in all."""
+        end = time.monotonic() + timeout
         for dyno in self.dynos:
             if dyno.running:
                 dyno.terminate()
         for dyno in self.dynos:
-            dyno.stop()
+            dyno.stop(end - time.monotonic())
 
 
 @dataclass
@@ -284,16 +296,46 @@ class RecordingStandIn:
         return Counter(p.token for p in self.snapshot() if p.status == 200 and p.token)
 
 
+class Deadline:
+    """One time budget for a whole test, from which every wait takes what is left.
+
+    pytest-timeout kills a test without saying what it was waiting for; a test whose waits
+    all come out of one deadline well inside that timeout fails instead, naming the step
+    that ran out (``left(cap, what)``: at most ``cap`` seconds, never past the deadline).
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def left(self, cap: float = float("inf"), what: str = "the next step") -> float:
+        remaining = self.end - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(
+                f"the test's {self.seconds:.0f}s deadline passed before {what} could start"
+            )
+        return min(cap, remaining)
+
+
 def wait_for(
-    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    show: Callable[[], Any] | None = None,
 ) -> Any:
+    """Poll ``predicate`` until it is true; on timeout say what was awaited and what was
+    seen instead (``show()`` when given, else the predicate's last value)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {value!r})")
+            seen = show() if show is not None else value
+            raise AssertionError(
+                f"timed out after {timeout:.1f}s waiting for {what} (last seen: {seen!r})"
+            )
         time.sleep(interval)
 
 

@@ -388,6 +388,8 @@ def _contact_schemas(version: tuple[int, int, int]) -> dict[str, ObjSchema]:
         "sort": Prop("string"),
     }
     if version >= (7, 10, 0):
+        # Contract §3.5: absent in rest-typings 7.0.0, present by 7.10.0 (the release in
+        # between is unconfirmed: modelled as absent, so older servers reject the key).
         search_props["unknown"] = Prop("boolean")
     return {
         "create": ObjSchema(
@@ -558,6 +560,8 @@ class RocketChatStandIn:
         self.permissions: dict[str, set[str]] = {k: set(v) for k, v in DEFAULT_PERMISSIONS.items()}
         self.calls: list[RecordedCall] = []
         self.visitors: dict[str, dict[str, Any]] = {}
+        self._index: dict[tuple[str, str], str] = {}
+        self._index_size = 0
         self.contacts: dict[str, dict[str, Any]] = {}
         self.custom_fields: dict[str, dict[str, Any]] = {}
         self.down = False
@@ -612,6 +616,67 @@ class RocketChatStandIn:
                 "regexp": regexp,
                 "searchable": searchable,
             }
+
+    def set_version(self, version: str) -> None:
+        """Upgrade or roll back the running server: its routes, validators and era follow
+        ``version`` from the next request on (the rate-limit windows restart, as a server
+        restart would). Contacts and visitors are kept, like the database."""
+        with self._lock:
+            self.version = version
+            self.version_tuple = parse_version(version)
+            self.era = era_for(self.version_tuple)
+            self._schemas = _contact_schemas(self.version_tuple)
+            self._routes = self._build_routes()
+        self.reset_rate_limits()
+
+    def seed_unknown_contact(
+        self,
+        name: str,
+        *,
+        email: str | None = None,
+        phone: str | None = None,
+        source: str = "widget",
+    ) -> str:
+        """A guest who chatted: the livechat visitor, and the contact Rocket.Chat (7.x+)
+        makes for it by itself, marked ``unknown: true`` (``contacts.search`` shows it only
+        with ``unknown=true``). Returns the contact id."""
+        with self._lock:
+            self._guest_counter += 1
+            visitor_id, now = meteor_id(), iso_now()
+            visitor: dict[str, Any] = {
+                "_id": visitor_id,
+                "username": f"guest-{self._guest_counter}",
+                "ts": now,
+                "token": secrets.token_hex(8),
+                "name": name,
+                "_updatedAt": now,
+            }
+            if email:
+                visitor["visitorEmails"] = [{"address": email}]
+            if phone:
+                visitor["phone"] = [{"phoneNumber": phone}]
+            self.visitors[visitor_id] = visitor
+            contact_id = object_id()
+            self.contacts[contact_id] = {
+                "_id": contact_id,
+                "name": name,
+                "emails": [{"address": email}] if email else [],
+                "phones": [{"phoneNumber": phone}] if phone else [],
+                "unknown": True,
+                "channels": [
+                    {
+                        "name": source,
+                        "visitor": {"visitorId": visitor_id, "source": {"type": source}},
+                        "verified": False,
+                        "blocked": False,
+                        "details": {"type": source},
+                    }
+                ],
+                "customFields": {},
+                "createdAt": now,
+                "_updatedAt": now,
+            }
+            return contact_id
 
     def contact_posts_per_token(self) -> collections.Counter[str]:
         with self._lock:
@@ -928,6 +993,8 @@ class RocketChatStandIn:
             self.error_rate = float(payload["error_rate"])
         if "fail_next" in payload:
             self.fail_next(int(payload["fail_next"]), int(payload.get("fail_status", 503)))
+        if "version" in payload:
+            self.set_version(str(payload["version"]))
         if payload.get("reset_rate_limits"):
             self.reset_rate_limits()
 
@@ -1009,6 +1076,8 @@ class RocketChatStandIn:
         livechat_data = self._legacy_custom_fields(body.get("customFields") or {}, modern)
         visitor = self._find_or_create_visitor(token, email, body.get("username"))
         self._apply_legacy_update(visitor, body, email, manager, livechat_data, modern)
+        self._index_visitor(visitor)
+        self._index_size = len(self.visitors)
         self._posts_per_token[token] += 1
         return {"contact": visitor["_id"]}
 
@@ -1035,21 +1104,52 @@ class RocketChatStandIn:
                 kept[cf_id] = text
         return kept
 
+    def _visitor_index(self) -> dict[tuple[str, str], str]:
+        """(``token``|``email``, value) → visitor id, like Rocket.Chat's MongoDB indexes on
+        ``token`` and ``visitorEmails.address``: a lookup costs the same with 10 or 10,000
+        visitors, so the stand-in does not slow down as a benchmark fills it. Rebuilt
+        whenever a hit turns out stale or visitors were added behind its back."""
+        if self._index_size != len(self.visitors):
+            self._reindex_visitors()
+        return self._index
+
+    def _reindex_visitors(self) -> None:
+        self._index = {}
+        for visitor in self.visitors.values():
+            self._index_visitor(visitor)
+        self._index_size = len(self.visitors)
+
+    def _index_visitor(self, visitor: dict[str, Any]) -> None:
+        if visitor.get("token"):
+            self._index.setdefault(("token", visitor["token"]), visitor["_id"])
+        for entry in visitor.get("visitorEmails") or []:
+            if entry.get("address"):
+                self._index.setdefault(("email", entry["address"]), visitor["_id"])
+
+    def _lookup_visitor(self, key: str, value: str) -> dict[str, Any] | None:
+        def holds(v: dict[str, Any]) -> bool:
+            if key == "token":
+                return bool(v.get("token") == value)
+            return any(e.get("address") == value for e in v.get("visitorEmails") or [])
+
+        for _ in range(2):
+            visitor_id = self._visitor_index().get((key, value))
+            visitor = self.visitors.get(visitor_id) if visitor_id is not None else None
+            if visitor is not None and holds(visitor):
+                return visitor
+            if visitor_id is None:
+                return None
+            self._reindex_visitors()
+        return None
+
     def _find_or_create_visitor(
         self, token: str, email: str, username: str | None
     ) -> dict[str, Any]:
-        visitor = next((v for v in self.visitors.values() if v.get("token") == token), None)
+        visitor = self._lookup_visitor("token", token)
         if visitor is not None:
             return visitor
         if email:
-            visitor = next(
-                (
-                    v
-                    for v in self.visitors.values()
-                    if any(e.get("address") == email for e in v.get("visitorEmails") or [])
-                ),
-                None,
-            )
+            visitor = self._lookup_visitor("email", email)
             if visitor is not None:
                 return visitor
         if not username:

@@ -321,6 +321,117 @@ def test_logs_are_json_with_ids_and_never_personal_data_or_secrets(
     assert retried[0].get("request_id") == request_ids["retry"]
 
 
+# -- Contact Center strategy, the admin page and a CSV import ----------------------------------
+
+MORE_PEOPLE = {
+    "cc_valid": Person("Evangeline", "Strawbridge", "evangeline.s@example.org", "4155550188"),
+    "cc_failed": Person("Barnaby", "Copperfield", "barnaby.copper@example.net", "2125550166"),
+    "import_1": Person("Millicent", "Ravenscroft", "millicent.r@example.com", "6465550142"),
+    "import_2": Person("Thaddeus", "Winterbourne", "thaddeus.w@example.org", "7735550119"),
+    "import_bad": Person("Ignatius", "Fothergill", "ignatius.fothergill@", "3125550"),
+}
+COMPANY = {"label": "Company", "required": True, "regexp": "", "searchable": False}
+
+
+@pytest.fixture
+def contact_center_web(tmp_path: Path, standin: RocketChatStandIn) -> Iterator[Dyno]:
+    with StandInServer(standin.app) as rocketchat:
+        env = base_env(
+            DATABASE_URL=f"sqlite:///{tmp_path / 'contacts.db'}",
+            ROCKETCHAT_URL=rocketchat.url,
+            ROCKETCHAT_USER_ID=BOT_ID,
+            ROCKETCHAT_CONTACT_API="contact-center",
+            LOG_LEVEL="DEBUG",
+            LOG_FORMAT="json",
+            RETRY_FIRST_DELAY="0.2",
+            RETRY_MAX_DELAY="0.5",
+            WORKER_POLL_INTERVAL="0.1",
+            **SECRETS,
+        )
+        formation = Formation(env, tmp_path)
+        dyno = formation.start("web")
+        try:
+            dyno.wait_ready()
+            yield dyno
+        finally:
+            formation.stop_all()
+
+
+def _csrf(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+def test_contact_center_admin_retry_and_import_log_nothing_personal_or_secret(
+    contact_center_web: Dyno, standin: RocketChatStandIn, tmp_path: Path
+) -> None:
+    dyno = contact_center_web
+    # Contact Center strategy (POST /api/v1/omnichannel/contacts): registered at once.
+    valid = _post(dyno, "req-cc-" + secrets.token_hex(4), MORE_PEOPLE["cc_valid"])
+    assert valid.status_code == 201, valid.text
+
+    # Rejected by Rocket.Chat (a required custom field we do not send): failed.
+    standin.custom_fields["company"] = dict(COMPANY)
+    failed_id = _post(dyno, "req-cc-failed", MORE_PEOPLE["cc_failed"]).json()["delivery_id"]
+    wait_for(lambda: _status(dyno, failed_id) == "failed", 20, "the rejected delivery failed")
+
+    # An operator logs in to /admin, fixes the cause, retries it from the detail page.
+    with httpx.Client(base_url=dyno.url, timeout=10, follow_redirects=False) as admin:
+        form = admin.get("/admin/login")
+        login = admin.post(
+            "/admin/login",
+            data={"token": SECRETS["ADMIN_TOKEN"], "csrf_token": _csrf(form.text), "next": "/"},
+        )
+        assert login.status_code == 303, login.text
+        detail = admin.get(f"/admin/deliveries/{failed_id}")
+        assert detail.status_code == 200 and "Retry this delivery" in detail.text
+        del standin.custom_fields["company"]
+        retried = admin.post(
+            f"/admin/deliveries/{failed_id}/retry", data={"csrf_token": _csrf(detail.text)}
+        )
+        assert retried.status_code == 303, retried.text
+    wait_for(lambda: _status(dyno, failed_id) == "delivered", 20, "the retried delivery")
+
+    # A CSV import into the same database (two good rows, one bad), delivered by the web.
+    leads = tmp_path / "leads.csv"
+    rows = [MORE_PEOPLE[k] for k in ("import_1", "import_2", "import_bad")]
+    leads.write_text(
+        "Full name,Email,Phone\n" + "".join(f"{p.name},{p.email},{p.phone}\n" for p in rows)
+    )
+    imported = subprocess.run(
+        ["contact-adapter", "import", str(leads)],
+        env=dyno.env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert imported.returncode == 1, imported.stdout + imported.stderr  # one row rejected
+    wait_for(lambda: len(standin.contacts) == 4, 20, "the imported contacts registered")
+
+    def delivered_lines() -> int:
+        return sum(1 for line in dyno.log_lines() if line.get("event") == "delivered")
+
+    wait_for(lambda: delivered_lines() >= 4, 10, "a 'delivered' line per contact")
+    lines = dyno.log_lines()
+    texts = {"web": dyno.output(), "import": imported.stdout + imported.stderr}
+    strategies = {line.get("strategy") for line in lines if line.get("event") == "delivered"}
+    assert strategies == {"contact-center"}, strategies
+    for key, person in MORE_PEOPLE.items():
+        for where, text in texts.items():
+            for form in person.forms:
+                assert form.lower() not in text.lower(), f"{form!r} ({key}) in the {where} log"
+        for line in lines:
+            for value in _strings(line):
+                assert person.digits not in re.sub(r"\D", "", value), (key, value)
+    for name, secret in SECRETS.items():
+        for where, text in texts.items():
+            assert secret not in text, f"{name} leaked into the {where} log"
+    events = {line["event"] for line in lines}
+    assert {"delivered", "delivery_rejected"} <= events, events
+
+
 def _strings(value: Any) -> Iterator[str]:
     if isinstance(value, str):
         yield value

@@ -154,6 +154,56 @@ def closure_problems(lock: Lock, roots: list[Requirement]) -> list[str]:
     return sorted(set(problems))
 
 
+PYPROJECT = "(pyproject.toml)"  # how uv's `# via` names a dependency of this project
+
+
+def read_via(name: str) -> dict[str, set[str]]:
+    """``{pinned package: the packages uv's ``# via`` comments say need it}``.
+
+    uv writes ``# via typer`` or ``# via`` followed by ``#   a`` lines under each pin; this
+    project shows as ``omnichannel-contact-adapter (pyproject.toml)`` (kept as PYPROJECT).
+    """
+    via: dict[str, set[str]] = {}
+    current: str | None = None
+    for raw in (ROOT / name).read_text().splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if not raw.startswith((" ", "\t")):  # a pin, a header comment or an option line
+            current = None
+            if not line.startswith(("#", "-")):
+                current = canonicalize_name(Requirement(line.split(" #", 1)[0]).name)
+                via[current] = set()
+            continue
+        if current is None or not line.startswith("#"):
+            continue
+        entry = line.lstrip("#").strip().removeprefix("via").strip()
+        if entry:
+            via[current].add(PYPROJECT if entry.endswith(PYPROJECT) else canonicalize_name(entry))
+    return via
+
+
+def unneeded_pins(lock: Lock, via: dict[str, set[str]], roots: list[Requirement]) -> list[str]:
+    """Pins that no requirement of ``roots`` needs, directly or through what needs it.
+
+    ``roots`` are pyproject.toml's requirements as they are now: a ``(pyproject.toml)`` in a
+    ``# via`` comment only says what pyproject.toml *was* when the lock was compiled.
+    """
+    env = lock_environment()
+    needed_by: dict[str, set[str]] = {}
+    for package, parents in via.items():
+        for parent in parents:
+            needed_by.setdefault(parent, set()).add(package)
+    todo = [canonicalize_name(r.name) for r in roots if r.marker is None or r.marker.evaluate(env)]
+    needed: set[str] = set()
+    while todo:
+        package = todo.pop()
+        if package not in needed:
+            needed.add(package)
+            todo.extend(needed_by.get(package, ()))
+    return sorted(set(lock.pins) - needed)
+
+
 # -- lock files -----------------------------------------------------------------------------
 
 
@@ -169,6 +219,42 @@ def test_dev_lock_pins_every_dependency_including_the_dev_extra() -> None:
     roots = direct_requirements(extras=("dev",))
     assert check_pinned(lock, roots, "pyproject.toml [dev]") == []
     assert closure_problems(lock, roots) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "extras"), [("requirements.txt", ()), ("requirements-dev.txt", ("dev",))]
+)
+def test_lock_pins_nothing_that_pyproject_no_longer_needs(
+    name: str, extras: tuple[str, ...]
+) -> None:
+    """A dependency removed from pyproject.toml must leave the lock too (`make lock`)."""
+    lock, via = read_lock(name), read_via(name)
+    assert set(via) == set(lock.pins)
+    unexplained = sorted(p for p, parents in via.items() if not parents)
+    assert unexplained == [], f"{name}: pins without a `# via` comment (run `make lock`)"
+    stale = unneeded_pins(lock, via, direct_requirements(extras=extras))
+    assert stale == [], (
+        f"{name} pins {stale}, which no dependency in pyproject.toml needs any more: "
+        "run `make lock` to regenerate it"
+    )
+
+
+def test_a_dependency_dropped_from_pyproject_but_left_in_the_lock_is_caught() -> None:
+    """The check above against pyproject.toml minus one dependency, the lock unchanged."""
+    lock, via = read_lock("requirements.txt"), read_via("requirements.txt")
+    roots = direct_requirements()
+
+    def without(name: str) -> list[Requirement]:
+        kept = [r for r in roots if canonicalize_name(r.name) != name]
+        assert len(kept) == len(roots) - 1, f"{name} is not a dependency any more"
+        return kept
+
+    # Only this project needs prometheus-client: dropping it leaves a stale pin.
+    assert unneeded_pins(lock, via, without("prometheus-client")) == ["prometheus-client"]
+    # jinja2 goes, and with it markupsafe, which nothing else needs.
+    assert unneeded_pins(lock, via, without("jinja2")) == ["jinja2", "markupsafe"]
+    # typer still needs rich: dropping it from pyproject.toml leaves a needed pin.
+    assert unneeded_pins(lock, via, without("rich")) == []
 
 
 def test_runtime_and_dev_locks_agree_on_every_shared_pin() -> None:

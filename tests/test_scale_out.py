@@ -8,7 +8,8 @@ worker gets SIGTERM (a restart) and the other SIGKILL (a crash), the release run
 (a deploy while old dynos still run), then both come back. Every accepted contact must
 end up registered once, none lost, none failed.
 
-Also here: Heroku's ``DATABASE_URL`` forms (``postgres://``, ``?sslmode=…``) against the
+Also here: each process keeps to ``DATABASE_POOL_SIZE`` connections under load (counted in
+``pg_stat_activity``), and Heroku's ``DATABASE_URL`` forms (``postgres://``, ``?sslmode=…``) against the
 real server, including a TLS-enabled one for ``sslmode=require``.
 """
 
@@ -30,13 +31,17 @@ from sqlalchemy import text
 
 from adapter.db import _split_ssl, create_engine, migrate, normalize_database_url
 from tests.conftest import ADMIN_TOKEN, API_TOKEN, BOT
-from tests.dynos import ContactPost, Formation, RecordingStandIn, base_env, wait_for
+from tests.dynos import ContactPost, Deadline, Formation, RecordingStandIn, base_env, wait_for
 from tests.rocketchat_standin import RocketChatStandIn, StandInServer
 
 pytestmark = pytest.mark.postgres
 
 BURST = 1000
 CONCURRENCY = 8
+# Every wait of the scale-out run comes out of this (pytest's timeout is 300 s): a slow or
+# stuck run fails naming what it was waiting for, then cleans up within CLEANUP.
+DEADLINE = 230.0
+CLEANUP = 30.0
 
 
 def guest(i: int) -> dict[str, str]:
@@ -59,9 +64,10 @@ def statuses(postgres_server: Any, database_url: str) -> dict[str, int]:
 class Burst:
     """Sends the contacts from a thread, alternating between the web dynos."""
 
-    def __init__(self, urls: list[str], count: int, parallel: int = 24) -> None:
+    def __init__(self, urls: list[str], count: int, parallel: int = 24, first: int = 0) -> None:
         self.urls = urls
         self.count = count
+        self.first = first
         self.parallel = parallel
         self.done = 0
         self.answers: dict[int, tuple[int, dict[str, Any]]] = {}
@@ -83,7 +89,7 @@ class Burst:
         auth = {"Authorization": f"Bearer {API_TOKEN}"}
         clients = [httpx.AsyncClient(base_url=url, headers=auth, timeout=30) for url in self.urls]
         todo: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(self.count):
+        for i in range(self.first, self.first + self.count):
             todo.put_nowait(i)
 
         async def sender() -> None:
@@ -109,7 +115,10 @@ class Burst:
 
     def join(self, timeout: float) -> None:
         self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the burst did not finish"
+        assert not self.thread.is_alive(), (
+            f"the burst did not finish within {timeout:.0f}s: {self.done} of {self.count} "
+            f"contacts answered ({len(self.retried)} client retries)"
+        )
         if self.error is not None:
             raise self.error
 
@@ -130,6 +139,7 @@ def test_two_web_two_worker_dynos_survive_sigterm_and_sigkill_mid_burst(
     recorder: tuple[RocketChatStandIn, RecordingStandIn, str],
 ) -> None:
     standin, recording, standin_url = recorder
+    deadline = Deadline(DEADLINE)
     env = base_env(
         DATABASE_URL=postgres_url,  # Heroku's postgres:// form, as the add-on sets it
         ROCKETCHAT_URL=standin_url,
@@ -149,29 +159,35 @@ def test_two_web_two_worker_dynos_survive_sigterm_and_sigkill_mid_burst(
     )
     formation = Formation(env, tmp_path)
     try:
-        release = formation.run("release")
+        release = formation.run("release", timeout=deadline.left(60, "the release phase"))
         assert release.returncode == 0, release.stdout + release.stderr
         assert "schema is at version" in release.stdout
 
         webs = [formation.start("web"), formation.start("web")]
         workers = [formation.start("worker"), formation.start("worker")]
         for web in webs:
-            web.wait_ready()
+            web.wait_ready(deadline.left(30, f"{web.name} answering /healthz"))
         started = time.monotonic()
 
         burst = Burst([web.url for web in webs], BURST).start()
-        wait_for(lambda: burst.done >= BURST * 0.3, 60, "30% of the burst accepted")
-        wait_for(lambda: recording.in_flight() > 0, 10, "deliveries in flight")
+        wait_for(
+            lambda: burst.done >= BURST * 0.3,
+            deadline.left(60, "the burst"),
+            "30% of the burst accepted",
+            show=lambda: f"{burst.done} answered, client retries: {burst.retried[-3:]}",
+        )
+        wait_for(lambda: recording.in_flight() > 0, deadline.left(10), "deliveries in flight")
         terminated_at = workers[0].terminate()  # a restart: finish or hand back, exit 0
         killed_at = workers[1].kill()  # a crash: its leases expire, others take over
-        redeploy = formation.run("release")  # a deploy's release phase while dynos run
+        # A deploy's release phase while dynos run.
+        redeploy = formation.run("release", timeout=deadline.left(60, "the second release"))
         assert redeploy.returncode == 0, redeploy.stdout + redeploy.stderr
-        assert workers[0].wait(30) == 0, workers[0].output()[-2000:]
+        assert workers[0].exit_code(deadline.left(30), "SIGTERM") == 0, workers[0].output()[-2000:]
         assert workers[0].exited_at is not None and workers[0].exited_at - terminated_at < 25
-        assert workers[1].wait(10) == -9
+        assert workers[1].exit_code(deadline.left(10), "SIGKILL") == -9
         formation.restart(workers[0])
         formation.restart(workers[1])
-        burst.join(120)
+        burst.join(deadline.left(120, "the rest of the burst"))
 
         assert all(web.running for web in webs), "a web dyno died"
         codes = sorted({code for code, _ in burst.answers.values()})
@@ -181,13 +197,14 @@ def test_two_web_two_worker_dynos_survive_sigterm_and_sigkill_mid_burst(
 
         wait_for(
             lambda: statuses(postgres_server, postgres_url) == {"delivered": BURST},
-            90,
-            "every accepted contact delivered",
+            deadline.left(90, "the deliveries"),
+            f"all {BURST} accepted contacts delivered",
             interval=0.5,
+            show=lambda: statuses(postgres_server, postgres_url),
         )
         elapsed = time.monotonic() - started
     finally:
-        formation.stop_all()
+        formation.stop_all(CLEANUP)
 
     # Every accepted contact registered, once per person; none lost, none failed.
     per_token = recording.successes_per_token()
@@ -225,6 +242,67 @@ def test_two_web_two_worker_dynos_survive_sigterm_and_sigkill_mid_burst(
 
 def _start(post: ContactPost) -> float:
     return post.started
+
+
+# -- connections per process -------------------------------------------------------------
+
+
+def test_a_web_dyno_never_opens_more_connections_than_database_pool_size(
+    tmp_path: Path,
+    postgres_server: Any,
+    postgres_url: str,
+    recorder: tuple[RocketChatStandIn, RecordingStandIn, str],
+) -> None:
+    """Heroku's smallest plans allow 20 connections in all: each process must keep to
+    DATABASE_POOL_SIZE (default 5), however many requests and deliveries run at once."""
+    standin, _, standin_url = recorder
+    standin.error_rate = 0.0
+    deadline = Deadline(150)
+    database = postgres_url.rsplit("/", 1)[1]
+    env = base_env(
+        DATABASE_URL=postgres_url,
+        ROCKETCHAT_URL=standin_url,
+        ROCKETCHAT_USER_ID=BOT["user_id"],
+        ROCKETCHAT_AUTH_TOKEN=BOT["token"],
+        ROCKETCHAT_CONTACT_API="visitor",
+        ROCKETCHAT_CONCURRENCY="16",  # 32 deliveries claimed at once, each writing its outcome
+        API_TOKEN=API_TOKEN,
+        FAST_PATH_BUDGET="0.5",  # requests try their own contact too
+        INPROCESS_WORKER="true",
+        WORKER_POLL_INTERVAL="0.1",
+    )
+    formation = Formation(env, tmp_path)
+
+    def connections() -> int:
+        return int(
+            postgres_server.query(
+                f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}'", "postgres"
+            )
+        )
+
+    count = 400
+    try:
+        for first, pool_size in ((0, "3"), (count, None)):
+            limit = int(pool_size or 5)
+            web = formation.start("web", **({"DATABASE_POOL_SIZE": pool_size} if pool_size else {}))
+            web.wait_ready(deadline.left(30, f"{web.name} answering /healthz"))
+            burst = Burst([web.url], count, parallel=64, first=first).start()
+            peak = 0
+            expected = {"delivered": first + count}
+            while statuses(postgres_server, postgres_url) != expected:
+                peak = max(peak, connections())
+                assert deadline.left(what=f"{count} contacts delivered through {web.name}")
+                assert burst.error is None, burst.error
+            burst.join(deadline.left(30, "the end of the burst"))
+            codes = {code for code, _ in burst.answers.values()}
+            assert len(burst.answers) == count and codes <= {200, 201, 202}, codes
+            assert 0 < peak <= limit, (
+                f"{web.name} (DATABASE_POOL_SIZE={pool_size or 'unset'}) opened {peak} "
+                f"connections at once, more than {limit}"
+            )
+            web.stop(deadline.left(30, f"stopping {web.name}"))
+    finally:
+        formation.stop_all(CLEANUP)
 
 
 # -- DATABASE_URL as Heroku gives it -------------------------------------------------------

@@ -9,6 +9,7 @@ takes over and nothing accepted is lost or registered twice.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,6 +196,65 @@ def test_web_process_finishes_in_flight_deliveries_on_sigterm_and_exits_0(
     wait_for(lambda: statuses(postgres_server, postgres_url) == {"delivered": 10}, 30, "all 10")
     assert set(recording.successes_per_token().values()) == {1}
     assert len(recording.successes_per_token()) == 10
+
+
+def test_web_process_stops_claiming_at_sigterm_while_a_request_is_still_open(
+    formation: Formation,
+    recorder: tuple[RecordingStandIn, str],
+    postgres_server: Any,
+    postgres_url: str,
+    standin: RocketChatStandIn,
+) -> None:
+    """uvicorn waits for open requests before the lifespan's shutdown: the in-process
+    worker must not go on claiming meanwhile, and the whole stop must fit the grace."""
+    recording, _ = recorder
+    grace = 6.0
+    web = formation.start(
+        "web", FAST_PATH_BUDGET="0", INPROCESS_WORKER="true", SHUTDOWN_GRACE=str(grace)
+    )
+    web.wait_ready()
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    count = 24
+    with httpx.Client(base_url=web.url, headers=auth, timeout=10) as http:
+        for i in range(count):
+            response = http.post("/contacts", json=guest(i))
+            assert response.status_code == 202, response.text
+        wait_for(lambda: recording.in_flight() >= 4, 30, "4 deliveries in flight")
+        # A client still sending its body: uvicorn keeps waiting for this request after
+        # SIGTERM (up to its graceful timeout) before the lifespan's shutdown runs.
+        assert web.port is not None
+        slow = socket.create_connection(("127.0.0.1", web.port))
+        slow.sendall(
+            b"POST /contacts HTTP/1.1\r\nHost: dyno\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + API_TOKEN.encode() + b"\r\n"
+            b"Content-Length: 200\r\n\r\n{"
+        )
+        # Answered after the slow request's headers were read (same event loop).
+        assert http.get("/healthz").status_code == 200
+    try:
+        sent = web.terminate()
+        assert web.wait(30) == 0, web.output()[-2000:]
+    finally:
+        slow.close()
+    assert web.exited_at is not None
+    took = web.exited_at - sent
+    assert took < grace, f"the web process took {took:.1f}s to stop (SHUTDOWN_GRACE={grace})"
+    posts = recording.snapshot()
+    late = [round(p.started - sent, 2) for p in posts if p.started > sent + 0.5]
+    assert late == [], f"claimed and sent after SIGTERM (seconds after the signal): {late}"
+    assert all(p.ended is not None and p.status == 200 for p in posts), "in-flight calls cut off"
+    state = statuses(postgres_server, postgres_url)
+    # In flight at the signal: delivered; claimed but not yet sent: pending again.
+    assert state == {"delivered": len(posts), "pending": count - len(posts)}, state
+
+    standin.latency = 0.05
+    formation.restart(web)
+    web.wait_ready()
+    wait_for(
+        lambda: statuses(postgres_server, postgres_url) == {"delivered": count}, 30, "all delivered"
+    )
+    per_token = recording.successes_per_token()
+    assert len(per_token) == count and set(per_token.values()) == {1}, per_token
 
 
 def test_inprocess_worker_off_leaves_delivery_to_worker_dynos(
