@@ -1,7 +1,7 @@
 """The one place that talks to Rocket.Chat: a pooled HTTP client that paces itself.
 
-:class:`RocketChatClient` owns one ``httpx.AsyncClient`` per process (bounded
-connection pool, timeouts, auth headers that are never logged) and a
+:class:`RocketChatClient` owns one ``aiohttp.ClientSession`` per process (bounded
+keep-alive connection pool, timeouts, auth headers that are never logged) and a
 :class:`Pacer` that reads ``X-RateLimit-*`` on every answer, so calls wait for
 the window to reopen instead of running into 429s. Registration itself is a
 :class:`RegistrationStrategy`; :class:`VisitorStrategy` is the legacy
@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
 import structlog
 
 from adapter import metrics
@@ -261,7 +261,6 @@ class RocketChatClient:
         concurrency: int = 8,
         contact_api: str = "auto",
         custom_field_ids: tuple[str, ...] = (),
-        transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -269,21 +268,16 @@ class RocketChatClient:
         self.contact_api = contact_api
         self.custom_field_ids = custom_field_ids
         self._clock = clock
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={
-                "X-User-Id": user_id,
-                "X-Auth-Token": auth_token,
-                "User-Agent": "contact-adapter",
-            },
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            limits=httpx.Limits(
-                max_connections=concurrency,
-                max_keepalive_connections=concurrency,
-                keepalive_expiry=30.0,
-            ),
-            transport=transport,
-        )
+        self._headers = {
+            "X-User-Id": user_id,
+            "X-Auth-Token": auth_token,
+            "User-Agent": "contact-adapter",
+        }
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0))
+        self._concurrency = concurrency
+        # Made on first use, inside the event loop that uses it (aiohttp's rule).
+        self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
         self._slots = asyncio.Semaphore(concurrency)
         self.pacer = Pacer(clock)
         self._strategy: RegistrationStrategy | None = None
@@ -294,8 +288,26 @@ class RocketChatClient:
         self._me_known: tuple[float, ReadyReport] | None = None  # last answer /me gave
         self._ready_lock = asyncio.Lock()
 
+    def _http(self) -> aiohttp.ClientSession:
+        """The keep-alive pool: at most ROCKETCHAT_CONCURRENCY connections, ever.
+
+        aiohttp rather than httpx: the same pool, limits and timeouts for less than half
+        the CPU per call (bench/bench_delivery.py), which is what bounds a worker's rate.
+        """
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._session_loop is not loop:
+            self._session_loop = loop
+            connector = aiohttp.TCPConnector(
+                limit=self._concurrency, limit_per_host=0, keepalive_timeout=30.0
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers=self._headers, timeout=self._timeout
+            )
+        return self._session
+
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     # -- raw calls -------------------------------------------------------------
 
@@ -320,30 +332,32 @@ class RocketChatClient:
             async with self._slots:
                 started = time.perf_counter()
                 try:
-                    response = await self._http.request(
+                    async with self._http().request(
                         method,
-                        path,
+                        self.base_url + path,
                         json=json,
                         params=params,
                         headers=None if auth else {"X-User-Id": "", "X-Auth-Token": ""},
-                    )
-                except httpx.TimeoutException as exc:
+                    ) as response:
+                        status, headers = response.status, response.headers
+                        content = await response.read()
+                except TimeoutError as exc:
                     raise RocketChatUnavailable(
                         f"Rocket.Chat at {self.base_url} did not answer in time ({type(exc).__name__})"
                     ) from None
-                except httpx.HTTPError as exc:
+                except aiohttp.ClientError as exc:
                     raise RocketChatUnavailable(
                         f"Rocket.Chat at {self.base_url} is unreachable ({type(exc).__name__}: {exc})"
                     ) from None
                 finally:
                     metrics.ROCKETCHAT_LATENCY.observe(time.perf_counter() - started)
             answered = True
-            limit = parse_rate_limit(response.headers)
+            limit = parse_rate_limit(headers)
             try:
                 return classify_answer(
-                    response.status_code,
-                    response.headers,
-                    response.content,
+                    status,
+                    headers,
+                    content,
                     now=self._clock(),
                     where=f"Rocket.Chat at {self.base_url}",
                 )
