@@ -131,6 +131,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 if shutdown is not None:
                     await shutdown(context)
             await client.aclose()
+            queue.close()
             await engine.dispose()
 
     async def healthz(request: Request) -> Response:

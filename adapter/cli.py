@@ -110,6 +110,7 @@ def worker() -> None:
             await runner.run()
         finally:
             await client.aclose()
+            queue.close()
             await engine.dispose()
 
     asyncio.run(main())

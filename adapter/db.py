@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -42,9 +43,11 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateColumn, CreateIndex
 
 if TYPE_CHECKING:
@@ -208,17 +211,48 @@ def create_engine(
             pool_pre_ping=True,
             connect_args=connect_args,
         )
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+    # Readers only (writes go through the process's SQLiteWriter): a fixed set of
+    # connections, kept open. Each aiosqlite connection is a thread; overflow connections
+    # opened and closed under load cost a thread start and the pragmas every time.
+    engine = create_async_engine(
+        url, connect_args={"timeout": 30}, pool_size=8, max_overflow=0, pool_timeout=30
+    )
+    _sqlite_pragmas(engine.sync_engine, sqlite_synchronous)
+    _SQLITE_SYNCHRONOUS[engine.sync_engine] = sqlite_synchronous
+    return engine
 
-    @event.listens_for(engine.sync_engine, "connect")
-    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+
+# The synchronous mode each SQLite engine was made with, for its writer's own connection.
+_SQLITE_SYNCHRONOUS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+
+
+def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
+    """Every connection of ``engine``: WAL, the configured fsync policy, a busy timeout."""
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA synchronous={sqlite_synchronous}")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
-    return engine
+
+def sqlite_writer_engine(engine: AsyncEngine) -> Engine | None:
+    """A plain (pysqlite) engine on the same SQLite file, for the process's one writer
+    (``adapter.sqlite_writer``), or None where there is no file to share (PostgreSQL, an
+    in-memory database). Autocommit at the driver: the writer says BEGIN and COMMIT."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    sync = sa_create_engine(
+        url.set(drivername="sqlite+pysqlite"),
+        isolation_level="AUTOCOMMIT",
+        poolclass=NullPool,
+        connect_args={"timeout": 30, "check_same_thread": False},
+    )
+    _sqlite_pragmas(sync, _SQLITE_SYNCHRONOUS.get(engine.sync_engine, "FULL"))
+    return sync
 
 
 def engine_for(settings: Settings) -> AsyncEngine:

@@ -30,7 +30,6 @@ Details that matter:
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import random
 import time
@@ -42,11 +41,11 @@ from typing import Any, TypeVar
 import structlog
 from sqlalchemy import and_, bindparam, case, exists, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapter import metrics
 from adapter.contact import Contact, ContactError, validate_contact
-from adapter.db import deliveries, delivery_events, people
+from adapter.db import deliveries, delivery_events, people, sqlite_writer_engine
 from adapter.errors import (
     ConfigurationError,
     ContactRejected,
@@ -58,6 +57,7 @@ from adapter.logs import redact_text
 from adapter.rocketchat import RocketChatClient
 from adapter.sansio import RegisteredContact, Registration, contact_token
 from adapter.settings import Settings
+from adapter.sqlite_writer import SQLiteWriter, WriteConnection
 
 __all__ = [
     "DeliveryQueue",
@@ -329,6 +329,19 @@ def _person_keys(fields: Mapping[str, Any]) -> dict[str, str | None]:
     }
 
 
+# Built once: statements made per call spend more time building their cache key than
+# SQLite spends running them.
+_FIND_EVENT = (
+    select(deliveries)
+    .join(delivery_events, delivery_events.c.delivery_id == deliveries.c.id)
+    .where(
+        delivery_events.c.source == bindparam("source"),
+        delivery_events.c.event_id == bindparam("event_id"),
+    )
+)
+_GET = select(deliveries).where(deliveries.c.id == bindparam("id"))
+
+
 def _earlier_query(column: Any) -> Any:
     return (
         select(deliveries.c.token, deliveries.c.created_at, deliveries.c.email_key)
@@ -379,12 +392,26 @@ class DeliveryQueue:
         self.active: set[str] = set()  # ids this process is delivering right now
         # SQLite has one writer at a time: this process's writes go through one queue and
         # share transactions (one commit, one fsync, for everything that queued meanwhile).
-        self._writer = _GroupCommit(engine) if engine.dialect.name == "sqlite" else None
+        writer_engine = sqlite_writer_engine(engine)
+        self._writer = SQLiteWriter(writer_engine) if writer_engine is not None else None
         # Outage detection shared by the worker and the fast path (see _OUTAGE_THRESHOLD).
         self._outage_failures = 0
         self._outage_until = 0.0  # time.monotonic() before which nobody calls Rocket.Chat
 
-    async def _write(self, job: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    def close(self) -> None:
+        """Release the SQLite writer's connection and thread (before ``engine.dispose()``)."""
+        if self._writer is not None:
+            self._writer.close()
+
+    async def read(self, job: Callable[[WriteConnection], Awaitable[T]]) -> T:
+        """Run a read-only ``job``: inline on SQLite (see adapter.sqlite_writer), else on a
+        pooled connection."""
+        if self._writer is not None:
+            return await self._writer.read(job)
+        async with self.engine.connect() as conn:
+            return await job(conn)
+
+    async def _write(self, job: Callable[[WriteConnection], Awaitable[T]]) -> T:
         """Run ``job`` in a write transaction and commit before returning its result."""
         if self._writer is not None:
             return await self._writer.run(job)
@@ -490,7 +517,7 @@ class DeliveryQueue:
     ) -> Outcome:
         now = time.time()
 
-        async def _tx(conn: AsyncConnection) -> Outcome:
+        async def _tx(conn: WriteConnection) -> Outcome:
             raw = dict(given)
             token: str | None = None
             if submission.ignored is not None:  # nothing to register: kept for the record only
@@ -612,7 +639,7 @@ class DeliveryQueue:
         return await self._write(_tx)
 
     @staticmethod
-    async def _earlier_token(conn: AsyncConnection, contact: Contact, token: str) -> str | None:
+    async def _earlier_token(conn: WriteConnection, contact: Contact, token: str) -> str | None:
         """The token of the person's most recent earlier delivery under another token:
         same email, or same phone unless that delivery has another email (two emails on one
         phone may well be two people: a shared office or family number)."""
@@ -675,7 +702,7 @@ class DeliveryQueue:
 
     @staticmethod
     async def _save_person(
-        conn: AsyncConnection,
+        conn: WriteConnection,
         submission: Submission,
         raw: Mapping[str, Any],
         token: str | None,
@@ -701,7 +728,7 @@ class DeliveryQueue:
 
     @staticmethod
     async def _record_event(
-        conn: AsyncConnection, submission: Submission, delivery_id: str, now: float
+        conn: WriteConnection, submission: Submission, delivery_id: str, now: float
     ) -> None:
         if submission.event_id:
             await conn.execute(
@@ -715,21 +742,11 @@ class DeliveryQueue:
             )
 
     async def _find_event(self, source: str, event_id: str) -> DeliveryRecord | None:
-        async with self.engine.connect() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        select(deliveries)
-                        .join(delivery_events, delivery_events.c.delivery_id == deliveries.c.id)
-                        .where(
-                            delivery_events.c.source == source,
-                            delivery_events.c.event_id == event_id,
-                        )
-                    )
-                )
-                .mappings()
-                .first()
-            )
+        async def _read(conn: WriteConnection) -> Any:
+            params = {"source": source, "event_id": event_id}
+            return (await conn.execute(_FIND_EVENT, params)).mappings().first()
+
+        row = await self.read(_read)
         return DeliveryRecord.from_row(row) if row is not None else None
 
     def _outcome(self, record: DeliveryRecord, *, duplicate: bool = False) -> Outcome:
@@ -808,7 +825,7 @@ class DeliveryQueue:
             for index, contact, _ in checked
         }
 
-        async def _tx(conn: AsyncConnection) -> dict[int, Outcome]:
+        async def _tx(conn: WriteConnection) -> dict[int, Outcome]:
             if conn.dialect.name == "postgresql":
                 # Same-sized batches reuse one prepared statement; PostgreSQL's generic plan
                 # for "IN (500 values)" scans the whole table as it grows: plan each batch.
@@ -998,7 +1015,7 @@ class DeliveryQueue:
     async def _deliver_by_id(self, delivery_id: str, waiter: _Waiter) -> None:
         now = time.time()
 
-        async def _tx(conn: AsyncConnection) -> Any:
+        async def _tx(conn: WriteConnection) -> Any:
             row = (
                 (
                     await conn.execute(
@@ -1075,7 +1092,7 @@ class DeliveryQueue:
         )
 
         async def remember(contact_id: str) -> None:
-            async def _tx(conn: AsyncConnection) -> None:
+            async def _tx(conn: WriteConnection) -> None:
                 await conn.execute(
                     update(deliveries)
                     .where(deliveries.c.id == record.id)
@@ -1217,7 +1234,7 @@ class DeliveryQueue:
         for attempt in range(3):
             try:
 
-                async def _tx(conn: AsyncConnection) -> None:
+                async def _tx(conn: WriteConnection) -> None:
                     # Another pending row for this person may have arrived meanwhile: it
                     # carries everything we know, so fold ours into it.
                     other = await self._pending_sibling(conn, record)
@@ -1240,7 +1257,7 @@ class DeliveryQueue:
 
     @staticmethod
     async def _pending_sibling(
-        conn: AsyncConnection, record: DeliveryRecord
+        conn: WriteConnection, record: DeliveryRecord
     ) -> Mapping[Any, Any] | None:
         if record.token is None:
             return None
@@ -1262,7 +1279,7 @@ class DeliveryQueue:
 
     async def _fold_into(
         self,
-        conn: AsyncConnection,
+        conn: WriteConnection,
         record: DeliveryRecord,
         other: Mapping[Any, Any],
         *,
@@ -1318,7 +1335,7 @@ class DeliveryQueue:
         return True
 
     async def _postpone_due(self, until: float) -> None:
-        async def _tx(conn: AsyncConnection) -> None:
+        async def _tx(conn: WriteConnection) -> None:
             await conn.execute(
                 update(deliveries)
                 .where(deliveries.c.status == PENDING, deliveries.c.next_attempt_at < until)
@@ -1361,7 +1378,7 @@ class DeliveryQueue:
         if told_here:
             values["b_notified_at"] = now
 
-        async def _tx(conn: AsyncConnection) -> Any:
+        async def _tx(conn: WriteConnection) -> Any:
             return (await conn.execute(_FINISH, values)).first()
 
         row = await self._write(_tx)
@@ -1402,7 +1419,7 @@ class DeliveryQueue:
         leaves the row to the worker's sweep.
         """
 
-        async def _tx(conn: AsyncConnection) -> int:
+        async def _tx(conn: WriteConnection) -> int:
             claimed = await conn.execute(
                 update(deliveries)
                 .where(deliveries.c.id == record.id, deliveries.c.notified_at.is_(None))
@@ -1448,12 +1465,10 @@ class DeliveryQueue:
     # -- reading and operating ---------------------------------------------------------
 
     async def get(self, delivery_id: str) -> DeliveryRecord | None:
-        async with self.engine.connect() as conn:
-            row = (
-                (await conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)))
-                .mappings()
-                .first()
-            )
+        async def _read(conn: WriteConnection) -> Any:
+            return (await conn.execute(_GET, {"id": delivery_id})).mappings().first()
+
+        row = await self.read(_read)
         return DeliveryRecord.from_row(row) if row is not None else None
 
     async def list(
@@ -1498,7 +1513,7 @@ class DeliveryQueue:
         now = time.time()
         waiting = deliveries.alias("waiting")
 
-        async def _tx(conn: AsyncConnection) -> int:
+        async def _tx(conn: WriteConnection) -> int:
             changed = await conn.execute(
                 update(deliveries)
                 .where(deliveries.c.id == delivery_id, deliveries.c.status == FAILED)
@@ -1536,83 +1551,6 @@ class DeliveryQueue:
             if time.monotonic() >= deadline:
                 return record
             await asyncio.sleep(0.05)
-
-
-class _GroupCommit:
-    """Group commit for SQLite: write jobs queue up and run one after another in a single
-    transaction, committed once (one fsync) for the whole batch; each caller gets its
-    job's result only after that commit. Jobs only touch the database (no other I/O),
-    and a job that sees its own batch's earlier writes sees what a later transaction
-    would have seen. If any job fails, the batch is rolled back and every job is run
-    again on its own, so one job's IntegrityError reaches only its caller.
-
-    Within one process this also replaces SQLite's busy handler (which sleeps, and lets
-    later writers overtake) with a queue in arrival order.
-    """
-
-    MAX_BATCH = 128
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self._jobs: collections.deque[
-            tuple[Callable[[AsyncConnection], Awaitable[Any]], asyncio.Future[Any]]
-        ] = collections.deque()
-        self._task: asyncio.Task[None] | None = None
-
-    async def run(self, job: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._jobs.append((job, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        batch: list[tuple[Callable[[AsyncConnection], Awaitable[Any]], asyncio.Future[Any]]] = []
-        try:
-            while self._jobs:
-                batch = [self._jobs.popleft() for _ in range(min(len(self._jobs), self.MAX_BATCH))]
-                results: list[Any] = []
-                try:
-                    async with self.engine.begin() as conn:
-                        for job, _ in batch:
-                            results.append(await job(conn))
-                except Exception as exc:
-                    if len(batch) == 1:
-                        _settle(batch[0][1], exception=exc)
-                    else:
-                        for job, future in batch:
-                            await self._alone(job, future)
-                else:
-                    for (_, future), result in zip(batch, results, strict=True):
-                        _settle(future, result=result)
-                batch = []
-        finally:
-            # Cancelled (shutdown): nobody may wait forever on a job that will not run.
-            for _, future in [*batch, *self._jobs]:
-                _settle(future, exception=RuntimeError("the database writer stopped"))
-            self._jobs.clear()
-
-    async def _alone(
-        self, job: Callable[[AsyncConnection], Awaitable[Any]], future: asyncio.Future[Any]
-    ) -> None:
-        try:
-            async with self.engine.begin() as conn:
-                result = await job(conn)
-        except Exception as exc:
-            _settle(future, exception=exc)
-        else:
-            _settle(future, result=result)
-
-
-def _settle(
-    future: asyncio.Future[Any], *, result: Any = None, exception: BaseException | None = None
-) -> None:
-    if future.done():
-        return
-    if exception is not None:
-        future.set_exception(exception)
-    else:
-        future.set_result(result)
 
 
 @dataclass
@@ -1777,7 +1715,7 @@ class DeliveryWorker:
             .with_for_update(skip_locked=True)
         )
 
-        async def _tx(conn: AsyncConnection) -> Any:
+        async def _tx(conn: WriteConnection) -> Any:
             ids: list[str] = []
             if time.monotonic() >= self._next_takeover:
                 # Leases expire no faster than this: no need to look on every claim.
@@ -1817,7 +1755,7 @@ class DeliveryWorker:
         rows = await self.queue._write(_tx)
         return [DeliveryRecord.from_row(r) for r in rows]
 
-    async def _take_over_expired(self, conn: AsyncConnection, query: Any) -> list[str]:
+    async def _take_over_expired(self, conn: WriteConnection, query: Any) -> list[str]:
         """Rows whose worker died (lease expired): the ids to deliver again. One whose
         person has a newer pending delivery is folded into that one instead, since it
         carries everything and must not be overwritten by older details afterwards."""
@@ -1855,7 +1793,7 @@ class DeliveryWorker:
                 continue
             with contextlib.suppress(Exception):
 
-                async def _tx(conn: AsyncConnection, ids: list[str] = ids) -> None:
+                async def _tx(conn: WriteConnection, ids: list[str] = ids) -> None:
                     await conn.execute(
                         update(deliveries)
                         .where(
@@ -1889,7 +1827,7 @@ class DeliveryWorker:
         """Our claimed rows become pending again (or fold into a newer pending sibling)."""
         queue = self.queue
 
-        async def _tx(conn: AsyncConnection) -> None:
+        async def _tx(conn: WriteConnection) -> None:
             rows = (
                 (
                     await conn.execute(
