@@ -40,6 +40,7 @@ from sqlalchemy import (
     Text,
     event,
     inspect,
+    make_url,
     select,
     text,
 )
@@ -214,9 +215,10 @@ def create_engine(
     # Readers only (writes go through the process's SQLiteWriter): a fixed set of
     # connections, kept open. Each aiosqlite connection is a thread; overflow connections
     # opened and closed under load cost a thread start and the pragmas every time.
-    engine = create_async_engine(
-        url, connect_args={"timeout": 30}, pool_size=8, max_overflow=0, pool_timeout=30
-    )
+    pool: dict[str, Any] = {}
+    if make_url(url).database not in (None, "", ":memory:"):  # in memory: one static connection
+        pool = {"pool_size": 8, "max_overflow": 0, "pool_timeout": 30}
+    engine = create_async_engine(url, connect_args={"timeout": 30}, **pool)
     _sqlite_pragmas(engine.sync_engine, sqlite_synchronous)
     _SQLITE_SYNCHRONOUS[engine.sync_engine] = sqlite_synchronous
     return engine

@@ -276,7 +276,11 @@ def test_a_web_dyno_never_opens_more_connections_than_database_pool_size(
     def connections() -> int:
         return int(
             postgres_server.query(
-                f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}'", "postgres"
+                # The service's own connections: not this test's psql sessions, whose
+                # backends may linger a moment after psql has exited.
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                f" AND datname = '{database}' AND application_name <> 'psql'",
+                "postgres",
             )
         )
 
