@@ -26,6 +26,16 @@ from adapter.sansio import contact_token
 from tests.conftest import ADMIN_TOKEN, API_TOKEN, BOT
 from tests.rocketchat_standin import StandInServer
 
+
+async def read_body(receive: Callable[[], Any]) -> bytes:
+    """The whole body of an ASGI request (stand-in wrappers read it before answering)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
 BIN = Path(sys.executable).parent
 CONTACT_POST = "/api/v1/omnichannel/contact"
 
@@ -380,13 +390,8 @@ class EchoingRejection:
         if scope["type"] != "http" or (scope["method"], scope["path"]) != ("POST", CONTACT_POST):
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        sent = json.loads(b"".join(chunks) or b"{}")
+        raw = await read_body(receive)
+        sent = json.loads(raw or b"{}")
         error = f"Invalid contact data: email {sent.get('email')} / phone {sent.get('phone')}"
         body = json.dumps({"success": False, "error": error}).encode()
         await send(

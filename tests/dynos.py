@@ -28,6 +28,8 @@ from typing import Any
 
 import httpx
 
+from tests.delivery_support import read_body
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the venv's bin: contact-adapter lives here
 CONTACT_POST_PATHS = ("/api/v1/omnichannel/contact", "/api/v1/omnichannel/contacts")
@@ -253,13 +255,7 @@ class RecordingStandIn:
         ):
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
+        body = await read_body(receive)
         try:
             token = json.loads(body).get("token")
         except (ValueError, AttributeError):
