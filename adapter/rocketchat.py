@@ -34,6 +34,7 @@ from adapter.sansio import (
     RegisteredContact,
     Registration,
     classify_answer,
+    keep_what_rocketchat_holds,
     parse_rate_limit,
     parse_version,
     visitor_body,
@@ -238,6 +239,16 @@ class VisitorStrategy:
         record_contact_id: ContactIdRecorder | None = None,
     ) -> RegisteredContact:
         body = visitor_body(registration, custom_field_ids=self.custom_field_ids)
+        if registration.known_contact_id:
+            # Registered before: keep what agents have added in Rocket.Chat since (its own
+            # route and rate-limit bucket, so the registrations' pace is unchanged).
+            found = await client.call(
+                "GET",
+                "/api/v1/omnichannel/contact",
+                params={"contactId": registration.known_contact_id},
+            )
+            stored = found.get("contact")
+            body = keep_what_rocketchat_holds(body, stored if isinstance(stored, dict) else None)
         data = await client.call("POST", "/api/v1/omnichannel/contact", json=body)
         contact_id = data.get("contact")
         if not isinstance(contact_id, str) or not contact_id:

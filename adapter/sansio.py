@@ -112,6 +112,38 @@ def visitor_body(
     return body
 
 
+def keep_what_rocketchat_holds(
+    body: Mapping[str, Any], stored: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``body`` plus what the stored visitor holds that this call would otherwise erase.
+
+    Rocket.Chat 6+ unsets the email and the contact manager that a call leaves out and
+    replaces the custom fields wholesale (contract §1.4): an email, manager or custom field
+    an agent set in Rocket.Chat would be lost when the person arrives again. What we send
+    wins; what only Rocket.Chat knows is sent back as it is. ``stored`` is the visitor
+    ``GET /api/v1/omnichannel/contact`` returned (None: nothing stored, nothing to keep).
+    """
+    merged = dict(body)
+    if not stored:
+        return merged
+    emails = stored.get("visitorEmails")
+    if "email" not in merged and isinstance(emails, list) and emails:
+        address = emails[0].get("address") if isinstance(emails[0], Mapping) else None
+        if isinstance(address, str) and address:
+            merged["email"] = address
+    manager = stored.get("contactManager")
+    if "contactManager" not in merged and isinstance(manager, Mapping):
+        username = manager.get("username")
+        if isinstance(username, str) and username:
+            merged["contactManager"] = {"username": username}
+    data = stored.get("livechatData")
+    if isinstance(data, Mapping):
+        kept = {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str) and v}
+        if kept:
+            merged["customFields"] = {**kept, **dict(merged.get("customFields") or {})}
+    return merged
+
+
 def parse_rate_limit(headers: Mapping[str, str]) -> RateLimit | None:
     """Read ``X-RateLimit-Limit/Remaining/Reset`` (reset is epoch **milliseconds**)."""
     lower = {k.lower(): v for k, v in headers.items()}

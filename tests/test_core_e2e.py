@@ -81,6 +81,32 @@ def test_same_person_twice_is_one_contact_and_keeps_everything_known(
     assert set(standin.contact_posts_per_token().values()) == {2}
 
 
+def test_what_agents_added_in_rocketchat_survives_the_next_registration(
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+    standin: RocketChatStandIn,
+) -> None:
+    """Rocket.Chat erases the email and contact manager a call leaves out and replaces the
+    custom fields: what an agent set there since our last call must be sent back."""
+    standin.add_custom_field("company")
+    standin.add_custom_field("tier")
+    service = start_service(make_settings(contact_required_fields="name,phone"))
+    first = service.post_contact(name="Ana Lima", phone="+55 11 91234-5678").json()
+    visitor = standin.visitors[first["contact_id"]]
+    # An agent completes the contact in Rocket.Chat.
+    visitor["visitorEmails"] = [{"address": "ana@example.com"}]
+    visitor["contactManager"] = {"username": "agent.smith"}
+    visitor["livechatData"] = {"company": "Acme", "tier": "gold"}
+    again = service.post_contact(
+        name="Ana Lima", phone="+55 11 91234-5678", custom_fields={"tier": "platinum"}
+    ).json()
+    assert again["contact_id"] == first["contact_id"] and len(standin.visitors) == 1
+    visitor = standin.visitors[first["contact_id"]]
+    assert visitor["visitorEmails"] == [{"address": "ana@example.com"}]
+    assert visitor["contactManager"] == {"username": "agent.smith"}
+    assert visitor["livechatData"] == {"company": "Acme", "tier": "platinum"}  # ours wins
+
+
 def test_idempotency_key_is_accepted_once(service: Service, standin: RocketChatStandIn) -> None:
     first = service.post_contact(**CHRIS, event_id="lead-42")
     again = service.post_contact(**CHRIS, event_id="lead-42")

@@ -20,6 +20,7 @@ from adapter.sansio import (
     Registration,
     classify_answer,
     contact_token,
+    keep_what_rocketchat_holds,
     parse_rate_limit,
     parse_version,
     visitor_body,
@@ -179,3 +180,32 @@ def test_token_is_stable_per_person_and_prefers_email() -> None:
     assert contact_token(email=None, phone="+14155552671", person_key=None) != a
     with pytest.raises(ValueError):
         contact_token(email=None, phone=None, person_key=None)
+
+
+def test_keep_what_rocketchat_holds_sends_back_what_a_call_would_erase() -> None:
+    body = {"token": "t", "name": "Ana", "phone": "+5511912345678", "customFields": {"tier": "b"}}
+    stored = {
+        "visitorEmails": [{"address": "ana@example.com"}],
+        "contactManager": {"username": "agent.smith"},
+        "livechatData": {"company": "Acme", "tier": "a", "empty": ""},
+    }
+    merged = keep_what_rocketchat_holds(body, stored)
+    assert merged == {
+        "token": "t",
+        "name": "Ana",
+        "phone": "+5511912345678",
+        "email": "ana@example.com",
+        "contactManager": {"username": "agent.smith"},
+        "customFields": {"company": "Acme", "tier": "b"},  # ours wins; empty values dropped
+    }
+    # What we send always wins, and nothing stored means nothing added.
+    ours = {
+        "token": "t",
+        "name": "Ana",
+        "email": "new@example.com",
+        "contactManager": {"username": "x"},
+    }
+    assert keep_what_rocketchat_holds(ours, stored)["email"] == "new@example.com"
+    assert keep_what_rocketchat_holds(ours, stored)["contactManager"] == {"username": "x"}
+    assert keep_what_rocketchat_holds(body, None) == body
+    assert keep_what_rocketchat_holds(body, {"visitorEmails": "junk", "livechatData": []}) == body
