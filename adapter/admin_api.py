@@ -58,8 +58,9 @@ def admin_routes(settings: Settings, queue: DeliveryQueue) -> list[BaseRoute]:
         if not 1 <= limit <= MAX_LIMIT or offset < 0:
             return error_response(400, f"limit must be 1-{MAX_LIMIT} and offset 0 or more")
         source = query.get("source") or None
+        team = query.get("team") or None
         records = await queue.list(
-            status=status, source=source, limit=limit, offset=offset, since=since
+            status=status, source=source, team=team, limit=limit, offset=offset, since=since
         )
         counts: dict[str, int] = {}
         for per_status in (await queue.counts(since=since)).values():

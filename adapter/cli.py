@@ -258,10 +258,11 @@ def deliveries_list(
         str | None, typer.Option(help="pending, delivering, delivered, failed, rejected")
     ] = None,
     source: Annotated[str | None, typer.Option(help="e.g. slack, api, webhook")] = None,
+    team: Annotated[str | None, typer.Option(help="a Slack workspace id, e.g. T0123")] = None,
     limit: int = 50,
 ) -> None:
     """List recent deliveries (no personal data)."""
-    records = _queue_call(lambda q: q.list(status=status, source=source, limit=limit))
+    records = _queue_call(lambda q: q.list(status=status, source=source, team=team, limit=limit))
     for r in records:
         typer.echo(
             f"{r.id}  {r.status:<10} {r.source:<20} attempts={r.attempts}  {r.last_error or ''}"

@@ -227,6 +227,7 @@ class DeliveryRecord:
         return {
             "id": self.id,
             "source": self.source,
+            "team": self.team,
             "status": self.status,
             "attempts": self.attempts,
             "last_error": redact_text(self.last_error) if self.last_error else self.last_error,
@@ -1476,6 +1477,7 @@ class DeliveryQueue:
         *,
         status: str | None = None,
         source: str | None = None,
+        team: str | None = None,
         limit: int = 50,
         offset: int = 0,
         since: float | None = None,
@@ -1489,6 +1491,8 @@ class DeliveryQueue:
             query = query.where(
                 or_(deliveries.c.source == source, deliveries.c.source.like(source + ":%"))
             )
+        if team:  # a Slack workspace (or Enterprise Grid org) id
+            query = query.where(deliveries.c.team == team)
         if since is not None:
             query = query.where(deliveries.c.created_at >= since)
         async with self.engine.connect() as conn:

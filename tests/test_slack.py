@@ -23,7 +23,7 @@ from adapter.settings import Settings, SettingsError
 from handlers.slack.config import parse_manager_map
 from handlers.slack.sender import make_callback, response_url_usable
 from handlers.slack.verify import check_signature
-from tests.conftest import Service, wait_until
+from tests.conftest import ADMIN_TOKEN, Service, wait_until
 from tests.rocketchat_standin import RocketChatStandIn
 from tests.slack_standin import SlackStandIn, sign
 
@@ -607,6 +607,10 @@ def test_oauth_install_round_trip_then_a_command_from_that_workspace(
     assert "is now a contact" in response.json()["text"]
     (record,) = deliveries(service)
     assert (record["team"], record["actor"]) == ("T222", "U0DANA")
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    for team_id, expected in (("T222", [record["id"]]), ("T111", [])):  # each workspace's own
+        listed = service.client.get("/deliveries", params={"team": team_id}, headers=admin)
+        assert [d["id"] for d in listed.json()["deliveries"]] == expected
     empty, _ = slack.command("", team_id="T222", user_id="U0DANA")
     assert empty.status_code == 200
     (opened,) = wait_until(lambda: slack.api_calls("views.open"))
