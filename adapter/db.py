@@ -108,6 +108,10 @@ deliveries = Table(
     Index("ix_deliveries_created", "created_at"),
     Index("ix_deliveries_email_key", "email_key", "created_at"),
     Index("ix_deliveries_phone_key", "phone_key", "created_at"),
+    # A provider's person (Crisp session, Chatwoot contact) whose details are incomplete so
+    # far has one rejected row, completed in place when the rest arrives (not versioned:
+    # an index changes nothing older code relies on).
+    Index("ix_deliveries_person", "source", "person_key", "status"),
     # At most one waiting delivery per person: a second accept merges into it.
     Index(
         "uq_deliveries_pending_token",

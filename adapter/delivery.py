@@ -341,6 +341,16 @@ _FIND_EVENT = (
     )
 )
 _GET = select(deliveries).where(deliveries.c.id == bindparam("id"))
+_INCOMPLETE = (
+    select(deliveries.c.id)
+    .where(
+        deliveries.c.source == bindparam("source"),
+        deliveries.c.person_key == bindparam("person_key"),
+        deliveries.c.status == REJECTED,
+    )
+    .order_by(deliveries.c.created_at.desc())
+    .limit(1)
+)
 
 
 def _earlier_query(column: Any) -> Any:
@@ -561,13 +571,21 @@ class DeliveryQueue:
                     await self._save_person(conn, submission, raw, token, now)
                 if not submission.keep_rejected:
                     return Outcome(status="invalid", errors=exc.errors)
-                delivery_id = uuid.uuid4().hex
-                await conn.execute(
-                    deliveries.insert().values(
-                        **self._row(submission, delivery_id, REJECTED, raw, None, now),
-                        errors=exc.errors,
+                row = self._row(submission, uuid.uuid4().hex, REJECTED, raw, None, now)
+                incomplete = await self._incomplete_row(conn, submission)
+                if incomplete is not None:
+                    # The same provider person, still incomplete: one row, kept up to date
+                    # with everything they have given so far (Crisp sends name, email and
+                    # phone in separate events).
+                    delivery_id = incomplete
+                    await conn.execute(
+                        update(deliveries)
+                        .where(deliveries.c.id == delivery_id)
+                        .values(fields=row["fields"], errors=exc.errors, updated_at=now)
                     )
-                )
+                else:
+                    delivery_id = row["id"]
+                    await conn.execute(deliveries.insert().values(**row, errors=exc.errors))
                 await self._record_event(conn, submission, delivery_id, now)
                 metrics.CONTACTS.labels(submission.channel, "rejected").inc()
                 return Outcome(status=REJECTED, delivery_id=delivery_id, errors=exc.errors)
@@ -627,7 +645,19 @@ class DeliveryQueue:
             row["contact_manager"] = manager
             row["next_attempt_at"] = now + hold
             row.update(warnings=warnings or None, contact_id=contact_id)
-            await conn.execute(_INSERT_DELIVERY, row)
+            incomplete = await self._incomplete_row(conn, submission)
+            if incomplete is not None:
+                # The person was rejected as incomplete before and now is complete: that row
+                # becomes their delivery (one row per person, not a stale rejection beside it).
+                delivery_id = row["id"] = incomplete
+                del row["created_at"]
+                await conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id == delivery_id)
+                    .values(**row, errors=None, last_error=None)
+                )
+            else:
+                await conn.execute(_INSERT_DELIVERY, row)
             await self._record_event(conn, submission, delivery_id, now)
             return Outcome(
                 status=PENDING, delivery_id=delivery_id, contact=merged, warnings=warnings
@@ -638,6 +668,15 @@ class DeliveryQueue:
             async with self.engine.begin() as conn:
                 return await _tx(conn)
         return await self._write(_tx)
+
+    @staticmethod
+    async def _incomplete_row(conn: WriteConnection, submission: Submission) -> str | None:
+        """The rejected row of this provider person, if their details were incomplete."""
+        if not submission.person_key:
+            return None
+        params = {"source": submission.source, "person_key": submission.person_key}
+        found = (await conn.execute(_INCOMPLETE, params)).first()
+        return str(found[0]) if found is not None else None
 
     @staticmethod
     async def _earlier_token(conn: WriteConnection, contact: Contact, token: str) -> str | None:
