@@ -60,6 +60,7 @@ def build_client(settings: Settings) -> RocketChatClient:
         concurrency=settings.rocketchat_concurrency,
         contact_api=settings.rocketchat_contact_api,
         custom_field_ids=settings.rocketchat_custom_fields,
+        lookup_new_contacts=settings.rocketchat_lookup_new_contacts,
     )
 
 

@@ -228,8 +228,11 @@ class VisitorStrategy:
 
     name = "visitor"
 
-    def __init__(self, custom_field_ids: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, custom_field_ids: tuple[str, ...] = (), *, lookup_new_contacts: bool = True
+    ) -> None:
         self.custom_field_ids = custom_field_ids
+        self.lookup_new_contacts = lookup_new_contacts
 
     async def register(
         self,
@@ -239,14 +242,25 @@ class VisitorStrategy:
         record_contact_id: ContactIdRecorder | None = None,
     ) -> RegisteredContact:
         body = visitor_body(registration, custom_field_ids=self.custom_field_ids)
+        # Rocket.Chat unsets what a call leaves out: read what it holds about the person
+        # first, so that what agents added there is sent back. Registered before: by the
+        # id it gave us. New to us: by email, because a known email makes Rocket.Chat reuse
+        # that visitor (a phone never does). Each lookup route has its own rate-limit
+        # bucket, so the registrations' pace is unchanged.
+        found: dict[str, Any] | None = None
         if registration.known_contact_id:
-            # Registered before: keep what agents have added in Rocket.Chat since (its own
-            # route and rate-limit bucket, so the registrations' pace is unchanged).
             found = await client.call(
                 "GET",
                 "/api/v1/omnichannel/contact",
                 params={"contactId": registration.known_contact_id},
             )
+        elif self.lookup_new_contacts and registration.contact.email:
+            found = await client.call(
+                "GET",
+                "/api/v1/omnichannel/contact.search",
+                params={"email": registration.contact.email.strip().lower()},
+            )
+        if found is not None:
             stored = found.get("contact")
             body = keep_what_rocketchat_holds(body, stored if isinstance(stored, dict) else None)
         data = await client.call("POST", "/api/v1/omnichannel/contact", json=body)
@@ -272,9 +286,11 @@ class RocketChatClient:
         concurrency: int = 8,
         contact_api: str = "auto",
         custom_field_ids: tuple[str, ...] = (),
+        lookup_new_contacts: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.lookup_new_contacts = lookup_new_contacts
         self.configured = bool(user_id and auth_token)
         self.contact_api = contact_api
         self.custom_field_ids = custom_field_ids
@@ -298,6 +314,9 @@ class RocketChatClient:
         self._ready: tuple[float, ReadyReport] | None = None
         self._me_known: tuple[float, ReadyReport] | None = None  # last answer /me gave
         self._ready_lock = asyncio.Lock()
+
+    def _visitor_strategy(self) -> VisitorStrategy:
+        return VisitorStrategy(self.custom_field_ids, lookup_new_contacts=self.lookup_new_contacts)
 
     def _http(self) -> aiohttp.ClientSession:
         """The keep-alive pool: at most ROCKETCHAT_CONCURRENCY connections, ever.
@@ -452,11 +471,11 @@ class RocketChatClient:
             version = await self.server_version(refresh=refresh)
         if wanted == "auto" and version is None:
             # /api/info did not answer: use the legacy route now, detect again next time.
-            return VisitorStrategy(self.custom_field_ids)
+            return self._visitor_strategy()
         contact_center = wanted == "contact-center" or (
             wanted == "auto" and version is not None and version >= CONTACT_CENTER_SINCE
         )
-        strategy: RegistrationStrategy = VisitorStrategy(self.custom_field_ids)
+        strategy: RegistrationStrategy = self._visitor_strategy()
         if contact_center:
             try:
                 from adapter.contact_center import (  # type: ignore[import-not-found,unused-ignore]

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     rocketchat_timeout: float = Field(default=10.0, gt=0)
     rocketchat_concurrency: int = Field(default=8, ge=1, le=256)
     rocketchat_contact_api: Literal["auto", "visitor", "contact-center"] = "auto"
+    # Legacy route: look a person new to us up by email first, so that a visitor Rocket.Chat
+    # already has keeps its contact manager and custom fields (one more call per new person).
+    rocketchat_lookup_new_contacts: bool = True
 
     # Storage and delivery
     database_url: str = Field(default_factory=_default_database_url)

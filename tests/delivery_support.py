@@ -131,6 +131,16 @@ class Tracker:
                 and (not ours or s.user_agent == "contact-adapter")
             ]
 
+    def registration_calls(self) -> list[Seen]:
+        """Our calls to the legacy contact routes: each registration's lookup, then its POST."""
+        with self.lock:
+            return [
+                s
+                for s in self.seen
+                if s.path in (CONTACT_POST, CONTACT_POST + ".search")
+                and s.user_agent == "contact-adapter"
+            ]
+
     def registered_per_token(self) -> Counter[str]:
         """Successful registrations (2xx) per token."""
         return Counter(s.token for s in self.contact_posts() if s.status == 200 and s.token)

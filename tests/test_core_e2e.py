@@ -107,6 +107,39 @@ def test_what_agents_added_in_rocketchat_survives_the_next_registration(
     assert visitor["livechatData"] == {"company": "Acme", "tier": "platinum"}  # ours wins
 
 
+@pytest.mark.parametrize("lookup", [True, False])
+def test_a_visitor_rocketchat_already_knows_keeps_its_manager_and_fields(
+    lookup: bool,
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+    standin: RocketChatStandIn,
+) -> None:
+    """A guest who chatted before exists in Rocket.Chat under its own token: our first
+    registration with their email reuses that visitor, and must not wipe what it holds
+    (unless ROCKETCHAT_LOOKUP_NEW_CONTACTS=false saves that call, as documented)."""
+    standin.add_custom_field("company")
+    standin.visitors["livechatVisitor1"] = {
+        "_id": "livechatVisitor1",
+        "username": "guest-7",
+        "token": "widget-session-token",
+        "name": "Chris",
+        "visitorEmails": [{"address": "chris@example.com"}],
+        "contactManager": {"username": "agent.smith"},
+        "livechatData": {"company": "Acme"},
+    }
+    service = start_service(make_settings(rocketchat_lookup_new_contacts=lookup))
+    answer = service.post_contact(**CHRIS)
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["contact_id"] == "livechatVisitor1" and len(standin.visitors) == 1
+    visitor = standin.visitors["livechatVisitor1"]
+    assert visitor["name"] == "Chris Doe"
+    if lookup:
+        assert visitor["contactManager"] == {"username": "agent.smith"}
+        assert visitor["livechatData"] == {"company": "Acme"}
+    else:  # Rocket.Chat's own upsert semantics, unguarded
+        assert "contactManager" not in visitor and visitor["livechatData"] == {}
+
+
 def test_idempotency_key_is_accepted_once(service: Service, standin: RocketChatStandIn) -> None:
     first = service.post_contact(**CHRIS, event_id="lead-42")
     again = service.post_contact(**CHRIS, event_id="lead-42")

@@ -284,7 +284,8 @@ def test_401_pauses_everything_without_spending_attempts_then_resumes(
     # …while the deliveries wait without spending attempts.
     assert all(service.delivery(i)["attempts"] == 0 for i in ids)
     assert all(service.delivery(i)["status"] == "pending" for i in ids)
-    assert len(tracker.contact_posts()) == 1  # only the first noticed; the rest wait
+    # Only the first registration found out (at its lookup); the rest wait.
+    assert len(tracker.registration_calls()) == 1 and not tracker.contact_posts()
     standin.set_credentials_valid(BOT["user_id"], True)
     wait_until(lambda: delivered(service, ids), timeout=15)
     assert all(service.delivery(i)["attempts"] == 1 for i in ids)
@@ -418,8 +419,11 @@ def test_5xx_is_retried_with_growing_backoff(
         lambda: (r := service.delivery(delivery_id))["status"] == "delivered" and r, timeout=15
     )
     assert record["attempts"] == 4
-    starts = [s.started for s in tracker.contact_posts()]
-    assert [s.status for s in tracker.contact_posts()] == [503, 503, 503, 200]
+    # Each attempt starts with the lookup of what Rocket.Chat holds, then registers.
+    attempts = [s for s in tracker.registration_calls() if s.method == "GET"]
+    starts = [s.started for s in attempts]
+    assert [s.status for s in attempts] == [503, 503, 503, 200]
+    assert [s.status for s in tracker.contact_posts()] == [200]
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     # retry_first_delay=0.2, never earlier than the stated delay: ≥ 0.2, ≥ 0.4, ≥ 0.8 seconds
     assert gaps[0] >= 0.2 and gaps[1] >= 0.4 and gaps[2] >= 0.8, gaps

@@ -59,6 +59,9 @@ def formation(
         ROCKETCHAT_USER_ID=BOT["user_id"],
         ROCKETCHAT_AUTH_TOKEN=BOT["token"],
         ROCKETCHAT_CONTACT_API="visitor",
+        # One call per registration, so "in flight" and "late" are read off the posts alone
+        # (the lookup before a new person's post is tested in test_core_e2e).
+        ROCKETCHAT_LOOKUP_NEW_CONTACTS="false",
         ROCKETCHAT_CONCURRENCY="4",
         API_TOKEN=API_TOKEN,
         ADMIN_TOKEN=ADMIN_TOKEN,
