@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -23,16 +24,37 @@ API_TOKEN = "test-api-token-0123456789"
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    *,
+    what: str = "condition",
+    show: Callable[[], Any] | None = None,
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``, saying
+    ``what`` was awaited and what was seen instead (``show()``, else the last value)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
-        time.sleep(interval)
+            seen = show() if show is not None else value
+            raise AssertionError(f"{what} not met within {timeout:.1f}s (last seen: {seen!r})")
+        time.sleep(interval)  # noqa: sleep-ok - the poll interval of this deadline wait
+
+
+async def wait_until_async(
+    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05
+) -> Any:
+    """:func:`wait_until` for tests that drive the service's coroutines in their own loop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(interval)  # noqa: sleep-ok - the poll interval of this deadline wait
 
 
 @pytest.fixture

@@ -23,8 +23,16 @@ from typing import Any
 import httpx
 
 from adapter.sansio import contact_token
-from tests.conftest import ADMIN_TOKEN, API_TOKEN, BOT
+from tests.conftest import ADMIN_TOKEN, API_TOKEN, BOT, wait_until
 from tests.rocketchat_standin import StandInServer
+
+
+def healthy(url: str) -> bool:
+    """Does the service at ``url`` answer ``/healthz`` with 200 (now)?"""
+    try:
+        return httpx.get(url + "/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 async def read_body(receive: Callable[[], Any]) -> bytes:
@@ -35,6 +43,7 @@ async def read_body(receive: Callable[[], Any]) -> bytes:
         chunks.append(message.get("body", b""))
         if not message.get("more_body"):
             return b"".join(chunks)
+
 
 BIN = Path(sys.executable).parent
 CONTACT_POST = "/api/v1/omnichannel/contact"
@@ -253,18 +262,13 @@ class Proc:
         return self
 
     def wait_http(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def answering() -> bool:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.args} exited: {self.output()[-2000:]}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.args} did not answer within {timeout}s")
+            return healthy(self.url)
+
+        wait_for(answering, timeout, f"{self.args} answering /healthz")
 
     def kill(self) -> float:
         """SIGKILL: no shutdown, no drain, leases left behind."""
@@ -377,16 +381,14 @@ def close_readers() -> None:
 
 
 def wait_for(
-    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    show: Callable[[], Any] | None = None,
 ) -> Any:
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout}s (last: {value!r})")
+    """:func:`tests.conftest.wait_until` with the description first, as process tests read."""
+    return wait_until(predicate, timeout, interval, what=what, show=show)
 
 
 class EchoingRejection:

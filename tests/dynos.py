@@ -21,14 +21,12 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from tests.delivery_support import read_body
+from tests.delivery_support import healthy, read_body, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the venv's bin: contact-adapter lives here
@@ -148,19 +146,13 @@ class Dyno:
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """For web dynos: until ``/healthz`` answers."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def answering() -> bool:
             if not self.running:
                 raise RuntimeError(f"{self.name} exited during start-up:\n{self.output()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(
-            f"{self.name} did not answer /healthz in {timeout}s:\n{self.output()[-3000:]}"
-        )
+            return healthy(self.url)
+
+        wait_for(answering, timeout, f"{self.name} answering /healthz", show=self.output)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -311,28 +303,6 @@ class Deadline:
                 f"the test's {self.seconds:.0f}s deadline passed before {what} could start"
             )
         return min(cap, remaining)
-
-
-def wait_for(
-    predicate: Callable[[], Any],
-    timeout: float,
-    what: str,
-    interval: float = 0.05,
-    show: Callable[[], Any] | None = None,
-) -> Any:
-    """Poll ``predicate`` until it is true; on timeout say what was awaited and what was
-    seen instead (``show()`` when given, else the predicate's last value)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            seen = show() if show is not None else value
-            raise AssertionError(
-                f"timed out after {timeout:.1f}s waiting for {what} (last seen: {seen!r})"
-            )
-        time.sleep(interval)
 
 
 def iter_json_lines(text: str) -> Iterator[dict[str, Any]]:

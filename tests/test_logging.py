@@ -48,6 +48,8 @@ SECRETS = {
 
 
 # What happens to one delivery; worker-wide events (outage, resumed) have no delivery id.
+# What the end-to-end flows must have logged before the log is read.
+LOGGED_EVENTS = {"delivered", "delivery_retry", "delivery_paused", "delivery_resumed"}
 PER_DELIVERY_EVENTS = frozenset(
     {
         "delivered",
@@ -284,7 +286,17 @@ def test_logs_are_json_with_ids_and_never_personal_data_or_secrets(
         )
         assert answer.status_code == 200, answer.text
 
-    time.sleep(1.0)  # let the last delivery and report lines be written
+    def written() -> bool:
+        """Every request's access line and the delivery events are in the log."""
+        try:
+            lines = dyno.log_lines()
+        except AssertionError:  # a line half written: look again
+            return False
+        access = {line.get("request_id") for line in lines if line["logger"] == "uvicorn.access"}
+        events = {line["event"] for line in lines}
+        return set(request_ids.values()) <= access and events >= LOGGED_EVENTS
+
+    wait_for(written, 10, "the last requests' and deliveries' lines")
     lines = dyno.log_lines()  # raises on any line that is not a JSON object
     assert len(lines) > 20
     text = dyno.output()
@@ -314,7 +326,7 @@ def test_logs_are_json_with_ids_and_never_personal_data_or_secrets(
         if line["event"] in PER_DELIVERY_EVENTS:
             assert re.fullmatch(r"[0-9a-f]{32}", str(line.get("delivery_id"))), line
     events = {line["event"] for line in lines}
-    assert {"delivered", "delivery_retry", "delivery_paused", "delivery_resumed"} <= events
+    assert events >= LOGGED_EVENTS
     retried = [line for line in lines if line["event"] == "delivery_retry"]
     assert retried[0]["delivery_id"] == retry.json()["delivery_id"]
     # The retry happened on the request's fast path: it carries that request's id too.

@@ -275,7 +275,8 @@ def test_inprocess_worker_off_leaves_delivery_to_worker_dynos(
     with httpx.Client(base_url=web.url, headers=auth, timeout=10) as http:
         for i in range(5):
             assert http.post("/contacts", json=guest(i)).status_code == 202
-    time.sleep(1.5)  # 15 poll intervals: an in-process worker would have delivered by now
+    # A negative check: 15 poll intervals, an in-process worker would have delivered by now.
+    time.sleep(1.5)  # noqa: sleep-ok
     assert recording.snapshot() == []
     assert statuses(postgres_server, postgres_url) == {"pending": 5}
     formation.start("worker")
