@@ -45,7 +45,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy import create_engine as sa_create_engine
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -220,12 +220,17 @@ def create_engine(
     # connections, kept open. Each aiosqlite connection is a thread; overflow connections
     # opened and closed under load cost a thread start and the pragmas every time.
     pool: dict[str, Any] = {}
-    if make_url(url).database not in (None, "", ":memory:"):  # in memory: one static connection
+    if _sqlite_file(make_url(url)):  # in memory: SQLAlchemy's one static connection
         pool = {"pool_size": 8, "max_overflow": 0, "pool_timeout": 30}
     engine = create_async_engine(url, connect_args={"timeout": 30}, **pool)
     _sqlite_pragmas(engine.sync_engine, sqlite_synchronous)
     _SQLITE_SYNCHRONOUS[engine.sync_engine] = sqlite_synchronous
     return engine
+
+
+def _sqlite_file(url: URL) -> bool:
+    """Is this SQLite URL a file that other connections can open too (not in memory)?"""
+    return url.database not in (None, "", ":memory:")
 
 
 # The synchronous mode each SQLite engine was made with, for its writer's own connection.
@@ -249,7 +254,7 @@ def sqlite_writer_engine(engine: AsyncEngine) -> Engine | None:
     (``adapter.sqlite_writer``), or None where there is no file to share (PostgreSQL, an
     in-memory database). Autocommit at the driver: the writer says BEGIN and COMMIT."""
     url = engine.url
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+    if url.get_backend_name() != "sqlite" or not _sqlite_file(url):
         return None
     sync = sa_create_engine(
         url.set(drivername="sqlite+pysqlite"),

@@ -189,7 +189,7 @@ class SQLiteWriter:
 
     def _rollback(self, conn: Connection) -> None:
         try:
-            if conn.connection.dbapi_connection is not None and _in_transaction(conn):
+            if _in_transaction(conn):
                 conn.exec_driver_sql("ROLLBACK")
             conn.rollback()
         except Exception:
