@@ -518,10 +518,14 @@ class DeliveryQueue:
             return False
         except RocketChatError:
             return False
+        self._resumed()
+        return True
+
+    def _resumed(self) -> None:
+        """The pause is over: deliver again, and let /readyz look afresh."""
         log.info("delivery_resumed")
         self.paused_reason = None
         self.client.forget_readiness()
-        return True
 
     async def _accept(
         self, submission: Submission, given: dict[str, Any], *, hold: float = 0.0
@@ -1188,9 +1192,7 @@ class DeliveryQueue:
             return
         metrics.ATTEMPTS.labels("delivered").inc()
         if self.paused_reason is not None:
-            log.info("delivery_resumed")
-            self.paused_reason = None
-            self.client.forget_readiness()
+            self._resumed()
         self._reachable()
         bound.info("delivered", strategy=result.strategy)
         await self._finish(
@@ -1665,19 +1667,14 @@ class DeliveryWorker:
         # ROCKETCHAT_CONCURRENCY (the client's semaphore and connection pool).
         limit = 2 * self.settings.rocketchat_concurrency
         if queue.paused_reason is not None:
-            if not queue._paused_permission:
-                if not await self._credentials_ok():
-                    return 0
-            else:
-                # A permission is missing: every auth_check_interval one real delivery
-                # finds out whether it was granted (it burns no attempt if not).
-                now = time.monotonic()
-                if (
-                    self._in_flight
-                    or now - self._last_auth_check < self.settings.auth_check_interval
-                ):
-                    return 0
-                self._last_auth_check = now
+            # Every AUTH_CHECK_INTERVAL, shared with the fast path: rejected credentials are
+            # re-checked with /me; for a missing permission one real delivery finds out
+            # whether it was granted (it burns no attempt if not).
+            if queue._paused_permission and self._in_flight:
+                return 0
+            if not await queue.resume_if_fixed():
+                return 0
+            if queue.paused_reason is not None:  # still paused: the one delivery that looks
                 limit = 1
         hint = queue.client.pacer.wait_hint_any()
         if hint is not None:
@@ -1811,20 +1808,6 @@ class DeliveryWorker:
             else:
                 await self.queue._fold_into(conn, record, other, owned=False)
         return ids
-
-    async def _credentials_ok(self) -> bool:
-        """Rejected credentials: re-checked every AUTH_CHECK_INTERVAL (shared with the
-        fast path); True once they are accepted again."""
-        return await self.queue.resume_if_fixed()
-
-    @property
-    def _last_auth_check(self) -> float:
-        """The queue's: the worker and the fast path re-check a pause in turn, not both."""
-        return self.queue._last_auth_check
-
-    @_last_auth_check.setter
-    def _last_auth_check(self, value: float) -> None:
-        self.queue._last_auth_check = value
 
     async def _heartbeat(self) -> None:
         """Extend the leases of rows still in flight, so nobody else takes them."""
