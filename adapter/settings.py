@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from adapter.contact import CONTACT_FIELDS
 
-__all__ = ["Settings", "SettingsError", "load_settings"]
+__all__ = ["Settings", "SettingsError", "check_required_fields", "load_settings"]
 
 
 class SettingsError(RuntimeError):
@@ -27,6 +27,21 @@ def _split(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
     return tuple(str(v).strip() for v in value)
+
+
+REQUIRED_FIELDS_HELP = (
+    "expected a comma-separated list of name,email,phone that includes name "
+    "and at least one of email or phone (e.g. 'name,email')"
+)
+
+
+def check_required_fields(value: tuple[str, ...]) -> tuple[str, ...]:
+    """The floor of every required-fields setting (CONTACT_REQUIRED_FIELDS and each
+    ``<PROVIDER>_REQUIRED_FIELDS``): known fields, name, and email or phone."""
+    unknown = set(value) - set(CONTACT_FIELDS)
+    if unknown or "name" not in value or not ({"email", "phone"} & set(value)):
+        raise ValueError(REQUIRED_FIELDS_HELP)
+    return value
 
 
 def _default_database_url() -> str:
@@ -123,13 +138,7 @@ class Settings(BaseSettings):
     @field_validator("contact_required_fields")
     @classmethod
     def _required(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = set(value) - set(CONTACT_FIELDS)
-        if unknown or "name" not in value or not ({"email", "phone"} & set(value)):
-            raise ValueError(
-                "expected a comma-separated list of name,email,phone that includes name "
-                "and at least one of email or phone (e.g. 'name,email')"
-            )
-        return value
+        return check_required_fields(value)
 
     @field_validator("rocketchat_url")
     @classmethod

@@ -33,10 +33,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from adapter.channels import BodyTooLarge, ChannelContext, read_body
-from adapter.contact import CONTACT_FIELDS
 from adapter.delivery import Outcome, Submission
 from adapter.payloads import TOO_DEEP, Lookup, PayloadError, no_contact_reason
-from adapter.settings import SettingsError
+from adapter.settings import SettingsError, check_required_fields
 
 __all__ = [
     "PayloadError",
@@ -156,10 +155,6 @@ class WebhookProvider(ABC):
         return JSONResponse(body, status_code=self.success_status)
 
 
-_REQUIRED_HELP = (
-    "expected a comma-separated list of name,email,phone that includes name and at least "
-    "one of email or phone (e.g. 'name,email'), as for CONTACT_REQUIRED_FIELDS"
-)
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -174,10 +169,12 @@ def required_fields(lookup: Lookup, variable: str) -> tuple[str, ...] | None:
     if raw is None or not raw.strip():
         return None
     value = tuple(dict.fromkeys(p.strip().lower() for p in raw.split(",") if p.strip()))
-    chosen = set(value)
-    if chosen - set(CONTACT_FIELDS) or "name" not in chosen or not chosen & {"email", "phone"}:
-        raise SettingsError(f"setting {variable} (got {raw!r}): {_REQUIRED_HELP}")
-    return value
+    try:
+        return check_required_fields(value)
+    except ValueError as exc:
+        raise SettingsError(
+            f"setting {variable} (got {raw!r}): {exc}, as for CONTACT_REQUIRED_FIELDS"
+        ) from None
 
 
 def record_ignored(lookup: Lookup, variable: str = "WEBHOOK_RECORD_IGNORED") -> bool:
