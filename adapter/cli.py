@@ -142,33 +142,17 @@ def parse(
     ],
 ) -> None:
     """Show what would be registered from free text, without sending anything."""
-    from adapter.contact import CONTACT_FIELDS, ContactError, validate_contact
     from adapter.extract import extract_contact
 
     settings = _settings()
     found = extract_contact(text, default_region=settings.default_phone_region)
-    # Every problem at once (like Slack): what validation says, overridden by what
-    # extraction saw (e.g. two different emails in the text).
-    errors: dict[str, str] = {}
-    contact = None
-    try:
-        contact, _ = validate_contact(
-            found.fields(),
-            required=settings.contact_required_fields,
-            default_region=settings.default_phone_region,
-        )
-    except ContactError as exc:
-        errors = dict(exc.errors)
-    errors.update(found.errors)
-    if errors:
-        errors = {
-            **{k: errors[k] for k in CONTACT_FIELDS if k in errors},
-            **{k: v for k, v in errors.items() if k not in CONTACT_FIELDS},
-        }
+    contact, errors = found.check(
+        required=settings.contact_required_fields, default_region=settings.default_phone_region
+    )
+    if contact is None:
         for field, message in errors.items():
             typer.echo(f"{field}: {message}", err=True)
         raise typer.Exit(1)
-    assert contact is not None
     typer.echo(json.dumps(contact.as_dict(), ensure_ascii=False, indent=2))
 
 

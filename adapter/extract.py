@@ -18,12 +18,21 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import phonenumbers
 
-from adapter.contact import FieldError, normalize_email, normalize_name, normalize_phone
+from adapter.contact import (
+    CONTACT_FIELDS,
+    Contact,
+    ContactError,
+    FieldError,
+    normalize_email,
+    normalize_name,
+    normalize_phone,
+    validate_contact,
+)
 
 __all__ = ["Extraction", "extract_contact"]
 
@@ -86,6 +95,26 @@ class Extraction:
             if _digits(plus).startswith(_digits(self.phone)):
                 out["phone"] = plus
         return out
+
+    def check(
+        self, *, required: Sequence[str], default_region: str | None
+    ) -> tuple[Contact | None, dict[str, str]]:
+        """The contact, or every problem at once: what validation says, overridden by what
+        extraction saw (e.g. two different emails in the text), in field order."""
+        contact: Contact | None = None
+        found: dict[str, str] = {}
+        try:
+            contact, _ = validate_contact(
+                self.fields(), required=required, default_region=default_region
+            )
+        except ContactError as exc:
+            found = dict(exc.errors)
+        found.update(self.errors)
+        if not found:
+            return contact, {}
+        ordered = {k: found[k] for k in CONTACT_FIELDS if k in found}
+        ordered.update({k: v for k, v in found.items() if k not in ordered})
+        return None, ordered
 
 
 @dataclass(frozen=True)
