@@ -27,7 +27,7 @@ run: $(VENV)/.installed
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check adapter handlers tests bench
-	$(BIN)/ruff format --check adapter handlers
+	$(BIN)/ruff format --check adapter handlers tests bench
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy --strict adapter handlers

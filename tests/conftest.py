@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 import time
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 import uvicorn
 
 from adapter.app import create_app
@@ -42,7 +44,7 @@ def wait_until(
         if time.monotonic() > deadline:
             seen = show() if show is not None else value
             raise AssertionError(f"{what} not met within {timeout:.1f}s (last seen: {seen!r})")
-        time.sleep(interval)  # noqa: sleep-ok - the poll interval of this deadline wait
+        time.sleep(interval)  # sleep-ok: the poll interval of this deadline wait
 
 
 async def wait_until_async(
@@ -54,7 +56,30 @@ async def wait_until_async(
         value = predicate()
         if value or time.monotonic() > deadline:
             return value
-        await asyncio.sleep(interval)  # noqa: sleep-ok - the poll interval of this deadline wait
+        await asyncio.sleep(interval)  # sleep-ok: the poll interval of this deadline wait
+
+
+@pytest.fixture(autouse=True)
+def _logging_left_as_found() -> Iterator[None]:
+    """A command run in-process (typer's CliRunner) configures logging onto its own stdout,
+    closed once it returns: put the root logger and structlog back, so later tests' log lines
+    are not written to a closed stream ("--- Logging error ---") and lost."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    named = {
+        name: (logger.level, logger.propagate, logger.handlers[:])
+        for name, logger in logging.Logger.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+    config = structlog.get_config()
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)  # setLevel, not assignment: it also clears logging's level caches
+    for name, (old_level, propagate, old_handlers) in named.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(old_level)
+        logger.propagate, logger.handlers[:] = propagate, old_handlers
+    structlog.configure(**config)
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ SCREENSHOT = os.environ.get("ADMIN_SCREENSHOT", "/tmp/admin.png")
 COMPANY = {"label": "Company", "required": True, "regexp": "", "searchable": False}
 
 
-
 def test_log_in_find_the_failed_delivery_retry_it_and_see_it_delivered(
     browser: Any, service: Service, standin: RocketChatStandIn
 ) -> None:

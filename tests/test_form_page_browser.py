@@ -22,7 +22,6 @@ pytestmark = pytest.mark.browser
 SCREENSHOT = os.environ.get("FORM_SCREENSHOT", "/tmp/form.png")
 
 
-
 def _visitor(standin: RocketChatStandIn, email: str) -> dict[str, Any] | None:
     for visitor in standin.visitors.values():
         if any(e.get("address") == email for e in visitor.get("visitorEmails") or []):
