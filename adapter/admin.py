@@ -34,7 +34,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from adapter.channels import ChannelContext
-from adapter.delivery import STATUSES, DeliveryRecord
+from adapter.delivery import STATUSES, Attempt, DeliveryRecord
 from adapter.logs import redact_text
 
 __all__ = [
@@ -192,7 +192,16 @@ def _ago(stamp: float | None) -> str:
     return f"in {text}" if future else f"{text} ago"
 
 
-_env.filters.update(when=_when, iso=_iso, ago=_ago)
+def _took(seconds: float) -> str:
+    """How long an attempt took: "85 ms", "2.4 s", "3 min"."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.0f} min"
+
+
+_env.filters.update(when=_when, iso=_iso, ago=_ago, took=_took)
 _env.globals.update(statuses=STATUSES)
 
 
@@ -649,6 +658,13 @@ class _Admin:
                 contact_url = self.queue.client.contact_url(record.contact_id, record.strategy)
             except Exception:  # a link is a nicety
                 contact_url = None
+        history = [
+            {
+                **attempt.public(),
+                "meaning": Attempt.OUTCOMES.get(attempt.outcome, attempt.outcome),
+            }
+            for attempt in await self.queue.history(record.id)
+        ]
         refresh = REFRESH_SECONDS if record.status in IN_PROGRESS else None
         notice = request.query_params.get("notice", "")  # "queued again" is news until done
         response = self.render(
@@ -660,6 +676,7 @@ class _Admin:
             errors={k: _mask_message(k, str(v)) for k, v in (record.errors or {}).items()},
             warnings={k: _mask_message(k, str(v)) for k, v in (record.warnings or {}).items()},
             contact_url=contact_url,
+            history=history,
             refresh=refresh,
             notice=None if notice == "retried" and not refresh else NOTICES.get(notice),
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
 from typing import Any
 
 import structlog
@@ -159,7 +160,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             )
         admin = settings.admin_token.get_secret_value() if settings.admin_token else None
         if admin and bearer_ok(request, admin):
-            return JSONResponse(record.detail())
+            history = [asdict(a) for a in await queue.history(record.id)]
+            return JSONResponse({**record.detail(), "history": history})
         return JSONResponse(record.public())
 
     async def metrics_endpoint(request: Request) -> Response:

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -258,11 +259,19 @@ def deliveries_list(
 @deliveries_app.command("show")
 def deliveries_show(delivery_id: str) -> None:
     """Show one delivery in full (includes the contact's details)."""
-    record = _queue_call(lambda q: q.get(delivery_id))
-    if record is None:
+
+    async def detail(queue: Any) -> dict[str, Any] | None:
+        record = await queue.get(delivery_id)
+        if record is None:
+            return None
+        history = [asdict(a) for a in await queue.history(delivery_id)]
+        return {**record.detail(), "history": history}
+
+    found = _queue_call(detail)
+    if found is None:
         typer.echo(f"no delivery {delivery_id}", err=True)
         raise typer.Exit(1)
-    typer.echo(json.dumps(record.detail(), indent=2, ensure_ascii=False, default=str))
+    typer.echo(json.dumps(found, indent=2, ensure_ascii=False, default=str))
 
 
 @deliveries_app.command("retry")

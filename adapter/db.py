@@ -16,7 +16,9 @@ submissions merged into a delivery, each told the outcome once), ``deliveries.qu
 (when the current round of attempts started: ``retry`` resets it, ``created_at`` stays)
 and the index that finds outcomes not yet reported; 3 — ``deliveries.email_key`` (the
 lower-cased email) and ``deliveries.phone_key`` (the E.164 phone), indexed, so a person
-first seen by phone and later with an email keeps one token (rows from before stay NULL).
+first seen by phone and later with an email keeps one token (rows from before stay NULL);
+4 — ``delivery_attempts``: one row per try at Rocket.Chat (when, how long, what came of it,
+which worker), for the admin page's history of a delivery.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "create_engine",
     "deliveries",
+    "delivery_attempts",
     "delivery_events",
     "is_postgres",
     "metadata",
@@ -66,7 +69,7 @@ __all__ = [
     "people",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 metadata = MetaData()
 
 deliveries = Table(
@@ -127,6 +130,20 @@ deliveries = Table(
         sqlite_where=text("notified_at IS NULL AND status IN ('delivered', 'failed')"),
         postgresql_where=text("notified_at IS NULL AND status IN ('delivered', 'failed')"),
     ),
+)
+
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("delivery_id", String(32), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("duration", Float, nullable=False),  # seconds until the answer (or its absence)
+    Column("outcome", String(16), nullable=False),  # see delivery.Attempt.OUTCOMES
+    Column("error", Text),
+    Column("contact_id", String(64)),
+    Column("worker", String(64)),  # the lease owner that made the call
+    Index("ix_delivery_attempts_delivery", "delivery_id", "started_at"),
 )
 
 delivery_events = Table(

@@ -35,8 +35,8 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, ClassVar, TypeVar
 
 import structlog
 from sqlalchemy import and_, bindparam, case, exists, func, or_, select, text, update
@@ -45,7 +45,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapter import metrics
 from adapter.contact import Contact, ContactError, validate_contact
-from adapter.db import deliveries, delivery_events, people, sqlite_writer_engine
+from adapter.db import (
+    deliveries,
+    delivery_attempts,
+    delivery_events,
+    people,
+    sqlite_writer_engine,
+)
 from adapter.errors import (
     ConfigurationError,
     ContactRejected,
@@ -60,6 +66,7 @@ from adapter.settings import Settings
 from adapter.sqlite_writer import SQLiteWriter, WriteConnection
 
 __all__ = [
+    "Attempt",
     "DeliveryQueue",
     "DeliveryRecord",
     "DeliveryWorker",
@@ -130,6 +137,43 @@ _FINISH = (
     .returning(deliveries.c.contact_id, deliveries.c.strategy)
 )
 _INSERT_EVENT = delivery_events.insert()
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try at registering a delivery in Rocket.Chat, as the admin page lists it."""
+
+    started_at: float
+    duration: float  # seconds until Rocket.Chat's answer, or until giving up on one
+    outcome: str  # one of OUTCOMES
+    error: str | None = None
+    contact_id: str | None = None
+    worker: str | None = None  # the lease owner that made the call
+
+    OUTCOMES: ClassVar[dict[str, str]] = {
+        "delivered": "Rocket.Chat registered the contact",
+        "rejected": "Rocket.Chat refused the contact (not retried)",
+        "retry": "no usable answer (network, timeout or 5xx): tried again later",
+        "gave_up": "no usable answer, and the retry window is over",
+        "rate_limited": "rate limited: waited for the window to reset (not counted)",
+        "paused": "credentials or permission refused: delivery paused (not counted)",
+        "abandoned": "its worker stopped before recording an answer: taken over",
+    }
+
+    @classmethod
+    def from_row(cls, row: Any) -> Attempt:
+        return cls(**{f.name: row[f.name] for f in fields(cls)})
+
+    def values(self, delivery_id: str) -> dict[str, Any]:
+        return {"delivery_id": delivery_id, **asdict(self)}
+
+    def public(self) -> dict[str, Any]:
+        """For an authenticated operator; Rocket.Chat's error text may quote what it
+        refused, so it is masked like ``last_error`` in the admin list."""
+        return {**asdict(self), "error": redact_text(self.error) if self.error else None}
+
+
+_INSERT_ATTEMPT = delivery_attempts.insert()
 
 
 @dataclass(frozen=True)
@@ -1145,6 +1189,20 @@ class DeliveryQueue:
 
             await self._write(_tx)
 
+        started, clock = time.time(), time.monotonic()
+
+        def attempt(
+            outcome: str, error: str | None = None, contact_id: str | None = None
+        ) -> Attempt:
+            return Attempt(
+                started_at=started,
+                duration=time.monotonic() - clock,
+                outcome=outcome,
+                error=error,
+                contact_id=contact_id,
+                worker=self.owner,
+            )
+
         try:
             try:
                 result: RegisteredContact = await self.client.register(
@@ -1157,7 +1215,12 @@ class DeliveryQueue:
             self._reachable()
             metrics.ATTEMPTS.labels("rate_limited").inc()
             bound.info("rate_limited", wait_until=exc.reset_at)
-            await self._release(record, next_attempt_at=exc.reset_at, last_error=str(exc))
+            await self._release(
+                record,
+                next_attempt_at=exc.reset_at,
+                last_error=str(exc),
+                attempt=attempt("rate_limited", str(exc)),
+            )
             await self._postpone_due(exc.reset_at)
             return
         except ConfigurationError as exc:
@@ -1167,27 +1230,30 @@ class DeliveryQueue:
                 bound.error("delivery_paused", reason=str(exc))
             self.paused_reason = str(exc)
             self._paused_permission = isinstance(exc, PermissionDenied)
-            await self._release(record, next_attempt_at=time.time(), last_error=str(exc))
+            await self._release(
+                record,
+                next_attempt_at=time.time(),
+                last_error=str(exc),
+                attempt=attempt("paused", str(exc)),
+            )
             return
         except ContactRejected as exc:
             self._reachable()
             metrics.ATTEMPTS.labels("rejected").inc()
             bound.warning("delivery_rejected", error=exc.message)
+            error = f"Rocket.Chat rejected the contact: {exc.message}"
             await self._finish(
-                record,
-                FAILED,
-                last_error=f"Rocket.Chat rejected the contact: {exc.message}",
-                waiter=waiter,
+                record, FAILED, last_error=error, waiter=waiter, attempt=attempt("rejected", error)
             )
             return
         except RocketChatError as exc:
             self._unreachable(str(exc))
-            await self._retry_later(record, str(exc), bound, waiter)
+            await self._retry_later(record, str(exc), bound, waiter, attempt=attempt)
             return
         except Exception as exc:
             bound.exception("delivery_crashed")
             await self._retry_later(
-                record, f"unexpected error: {type(exc).__name__}", bound, waiter
+                record, f"unexpected error: {type(exc).__name__}", bound, waiter, attempt=attempt
             )
             return
         metrics.ATTEMPTS.labels("delivered").inc()
@@ -1196,11 +1262,22 @@ class DeliveryQueue:
         self._reachable()
         bound.info("delivered", strategy=result.strategy)
         await self._finish(
-            record, DELIVERED, contact_id=result.contact_id, strategy=result.strategy, waiter=waiter
+            record,
+            DELIVERED,
+            contact_id=result.contact_id,
+            strategy=result.strategy,
+            waiter=waiter,
+            attempt=attempt("delivered", contact_id=result.contact_id),
         )
 
     async def _retry_later(
-        self, record: DeliveryRecord, error: str, bound: Any, waiter: _Waiter | None = None
+        self,
+        record: DeliveryRecord,
+        error: str,
+        bound: Any,
+        waiter: _Waiter | None = None,
+        *,
+        attempt: Callable[[str, str], Attempt],
     ) -> None:
         now = time.time()
         attempts = record.attempts + 1
@@ -1217,6 +1294,7 @@ class DeliveryQueue:
                 ),
                 attempts=attempts,
                 waiter=waiter,  # a caller still waiting hears "failed", not "pending"
+                attempt=attempt("gave_up", error),
             )
             return
         metrics.ATTEMPTS.labels("retry").inc()
@@ -1228,7 +1306,11 @@ class DeliveryQueue:
         )
         bound.info("delivery_retry", delay=round(delay, 2), error=error)
         await self._release(
-            record, next_attempt_at=now + delay, last_error=error, attempts=attempts
+            record,
+            next_attempt_at=now + delay,
+            last_error=error,
+            attempts=attempts,
+            attempt=attempt("retry", error),
         )
 
     def _reachable(self) -> None:
@@ -1261,8 +1343,10 @@ class DeliveryQueue:
         next_attempt_at: float,
         last_error: str | None,
         attempts: int | None = None,
+        attempt: Attempt | None = None,
     ) -> None:
-        """Hand a claimed row back as pending (or fold it into a newer pending one)."""
+        """Hand a claimed row back as pending (or fold it into a newer pending one),
+        recording the ``attempt`` that ended this way, if there was one."""
         values: dict[str, Any] = {
             "status": PENDING,
             "lease_owner": None,
@@ -1273,28 +1357,32 @@ class DeliveryQueue:
         }
         if attempts is not None:
             values["attempts"] = attempts
-        for attempt in range(3):
+
+        async def _tx(conn: WriteConnection) -> None:
+            # Another pending row for this person may have arrived meanwhile: it carries
+            # everything we know, so fold ours into it.
+            other = await self._pending_sibling(conn, record)
+            if other is not None:
+                await self._fold_into(conn, record, other, owned=True)
+            else:
+                changed = await conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id == record.id, deliveries.c.lease_owner == self.owner)
+                    .values(**values)
+                )
+                if changed.rowcount == 0:
+                    return  # our lease was taken over: the attempt is not ours to tell
+            if attempt is not None:
+                await conn.execute(_INSERT_ATTEMPT, attempt.values(record.id))
+
+        for tries in range(3):
             try:
-
-                async def _tx(conn: WriteConnection) -> None:
-                    # Another pending row for this person may have arrived meanwhile: it
-                    # carries everything we know, so fold ours into it.
-                    other = await self._pending_sibling(conn, record)
-                    if other is not None:
-                        await self._fold_into(conn, record, other, owned=True)
-                        return
-                    await conn.execute(
-                        update(deliveries)
-                        .where(deliveries.c.id == record.id, deliveries.c.lease_owner == self.owner)
-                        .values(**values)
-                    )
-
                 await self._write(_tx)
                 return
             except IntegrityError:
                 # A pending row for this person was inserted between our look and our
                 # update (SQLite reads outside the write transaction): look again.
-                if attempt == 2:
+                if tries == 2:
                     raise
 
     @staticmethod
@@ -1396,6 +1484,7 @@ class DeliveryQueue:
         last_error: str | None = None,
         attempts: int | None = None,
         waiter: _Waiter | None = None,
+        attempt: Attempt | None = None,
     ) -> None:
         now = time.time()
         values: dict[str, Any] = {
@@ -1421,7 +1510,10 @@ class DeliveryQueue:
             values["b_notified_at"] = now
 
         async def _tx(conn: WriteConnection) -> Any:
-            return (await conn.execute(_FINISH, values)).first()
+            row = (await conn.execute(_FINISH, values)).first()
+            if row is not None and attempt is not None:
+                await conn.execute(_INSERT_ATTEMPT, attempt.values(record.id))
+            return row
 
         row = await self._write(_tx)
         if row is None:
@@ -1512,6 +1604,20 @@ class DeliveryQueue:
 
         row = await self.read(_read)
         return DeliveryRecord.from_row(row) if row is not None else None
+
+    async def history(self, delivery_id: str, *, limit: int = 200) -> list[Attempt]:
+        """The delivery's tries at Rocket.Chat, newest first (at most ``limit``)."""
+
+        async def _read(conn: WriteConnection) -> Any:
+            query = (
+                select(delivery_attempts)
+                .where(delivery_attempts.c.delivery_id == delivery_id)
+                .order_by(delivery_attempts.c.started_at.desc(), delivery_attempts.c.id.desc())
+                .limit(limit)
+            )
+            return (await conn.execute(query)).mappings().all()
+
+        return [Attempt.from_row(row) for row in await self.read(_read)]
 
     async def list(
         self,
@@ -1802,6 +1908,15 @@ class DeliveryWorker:
         ids: list[str] = []
         for row in (await conn.execute(query)).mappings().all():
             record = DeliveryRecord.from_row(row)
+            lost = Attempt(
+                started_at=record.updated_at,  # when that worker claimed it
+                duration=time.time() - record.updated_at,
+                outcome="abandoned",
+                error="the worker delivering it stopped before recording Rocket.Chat's answer "
+                "(lease expired); delivered again, by the same contact token",
+                worker=record.lease_owner,
+            )
+            await conn.execute(_INSERT_ATTEMPT, lost.values(record.id))
             other = await self.queue._pending_sibling(conn, record)
             if other is None:
                 ids.append(record.id)

@@ -1,7 +1,8 @@
 """The admin page in real Chromium (Playwright, Debian's ``chromium``).
 
 Log in, find the failed delivery in the list (filter status=failed), open it, fix the
-cause at the Rocket.Chat stand-in, click "Retry this delivery", see it delivered.
+cause at the Rocket.Chat stand-in, click "Retry this delivery", see it delivered, with
+both attempts in its history.
 Screenshots go to /tmp/admin*.png (ADMIN_SCREENSHOT names the list page's).
 """
 
@@ -77,6 +78,10 @@ def test_log_in_find_the_failed_delivery_retry_it_and_see_it_delivered(
     page.wait_for_url(f"**/admin/deliveries/{failed_id}")
     page.get_by_text("Rocket.Chat rejected the contact").first.wait_for()
     assert "failed" in page.locator("h1 .badge").inner_text()
+    attempts = page.locator("tr.attempt")
+    assert attempts.count() == 1
+    assert "rejected" in attempts.first.inner_text()
+    assert "Invalid value for Company field" in attempts.first.inner_text()
     page.screenshot(path=SCREENSHOT.replace(".png", "-failed.png"), full_page=True)
 
     # Fix the cause in "Rocket.Chat", then retry.
@@ -91,6 +96,9 @@ def test_log_in_find_the_failed_delivery_retry_it_and_see_it_delivered(
         page.wait_for_timeout(300)
         page.reload()
     assert page.get_by_role("button", name="Retry this delivery").count() == 0
+    # Each try is listed, newest first: the delivery, then the rejection before the fix.
+    outcomes = [row.split("\t")[2].strip() for row in attempts.all_inner_texts()]
+    assert outcomes == ["delivered", "rejected"], outcomes
     contact_id = service.delivery(failed_id)["contact_id"]
     assert contact_id and page.get_by_text(contact_id).count() == 1
     page.screenshot(path=SCREENSHOT.replace(".png", "-delivery.png"), full_page=True)

@@ -119,6 +119,9 @@ def test_deliveries_show_and_retry_failed(tmp_path: Path) -> None:
         assert record["attempts"] == 1
         assert record["fields"]["email"] == "chris@example.com"  # operators see the details
         assert "Invalid value for Company field" in record["last_error"]
+        [attempt] = record["history"]  # the one try, with Rocket.Chat's own words
+        assert attempt["outcome"] == "rejected"
+        assert "Invalid value for Company field" in attempt["error"]
         missing = run(["deliveries", "show", "nope"], tmp_path, **env)
         assert missing.returncode == 1
         assert "no delivery nope" in missing.stderr
@@ -131,5 +134,6 @@ def test_deliveries_show_and_retry_failed(tmp_path: Path) -> None:
         assert again["status"] == "pending"
         assert again["attempts"] == 0
         assert again["last_error"] is not None  # kept until the next attempt says otherwise
+        assert [a["outcome"] for a in again["history"]] == ["rejected"]  # the history stays
         nothing = run(["deliveries", "retry-failed"], tmp_path, **env)
         assert "0 failed deliveries queued again" in nothing.stdout

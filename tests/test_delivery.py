@@ -201,6 +201,8 @@ def test_429_moves_every_due_delivery_to_the_reset_without_spending_attempts(
         assert all(service.delivery(i)["attempts"] == 0 for i in ids)
         wait_until(lambda: delivered(service, ids), timeout=20)
         assert all(service.delivery(i)["attempts"] == 1 for i in ids)  # the 429 spent none
+        histories = sorted([a["outcome"] for a in history_of(service, i)] for i in ids)
+        assert histories == [["delivered"]] * 4 + [["delivered", "rate_limited"]]
         ours = tracker.contact_posts()
         assert [s.status for s in ours].count(429) == 1, [s.status for s in ours]
         assert [s.status for s in ours].count(200) == 5
@@ -429,6 +431,14 @@ def test_5xx_is_retried_with_growing_backoff(
     # retry_first_delay=0.2, never earlier than the stated delay: ≥ 0.2, ≥ 0.4, ≥ 0.8 seconds
     assert gaps[0] >= 0.2 and gaps[1] >= 0.4 and gaps[2] >= 0.8, gaps
     assert gaps[2] > gaps[0]
+    # The operator sees each try, newest first: three 503s, then the delivery.
+    history = history_of(service, delivery_id)
+    assert [a["outcome"] for a in history] == ["delivered", "retry", "retry", "retry"]
+    assert all("503" in a["error"] for a in history[1:]) and history[0]["error"] is None
+    assert history[0]["contact_id"] == record["contact_id"]
+    for attempt, seen in zip(reversed(history), attempts, strict=True):
+        assert abs(attempt["started_at"] - seen.started) < 0.5
+    assert all(a["duration"] >= 0 and a["worker"] == history[0]["worker"] for a in history)
 
 
 def test_give_up_marks_failed_keeps_the_row_and_retry_brings_it_back(
@@ -478,6 +488,14 @@ def test_give_up_marks_failed_keeps_the_row_and_retry_brings_it_back(
     created = service.delivery(ids[0])["created_at"]
     assert created < service.delivery(ids[0])["delivered_at"] - 1.0  # created_at is kept
     assert set(standin.contact_posts_per_token().values()) == {1}
+
+
+def history_of(service: Service, delivery_id: str) -> list[dict[str, Any]]:
+    """The delivery's attempts, newest first, as an operator sees them (admin token)."""
+    answer = service.client.get(f"/deliveries/{delivery_id}", headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    history: list[dict[str, Any]] = answer.json()["history"]
+    return history
 
 
 def test_admin_endpoints_need_the_admin_token(
@@ -630,6 +648,14 @@ def test_a_dead_workers_rows_are_taken_over_after_the_lease_expires(
                 assert seen.started >= died + 1.0 - 0.05  # only once A's lease ran out
         records = [await qb.get(i) for i in ids]
         assert all(r is not None and r.attempts == 1 for r in records)
+        # The history says what happened to A's rows: taken over, then delivered by B.
+        for delivery_id in ids:
+            history = await qb.history(delivery_id)
+            if delivery_id in {r.id for r in claimed}:
+                assert [a.outcome for a in history] == ["delivered", "abandoned"]
+                assert history[1].worker == qa.owner and history[0].worker == qb.owner
+            else:
+                assert [a.outcome for a in history] == ["delivered"]
         await _close(qa, qb)
 
     asyncio.run(main())
@@ -717,7 +743,7 @@ def test_sqlite_database_runs_in_wal_mode(
     assert path.with_name("wal.db-wal").exists()
 
 
-def test_migrating_a_schema_1_database_keeps_its_rows(db_url: str) -> None:
+def test_schema_1_database_keeps_its_rows_and_gains_the_attempts_table(db_url: str) -> None:
     from sqlalchemy import inspect, text
 
     from adapter.db import SCHEMA_VERSION, create_engine, migrate
@@ -731,6 +757,7 @@ def test_migrating_a_schema_1_database_keeps_its_rows(db_url: str) -> None:
             await conn.execute(text("DROP INDEX ix_deliveries_phone_key"))
             for column in ("extra_callbacks", "queued_at", "email_key", "phone_key"):
                 await conn.execute(text(f"ALTER TABLE deliveries DROP COLUMN {column}"))
+            await conn.execute(text("DROP TABLE delivery_attempts"))  # schema 4
             await conn.execute(text("UPDATE schema_version SET version = 1"))
             await conn.execute(
                 text(
@@ -753,10 +780,12 @@ def test_migrating_a_schema_1_database_keeps_its_rows(db_url: str) -> None:
                 lambda sync: {i["name"] for i in inspect(sync).get_indexes("deliveries")}
             )
             version = (await conn.execute(text("SELECT version FROM schema_version"))).scalar()
+            attempts = (await conn.execute(text("SELECT count(*) FROM delivery_attempts"))).scalar()
         await engine.dispose()
         assert tuple(row) == ("failed", 3, None, None, None, None)
         assert {"ix_deliveries_email_key", "ix_deliveries_phone_key"} <= indexes
-        assert version == SCHEMA_VERSION == 3
+        assert attempts == 0  # the table exists; the old row's three attempts were only counted
+        assert version == SCHEMA_VERSION == 4
 
     asyncio.run(main())
 
