@@ -144,6 +144,7 @@ delivery_attempts = Table(
     Column("contact_id", String(64)),
     Column("worker", String(64)),  # the lease owner that made the call
     Index("ix_delivery_attempts_delivery", "delivery_id", "started_at"),
+    Index("ix_delivery_attempts_started", "started_at"),  # /metrics: the last few minutes
 )
 
 delivery_events = Table(

@@ -7,14 +7,18 @@ Two kinds, and the difference matters once there is more than one process:
   ``contact_adapter_delivery_attempts_total`` (delivered, retry, rate_limited, rejected,
   paused, gave_up) and ``contact_adapter_rocketchat_seconds`` count what *this* process
   did since it started. Every web dyno (and every uvicorn worker in it) has its own; a
-  ``worker`` dyno has no HTTP server, so its attempts and latencies are not scraped at
-  all. Sum over the scraped processes with ``sum by (channel, outcome) (rate(...))``
-  and read delivery from the gauges below.
+  ``worker`` dyno has no HTTP server, so its own counters are not scraped. Sum over the
+  scraped processes with ``sum by (channel, outcome) (rate(...))``, and read what every
+  process did, worker dynos included, from the gauges below.
 * **Gauges refreshed from the database on every scrape are global.**
   ``contact_adapter_queue_depth`` (deliveries per status),
   ``contact_adapter_deliveries`` (per channel and status) and
   ``contact_adapter_oldest_pending_seconds`` (how long the oldest waiting contact has
-  waited) say the same on every process, whichever dyno the router picked.
+  waited) say the same on every process, whichever dyno the router picked. So do
+  ``contact_adapter_recent_attempts`` (tries at Rocket.Chat in the last
+  ``RECENT_WINDOW`` seconds, by outcome, made by any process) and
+  ``contact_adapter_recent_attempt_seconds`` (their mean and longest duration), read
+  from the attempts every delivery keeps.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ __all__ = [
     "OLDEST_PENDING",
     "PAUSED",
     "QUEUE_DEPTH",
+    "RECENT_ATTEMPTS",
+    "RECENT_ATTEMPT_SECONDS",
+    "RECENT_WINDOW",
     "REGISTRY",
     "ROCKETCHAT_LATENCY",
     "refresh",
@@ -78,6 +85,21 @@ OLDEST_PENDING = Gauge(
     "Age of the oldest contact still waiting to be delivered (0 when none), from the database",
     registry=REGISTRY,
 )
+RECENT_WINDOW = 300.0
+RECENT_ATTEMPTS = Gauge(
+    "contact_adapter_recent_attempts",
+    "Tries at Rocket.Chat in the last 5 minutes by any process (worker dynos included), "
+    "by outcome, from the database",
+    ["outcome"],
+    registry=REGISTRY,
+)
+RECENT_ATTEMPT_SECONDS = Gauge(
+    "contact_adapter_recent_attempt_seconds",
+    "Mean and longest duration of the last 5 minutes' tries at Rocket.Chat, by outcome "
+    "(stat=mean|max), from the database",
+    ["outcome", "stat"],
+    registry=REGISTRY,
+)
 PAUSED = Gauge(
     "contact_adapter_delivery_paused",
     "1 while this process pauses delivery because Rocket.Chat refuses the credentials",
@@ -89,8 +111,8 @@ async def refresh(queue: DeliveryQueue) -> None:
     """Set the database-backed gauges (and this process's pause flag) before a scrape."""
     from sqlalchemy import func, select
 
-    from adapter.db import deliveries
-    from adapter.delivery import PENDING, STATUSES
+    from adapter.db import deliveries, delivery_attempts
+    from adapter.delivery import PENDING, STATUSES, Attempt
 
     counts = await queue.counts()
     totals = dict.fromkeys(STATUSES, 0)
@@ -105,9 +127,29 @@ async def refresh(queue: DeliveryQueue) -> None:
     DELIVERIES.clear()  # a channel whose rows are gone should not linger
     for (channel, status), n in per_channel.items():
         DELIVERIES.labels(channel, status).set(n)
+    attempts = delivery_attempts.c
+    recent = (
+        select(
+            attempts.outcome,
+            func.count(),
+            func.avg(attempts.duration),
+            func.max(attempts.duration),
+        )
+        .where(attempts.started_at >= time.time() - RECENT_WINDOW)
+        .group_by(attempts.outcome)
+    )
     async with queue.engine.connect() as conn:
         oldest = await conn.scalar(
             select(func.min(deliveries.c.created_at)).where(deliveries.c.status == PENDING)
         )
+        rows = (await conn.execute(recent)).all()
+    RECENT_ATTEMPTS.clear()
+    RECENT_ATTEMPT_SECONDS.clear()
+    for outcome in Attempt.OUTCOMES:  # every outcome present, 0 when none happened
+        RECENT_ATTEMPTS.labels(outcome).set(0)
+    for outcome, count, mean, longest in rows:
+        RECENT_ATTEMPTS.labels(outcome).set(count)
+        RECENT_ATTEMPT_SECONDS.labels(outcome, "mean").set(float(mean or 0.0))
+        RECENT_ATTEMPT_SECONDS.labels(outcome, "max").set(float(longest or 0.0))
     OLDEST_PENDING.set(max(0.0, time.time() - float(oldest)) if oldest is not None else 0.0)
     PAUSED.set(1 if queue.paused_reason else 0)

@@ -102,6 +102,15 @@ def test_metrics_count_outcomes_per_channel_attempts_latency_and_queue(
     assert value(samples, "contact_adapter_deliveries", channel="api", status="delivered") == 3
     assert value(samples, "contact_adapter_oldest_pending_seconds") == 0
     assert value(samples, "contact_adapter_delivery_paused") == 0
+    # The last 5 minutes' tries, from the attempts every delivery keeps (its own database).
+    recent = "contact_adapter_recent_attempts"
+    assert value(samples, recent, outcome="delivered") == 3
+    assert value(samples, recent, outcome="retry") == 1
+    assert value(samples, recent, outcome="rejected") == 1
+    assert value(samples, recent, outcome="gave_up") == 0  # listed, so alerts can use it
+    seconds = "contact_adapter_recent_attempt_seconds"
+    longest = value(samples, seconds, outcome="delivered", stat="max")
+    assert 0 < value(samples, seconds, outcome="delivered", stat="mean") <= longest < 10
 
 
 def test_paused_delivery_and_waiting_contacts_show(
@@ -158,5 +167,6 @@ def test_counters_are_per_process_and_queue_gauges_global(two_webs: tuple[str, s
     assert value(a, contacts, channel="api", outcome="accepted") == 3
     assert value(b, contacts, channel="api", outcome="accepted") == 0  # its own counters
     for samples in (a, b):  # the database says the same to everyone
+        assert value(samples, "contact_adapter_recent_attempts", outcome="delivered") == 3
         assert value(samples, "contact_adapter_queue_depth", status="delivered") == 3
         assert value(samples, "contact_adapter_deliveries", channel="api", status="delivered") == 3
