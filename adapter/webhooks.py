@@ -7,7 +7,19 @@ channel mounts ``POST /webhooks/<name>`` and does what every provider needs:
 refuse when the secret is not configured (503, naming the setting), cap the body
 (413), verify (401), parse (400 with what was expected), accept durably with
 deduplication on the provider's event id, and answer the way the provider counts
-success. Signed but invalid contact data is answered 2xx and kept as ``rejected``:
+success. A provider that batches several events in one request (HubSpot) also
+overrides ``parse_all`` (default: ``[parse(request)]``): the whole batch is parsed first
+(one bad element is a 400 and nothing is stored), then each event is accepted in order
+as if it had come alone — deduplicated on its own id, ignored or kept as rejected on its
+own — except that the events of one person (``person_key``) in the request are one
+submission carrying all their details, under the first event id not seen before: one
+delivery, not one per event (the worker could take the first before the next merged
+into it). Each other event's id is kept on an ``ignored`` row naming that delivery, so a
+retry of any one event alone is a duplicate. The request gets one answer: the event's
+own when there is one event, else ``{"ok": true, "events": [<each event's answer>]}``.
+A provider whose signature covers more than the body (HubSpot: the URL it called) says
+so in the 401 with ``refusal_hint``.
+Signed but invalid contact data is answered 2xx and kept as ``rejected``:
 the provider would only send the same bad data again. ``<PROVIDER>_REQUIRED_FIELDS``
 (same syntax and floor as ``CONTACT_REQUIRED_FIELDS``) overrides the required fields for
 one provider, and a field the provider never sends says so in the rejection, with the
@@ -23,7 +35,7 @@ import hashlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -103,6 +115,9 @@ class WebhookEvent:
         )
 
 
+Answered = tuple[Outcome | None, WebhookEvent]  # an event's outcome (None: ignored, not kept)
+
+
 def body_digest(body: bytes) -> str:
     """An event id for providers that send none but retry byte-identical bodies."""
     return "sha256:" + hashlib.sha256(body).hexdigest()
@@ -119,6 +134,7 @@ class WebhookProvider(ABC):
     timestamp_window: float = 300.0
     max_body_bytes: int | None = None  # default: the service's MAX_BODY_BYTES
     answer_errors: bool = True  # False where the provider keeps the answer in view of people
+    refusal_hint: str = ""  # added to the 401 text: what else the signature depends on
 
     @property
     def secret_settings(self) -> tuple[str, ...]:
@@ -138,9 +154,25 @@ class WebhookProvider(ABC):
     def parse(self, request: WebhookRequest) -> WebhookEvent:
         """Map the payload; raise :class:`PayloadError` for a payload of the wrong shape."""
 
+    def parse_all(self, request: WebhookRequest) -> Sequence[WebhookEvent]:
+        """Every event of the request, in the order to accept them: one unless the provider
+        batches (then override this); raise :class:`PayloadError` if any has the wrong shape."""
+        return [self.parse(request)]
+
     def answer(self, outcome: Outcome | None, event: WebhookEvent) -> Response:
         """The success answer: the delivery's id and status, small (some providers store it);
         with ``answer_errors``, also the field errors of a contact kept as rejected."""
+        return JSONResponse(self.answer_body(outcome, event), status_code=self.success_status)
+
+    def answer_all(self, answered: Sequence[tuple[Outcome | None, WebhookEvent]]) -> Response:
+        """The answer to a request of several events (or none): each event's answer body."""
+        if len(answered) == 1:
+            return self.answer(*answered[0])
+        bodies = [self.answer_body(outcome, event) for outcome, event in answered]
+        return JSONResponse({"ok": True, "events": bodies}, status_code=self.success_status)
+
+    def answer_body(self, outcome: Outcome | None, event: WebhookEvent) -> dict[str, Any]:
+        """The body of :meth:`answer`."""
         body: dict[str, Any] = {"ok": True}
         if event.ignored is not None:
             body["ignored"] = event.ignored
@@ -152,7 +184,7 @@ class WebhookProvider(ABC):
                 body["duplicate"] = True
             if outcome.errors and self.answer_errors:
                 body["errors"] = dict(outcome.errors)
-        return JSONResponse(body, status_code=self.success_status)
+        return body
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -185,6 +217,23 @@ def record_ignored(lookup: Lookup, variable: str = "WEBHOOK_RECORD_IGNORED") -> 
     if raw.strip().lower() in ("", *_FALSE):
         return False
     raise SettingsError(f"setting {variable} (got {raw!r}): expected true or false")
+
+
+def _combined_details(
+    events: Sequence[WebhookEvent],
+) -> tuple[dict[str, str | None], dict[str, str]]:
+    """The contact fields and custom fields of several events of one person, as the
+    people table would merge them one after the other: a later non-empty value wins."""
+    fields: dict[str, str | None] = {}
+    extras: dict[str, str] = {}
+    for event in events:
+        for name, value in event.fields.items():
+            if value is not None and str(value).strip():
+                fields[name] = value
+            else:
+                fields.setdefault(name, None)
+        extras.update(event.custom_fields)
+    return fields, extras
 
 
 def missing_hints(
@@ -222,6 +271,8 @@ class WebhookChannel:
         provider = self.provider
         settings = context.settings
         source = f"webhook:{provider.name}"
+        title = provider.label or provider.name  # "tawk.to", "Intercom"
+        a_title = ("an " if title[:1].lower() in "aeiou" else "a ") + title
         limit = provider.max_body_bytes or settings.max_body_bytes
         own_required = required_fields(settings.lookup, provider.required_setting)
         required = own_required or settings.contact_required_fields
@@ -233,8 +284,8 @@ class WebhookChannel:
             if not secret:
                 return JSONResponse(
                     {
-                        "error": f"the {provider.name} webhook is not configured: set "
-                        f"{setting_names} to the secret from {provider.name}, then "
+                        "error": f"the {title} webhook is not configured: set "
+                        f"{setting_names} to the secret from {title}, then "
                         "the provider's retries will get through"
                     },
                     status_code=503,
@@ -242,9 +293,7 @@ class WebhookChannel:
             try:
                 body = await read_body(request, limit)
             except BodyTooLarge as exc:
-                return JSONResponse(
-                    {"error": f"{exc}: not a {provider.name} event"}, status_code=413
-                )
+                return JSONResponse({"error": f"{exc}: not {a_title} event"}, status_code=413)
             hook = WebhookRequest(
                 body=body,
                 headers=request.headers,
@@ -260,29 +309,95 @@ class WebhookChannel:
                 authentic = False
             if not authentic:
                 log.warning("webhook_refused", provider=provider.name, reason="bad signature")
+                hint = f"; {provider.refusal_hint}" if provider.refusal_hint else ""
                 return JSONResponse(
                     {
                         "error": f"signature or token check failed: make sure {setting_names} "
-                        f"matches the secret configured in {provider.name}"
+                        f"matches the secret configured in {title}{hint}"
                     },
                     status_code=401,
                 )
             try:
-                event = provider.parse(hook)
+                events = list(provider.parse_all(hook))
             except PayloadError as exc:
                 return JSONResponse(
-                    {"error": f"not a {provider.name} event we understand: {exc}"}, status_code=400
+                    {"error": f"not {a_title} event we understand: {exc}"}, status_code=400
                 )
             except RecursionError:
                 return JSONResponse(
-                    {"error": f"not a {provider.name} event we understand: {TOO_DEEP}"},
+                    {"error": f"not {a_title} event we understand: {TOO_DEEP}"},
                     status_code=400,
                 )
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 return JSONResponse(
-                    {"error": f"not a {provider.name} event we understand ({type(exc).__name__})"},
+                    {"error": f"not {a_title} event we understand ({type(exc).__name__})"},
                     status_code=400,
                 )
+            if len(events) == 1:
+                return provider.answer(await accept(events[0], body_digest(body)), events[0])
+            # A batch: in order; the events of one person at the place of their first one.
+            groups: dict[str, list[int]] = {}
+            for index, event in enumerate(events):
+                if event.ignored is None and event.person_key is not None:
+                    groups.setdefault(event.person_key, []).append(index)
+            answered: dict[int, Answered] = {}
+            for index, event in enumerate(events):
+                if index in answered:
+                    continue
+                group = groups.get(event.person_key or "") if event.ignored is None else None
+                if group is None or len(group) == 1:
+                    # Without an event id, each ignored event of a batch needs its own digest.
+                    digest = f"{body_digest(body)}#{index}"
+                    answered[index] = (await accept(event, digest), event)
+                else:
+                    answered.update(await accept_person([(i, events[i]) for i in group]))
+            return provider.answer_all([answered[i] for i in range(len(events))])
+
+        async def accept_person(
+            members: Sequence[tuple[int, WebhookEvent]],
+        ) -> dict[int, Answered]:
+            """Several events of one person in one request: their details as one submission
+            (one delivery, one registration), under the first event id not seen before; each
+            other event's id is kept on an ``ignored`` row naming that delivery, so that the
+            provider retrying any one of them alone is answered as a duplicate."""
+            fields, extras = _combined_details([event for _, event in members])
+            answered: dict[int, Answered] = {}
+            main: tuple[str | None, Outcome] | None = None
+            for index, event in members:
+                if main is None:
+                    whole = replace(event, fields=fields, custom_fields=extras)
+                    outcome = await accept(whole, "")
+                    answered[index] = (outcome, event)
+                    if outcome is not None and not outcome.duplicate:
+                        main = (event.event_id, outcome)
+                    continue
+                first_id, outcome = main
+                if event.event_id is None or outcome.delivery_id is None:
+                    answered[index] = (outcome, event)  # nothing to recognise it by later
+                    continue
+                first = f"event {first_id}" if first_id else "another event"
+                why = (
+                    f"combined with {first} of the same person in one request: "
+                    f"see delivery {outcome.delivery_id}"
+                )
+                kept = await context.queue.submit(
+                    Submission(
+                        source=source, fields={}, event_id=event.event_id, ignored=why[:300]
+                    ),
+                    wait=0,
+                )
+                log.info(
+                    "webhook_combined",
+                    provider=provider.name,
+                    delivery_id=outcome.delivery_id,
+                    event_type=event.event_type,
+                )
+                answered[index] = (kept, replace(event, ignored=why))
+            return answered
+
+        async def accept(event: WebhookEvent, digest: str) -> Outcome | None:
+            """One event, as if it had come alone: the outcome to answer with (None when
+            it was ignored and not kept)."""
             if event.ignored is not None:
                 log.info(
                     "webhook_ignored",
@@ -291,19 +406,18 @@ class WebhookChannel:
                     event_type=event.event_type,
                 )
                 if not keep_ignored:
-                    return provider.answer(None, event)
+                    return None
                 kind = event.event_type or "event"
                 why = event.ignored if kind in event.ignored else f"{kind}: {event.ignored}"
-                kept = await context.queue.submit(
+                return await context.queue.submit(
                     Submission(
                         source=source,
                         fields={},
-                        event_id=event.event_id or body_digest(body),
+                        event_id=event.event_id or digest,
                         ignored=why[:300],
                     ),
                     wait=0,
                 )
-                return provider.answer(kept, event)
             outcome = await context.queue.submit(
                 Submission(
                     source=source,
@@ -325,6 +439,6 @@ class WebhookChannel:
                 status=outcome.status,
                 event_type=event.event_type,
             )
-            return provider.answer(outcome, event)
+            return outcome
 
         return [Route(f"/webhooks/{provider.name}", receive, methods=["POST"])]

@@ -63,6 +63,7 @@ _PLACEHOLDER_NAME = re.compile(r"^[a-z]+-[a-z]+-\d{1,4}$")
 
 class ChatwootProvider(WebhookProvider):
     name = "chatwoot"
+    label = "Chatwoot"
     secret_setting = "CHATWOOT_WEBHOOK_SECRET"
 
     def verify(self, request: WebhookRequest, secret: str, *, now: float) -> bool:

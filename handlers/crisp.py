@@ -70,6 +70,7 @@ def _signed_message(stamp: str, body: bytes) -> bytes:
 
 class CrispProvider(WebhookProvider):
     name = "crisp"
+    label = "Crisp"
     secret_setting = SECRET_SETTING
 
     @property

@@ -69,6 +69,7 @@ def _form_answers(event: dict[str, Any], where: str) -> list[Answer]:
 
 class LiveChatProvider(WebhookProvider):
     name = "livechat"
+    label = "LiveChat"
     secret_setting = "LIVECHAT_WEBHOOK_SECRET"
     success_status = 200  # LiveChat counts exactly 200 as delivered
 

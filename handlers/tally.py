@@ -73,6 +73,7 @@ def field_value(item: dict[str, Any]) -> str | None:
 
 class TallyProvider(WebhookProvider):
     name = "tally"
+    label = "Tally"
     secret_setting = "TALLY_WEBHOOK_SECRET"
     success_status = 200  # any 2xx, within 10 s
 

@@ -76,6 +76,7 @@ def answer_value(answer: dict[str, Any]) -> str | None:
 
 class TypeformProvider(WebhookProvider):
     name = "typeform"
+    label = "Typeform"
     secret_setting = "TYPEFORM_WEBHOOK_SECRET"
     success_status = 200  # any 2xx, within 30 s
 
