@@ -1,8 +1,9 @@
 """Durable delivery: accept a contact into the database, then register it exactly once.
 
 :class:`DeliveryQueue` is what channels call. ``submit`` validates, deduplicates
-on the source's event id, merges with what is already known about the person and
-commits one row before the caller gets its answer; it may then try the delivery
+on the source's event id (or ids: a submission standing for several events is a
+duplicate only when all were seen), merges with what is already known about the person
+and commits one row before the caller gets its answer; it may then try the delivery
 at once for a short budget (the fast path). :class:`DeliveryWorker` claims due
 rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a single writer on SQLite),
 registers them through :class:`~adapter.rocketchat.RocketChatClient`, retries
@@ -183,6 +184,11 @@ class Submission:
     source: str  # "slack", "form:default", "webhook:chatwoot", "api", "cli"
     fields: Mapping[str, str | None]  # raw name / email / phone as given
     event_id: str | None = None  # the source's own event id: the same id is accepted once
+    # Other event ids of the same source this one submission stands for (a provider's events
+    # of one person, combined into one submission): each is recorded like ``event_id``, so a
+    # retry of any one of them is a duplicate. The submission is a duplicate only when every
+    # id was seen before; otherwise the seen ones are dropped and it goes on with the others.
+    also_event_ids: tuple[str, ...] = ()
     person_key: str | None = None  # the source's own id for the person (session, contact id)
     custom_fields: Mapping[str, str] = field(default_factory=dict)
     callback: Mapping[str, Any] | None = None  # channel data for reporting the outcome later
@@ -201,6 +207,11 @@ class Submission:
     @property
     def channel(self) -> str:
         return self.source.split(":", 1)[0]
+
+    @property
+    def event_ids(self) -> tuple[str, ...]:
+        """``event_id`` and ``also_event_ids``: each non-empty id once, in order."""
+        return tuple(dict.fromkeys(i for i in (self.event_id, *self.also_event_ids) if i))
 
     def explained(self, errors: Mapping[str, str]) -> dict[str, str]:
         """``errors``, each missing field's followed by its hint from ``missing_hints``."""
@@ -384,6 +395,11 @@ _FIND_EVENT = (
         delivery_events.c.event_id == bindparam("event_id"),
     )
 )
+# Which of a submission's event ids (see Submission.also_event_ids) were seen before.
+_SEEN_EVENTS = select(delivery_events.c.event_id).where(
+    delivery_events.c.source == bindparam("source"),
+    delivery_events.c.event_id.in_(bindparam("event_ids", expanding=True)),
+)
 _GET = select(deliveries).where(deliveries.c.id == bindparam("id"))
 _INCOMPLETE = (
     select(deliveries.c.id)
@@ -477,7 +493,12 @@ class DeliveryQueue:
 
     async def submit(self, submission: Submission, *, wait: float | None = None) -> Outcome:
         """Validate and durably accept a contact; optionally try it now for ``wait`` seconds."""
-        if submission.event_id:
+        if submission.also_event_ids:
+            submission, seen = await self._unseen_events(submission)
+            if seen is not None:
+                metrics.CONTACTS.labels(submission.channel, "duplicate").inc()
+                return self._outcome(seen, duplicate=True)
+        elif submission.event_id:
             seen = await self._find_event(submission.source, submission.event_id)
             if seen is not None:
                 metrics.CONTACTS.labels(submission.channel, "duplicate").inc()
@@ -511,7 +532,12 @@ class DeliveryQueue:
                 break
             except IntegrityError:
                 # A concurrent accept for the same event or person won the race: look again.
-                if submission.event_id:
+                # (Of several event ids, one recorded meanwhile is dropped, the rest goes on.)
+                if submission.also_event_ids:
+                    submission, seen = await self._unseen_events(submission)
+                    if seen is not None:
+                        return self._outcome(seen, duplicate=True)
+                elif submission.event_id:
                     seen = await self._find_event(submission.source, submission.event_id)
                     if seen is not None:
                         return self._outcome(seen, duplicate=True)
@@ -818,7 +844,17 @@ class DeliveryQueue:
     async def _record_event(
         conn: WriteConnection, submission: Submission, delivery_id: str, now: float
     ) -> None:
-        if submission.event_id:
+        """Every event id of ``submission`` leads to ``delivery_id`` from now on."""
+        if submission.also_event_ids:
+            source = submission.source
+            await conn.execute(
+                _INSERT_EVENT,
+                [
+                    {"source": source, "event_id": i, "delivery_id": delivery_id, "created_at": now}
+                    for i in submission.event_ids
+                ],
+            )
+        elif submission.event_id:
             await conn.execute(
                 _INSERT_EVENT,
                 {
@@ -836,6 +872,31 @@ class DeliveryQueue:
 
         row = await self.read(_read)
         return DeliveryRecord.from_row(row) if row is not None else None
+
+    async def _unseen_events(
+        self, submission: Submission
+    ) -> tuple[Submission, DeliveryRecord | None]:
+        """A submission of several event ids, less those seen before (the first unseen id
+        becomes ``event_id``), and None; or, when every id was seen, the submission and the
+        delivery the first id leads to (the submission is a duplicate)."""
+        ids = submission.event_ids
+        if not ids:
+            return replace(submission, also_event_ids=()), None
+
+        async def _read(conn: WriteConnection) -> tuple[set[str], Any]:
+            params = {"source": submission.source, "event_ids": list(ids)}
+            seen = {str(row[0]) for row in await conn.execute(_SEEN_EVENTS, params)}
+            if len(seen) < len(ids):
+                return seen, None
+            params = {"source": submission.source, "event_id": ids[0]}
+            return seen, (await conn.execute(_FIND_EVENT, params)).mappings().first()
+
+        seen, row = await self.read(_read)
+        if row is not None:
+            return submission, DeliveryRecord.from_row(row)
+        # (Every id seen but no delivery found cannot happen: deliveries are never deleted.)
+        unseen = [i for i in ids if i not in seen] or list(ids)
+        return replace(submission, event_id=unseen[0], also_event_ids=tuple(unseen[1:])), None
 
     def _outcome(self, record: DeliveryRecord, *, duplicate: bool = False) -> Outcome:
         return Outcome(
@@ -862,13 +923,19 @@ class DeliveryQueue:
         Same validation, dedupe on ``(source, event_id)`` and merging with a waiting or
         delivered delivery of the same person (within the batch too) as ``submit``; one
         outcome per submission, in order. Made for bulk imports: a submission with a
-        ``person_key``, ``keep_rejected`` or a ``callback`` is refused (use ``submit``). A race
-        with a concurrent accept rolls the batch back and runs it again.
+        ``person_key``, ``keep_rejected``, a ``callback`` or ``also_event_ids`` is refused (use
+        ``submit``). A race with a concurrent accept rolls the batch back and runs it again.
         """
         for submission in submissions:
-            if submission.person_key is not None or submission.keep_rejected or submission.callback:
+            if (
+                submission.person_key is not None
+                or submission.keep_rejected
+                or submission.callback
+                or submission.also_event_ids
+            ):
                 raise ValueError(
-                    "submit_many takes no person_key, keep_rejected or callback: use submit"
+                    "submit_many takes no person_key, keep_rejected, callback or "
+                    "also_event_ids: use submit"
                 )
         outcomes: list[Outcome] = []
         checked: list[tuple[int, Contact, dict[str, str]]] = []

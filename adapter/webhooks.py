@@ -12,11 +12,13 @@ overrides ``parse_all`` (default: ``[parse(request)]``): the whole batch is pars
 (one bad element is a 400 and nothing is stored), then each event is accepted in order
 as if it had come alone — deduplicated on its own id, ignored or kept as rejected on its
 own — except that the events of one person (``person_key``) in the request are one
-submission carrying all their details, under the first event id not seen before: one
+submission carrying all their details and standing for all their event ids: one
 delivery, not one per event (the worker could take the first before the next merged
-into it). Each other event's id is kept on an ``ignored`` row naming that delivery, so a
-retry of any one event alone is a duplicate. The request gets one answer: the event's
-own when there is one event, else ``{"ok": true, "events": [<each event's answer>]}``.
+into it), and every one of those events is answered with its outcome. The ids are all
+recorded for that delivery, so a retry of the batch or of any one event alone is a
+duplicate; an event seen before beside new ones of the same person does not hide them
+(see ``Submission.also_event_ids``). The request gets one answer: the event's own when
+there is one event, else ``{"ok": true, "events": [<each event's answer>]}``.
 A provider whose signature covers more than the body (HubSpot: the URL it called) says
 so in the 401 with ``refusal_hint``.
 Signed but invalid contact data is answered 2xx and kept as ``rejected``:
@@ -357,47 +359,22 @@ class WebhookChannel:
             members: Sequence[tuple[int, WebhookEvent]],
         ) -> dict[int, Answered]:
             """Several events of one person in one request: their details as one submission
-            (one delivery, one registration), under the first event id not seen before; each
-            other event's id is kept on an ``ignored`` row naming that delivery, so that the
-            provider retrying any one of them alone is answered as a duplicate."""
+            (one delivery, one registration) standing for every event id of the group, so
+            that the provider retrying the batch or any one event alone is answered as a
+            duplicate; every event of the group is answered with its outcome."""
             fields, extras = _combined_details([event for _, event in members])
-            answered: dict[int, Answered] = {}
-            main: tuple[str | None, Outcome] | None = None
-            for index, event in members:
-                if main is None:
-                    whole = replace(event, fields=fields, custom_fields=extras)
-                    outcome = await accept(whole, "")
-                    answered[index] = (outcome, event)
-                    if outcome is not None and not outcome.duplicate:
-                        main = (event.event_id, outcome)
-                    continue
-                first_id, outcome = main
-                if event.event_id is None or outcome.delivery_id is None:
-                    answered[index] = (outcome, event)  # nothing to recognise it by later
-                    continue
-                first = f"event {first_id}" if first_id else "another event"
-                why = (
-                    f"combined with {first} of the same person in one request: "
-                    f"see delivery {outcome.delivery_id}"
-                )
-                kept = await context.queue.submit(
-                    Submission(
-                        source=source, fields={}, event_id=event.event_id, ignored=why[:300]
-                    ),
-                    wait=0,
-                )
-                log.info(
-                    "webhook_combined",
-                    provider=provider.name,
-                    delivery_id=outcome.delivery_id,
-                    event_type=event.event_type,
-                )
-                answered[index] = (kept, replace(event, ignored=why))
-            return answered
+            first = members[0][1]
+            whole = replace(first, fields=fields, custom_fields=extras)
+            others = tuple(e.event_id for _, e in members[1:] if e.event_id)
+            outcome = await accept(whole, "", also_event_ids=others)
+            return {index: (outcome, event) for index, event in members}
 
-        async def accept(event: WebhookEvent, digest: str) -> Outcome | None:
+        async def accept(
+            event: WebhookEvent, digest: str, *, also_event_ids: tuple[str, ...] = ()
+        ) -> Outcome | None:
             """One event, as if it had come alone: the outcome to answer with (None when
-            it was ignored and not kept)."""
+            it was ignored and not kept). ``also_event_ids``: the other events of the person
+            whose details ``event`` carries combined (see Submission.also_event_ids)."""
             if event.ignored is not None:
                 log.info(
                     "webhook_ignored",
@@ -423,6 +400,7 @@ class WebhookChannel:
                     source=source,
                     fields=event.fields,
                     event_id=event.event_id,
+                    also_event_ids=also_event_ids,
                     person_key=event.person_key,
                     custom_fields=event.custom_fields,
                     keep_rejected=True,
@@ -438,6 +416,7 @@ class WebhookChannel:
                 delivery_id=outcome.delivery_id,
                 status=outcome.status,
                 event_type=event.event_type,
+                **({"combined_events": 1 + len(also_event_ids)} if also_event_ids else {}),
             )
             return outcome
 

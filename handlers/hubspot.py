@@ -16,7 +16,8 @@ each: ``firstname`` and ``lastname`` (the name is both, space-separated), ``emai
 (latest ``occurredAt`` per property) and each carries the combined details: a first name
 and a last name become one name only when they come in one request (a request with one of
 them gives that part alone; the core merges per field, not per part). The channel accepts
-one contact's events of a request as one submission (adapter.webhooks), and the person
+one contact's events of a request as one submission standing for all their event ids (one
+delivery, every event answered with it: adapter.webhooks), and the person
 ``portalId:objectId`` merges it with what earlier requests said. Other subscriptions and
 other properties are ignored. Event id: ``portalId:subscriptionId:eventId``, per event (a
 retried event is accepted once whatever batch it comes in).

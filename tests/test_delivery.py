@@ -662,6 +662,136 @@ def test_a_dead_workers_rows_are_taken_over_after_the_lease_expires(
     assert set(standin.contact_posts_per_token().values()) == {1}
 
 
+# --------------------------------------------------------------------------- several event ids
+
+
+WEBHOOK = "webhook:batching"  # a provider that combines one person's events in one submission
+
+
+async def _events_of(queue: Any) -> dict[str, str]:
+    """``{event id: delivery id}`` as recorded for WEBHOOK."""
+    from sqlalchemy import select
+
+    from adapter.db import delivery_events
+
+    async with queue.engine.connect() as conn:
+        query = select(delivery_events.c.event_id, delivery_events.c.delivery_id).where(
+            delivery_events.c.source == WEBHOOK
+        )
+        return {event: delivery for event, delivery in (await conn.execute(query)).all()}
+
+
+def test_a_submission_of_several_event_ids_is_a_duplicate_only_when_all_were_seen(
+    db_url: str, rocketchat: StandInServer
+) -> None:
+    from adapter.db import migrate
+    from adapter.delivery import Submission
+
+    def batch(i: int, first: str | None, *others: str) -> Submission:
+        return Submission(
+            source=WEBHOOK, fields=guest(i), event_id=first, also_event_ids=tuple(others)
+        )
+
+    async def main() -> None:
+        queue, _ = _queue_and_worker(db_url, rocketchat.url)
+        await migrate(queue.engine)
+        # None seen: one delivery, every id recorded for it.
+        one = await queue.submit(batch(1, "e1", "e2", "e3"), wait=0)
+        assert one.status == "pending" and not one.duplicate
+        assert await _events_of(queue) == dict.fromkeys(("e1", "e2", "e3"), one.delivery_id)
+        record = await queue.get(str(one.delivery_id))
+        assert record is not None and record.event_id == "e1"
+        # All seen, in any order or combination, or alone: the duplicate of that delivery.
+        for again in (batch(1, "e3", "e1"), batch(9, "e2", "e3", "e1"), batch(9, "e2")):
+            outcome = await queue.submit(again, wait=0)
+            assert outcome.duplicate and outcome.delivery_id == one.delivery_id
+            assert outcome.contact is not None and outcome.contact.name == "Guest 1"
+        # Some seen: the seen ones are dropped, the rest goes on (the first unseen id is the
+        # delivery's event id) and is recorded for the new delivery.
+        two = await queue.submit(batch(2, "e2", "e4", "e1", "e5"), wait=0)
+        assert two.status == "pending" and not two.duplicate
+        assert two.delivery_id not in (None, one.delivery_id)
+        record = await queue.get(str(two.delivery_id))
+        assert record is not None and record.event_id == "e4"
+        assert record.fields["name"] == "Guest 2"
+        assert await _events_of(queue) == {
+            **dict.fromkeys(("e1", "e2", "e3"), one.delivery_id),
+            **dict.fromkeys(("e4", "e5"), two.delivery_id),
+        }
+        # An id given twice, an empty one, or extras without a first id: each id once.
+        three = await queue.submit(batch(3, "e6", "e6", "", "e7"), wait=0)
+        four = await queue.submit(batch(4, None, "e8", "e9"), wait=0)
+        events = await _events_of(queue)
+        assert [events.pop(e) for e in ("e6", "e7", "e8", "e9")] == [
+            three.delivery_id,
+            three.delivery_id,
+            four.delivery_id,
+            four.delivery_id,
+        ]
+        assert len(events) == 5  # e1..e5, unchanged
+        record = await queue.get(str(four.delivery_id))
+        assert record is not None and record.event_id == "e8"
+        assert (await queue.counts())[WEBHOOK] == {"pending": 4}  # no row per extra id
+        await _close(queue)
+
+    asyncio.run(main())
+
+
+def test_an_event_id_recorded_by_a_concurrent_accept_is_dropped_from_the_others(
+    db_url: str, rocketchat: StandInServer
+) -> None:
+    """Between the look for seen ids and the write, another accept records one (or all) of
+    them: the write fails on the unique event id, the look is made again and the submission
+    goes on without it (or is that accept's duplicate)."""
+    from adapter.db import migrate
+    from adapter.delivery import Outcome, Submission
+
+    async def main() -> None:
+        queue, _ = _queue_and_worker(db_url, rocketchat.url)
+        await migrate(queue.engine)
+        accept = queue._accept
+        rivals: list[Submission] = []
+        rival_outcomes: list[Outcome] = []
+
+        async def rival_first(submission: Submission, raw: Any, **options: Any) -> Outcome:
+            if rivals:  # once, before the first write of the submission under test
+                rival_outcomes.append(await queue.submit(rivals.pop(), wait=0))
+            return await accept(submission, raw, **options)
+
+        queue._accept = rival_first
+        # Another accept records "r2" first: ours keeps "r1" and "r3".
+        rivals.append(Submission(source=WEBHOOK, fields=guest(2), event_id="r2"))
+        ours = await queue.submit(
+            Submission(source=WEBHOOK, fields=guest(1), event_id="r1", also_event_ids=("r2", "r3")),
+            wait=0,
+        )
+        (rival,) = rival_outcomes
+        assert ours.status == "pending" and not ours.duplicate
+        assert ours.delivery_id not in (None, rival.delivery_id)
+        assert await _events_of(queue) == {
+            "r1": ours.delivery_id,
+            "r2": rival.delivery_id,
+            "r3": ours.delivery_id,
+        }
+        # Another accept records all of them first: ours is its duplicate.
+        rivals.append(
+            Submission(source=WEBHOOK, fields=guest(3), event_id="r5", also_event_ids=("r4",))
+        )
+        late = await queue.submit(
+            Submission(source=WEBHOOK, fields=guest(4), event_id="r4", also_event_ids=("r5",)),
+            wait=0,
+        )
+        rival = rival_outcomes[1]
+        assert late.duplicate and late.delivery_id == rival.delivery_id
+        assert late.contact is not None and late.contact.name == "Guest 3"
+        events = await _events_of(queue)
+        assert events["r4"] == events["r5"] == rival.delivery_id
+        assert (await queue.counts())[WEBHOOK] == {"pending": 3}
+        await _close(queue)
+
+    asyncio.run(main())
+
+
 # --------------------------------------------------------------------------- outcomes flow back
 
 

@@ -25,7 +25,7 @@ from starlette.datastructures import Headers, QueryParams
 from adapter.settings import Settings
 from adapter.webhooks import PayloadError, WebhookRequest
 from handlers.hubspot import HubSpotProvider, hubspot_signature
-from tests.conftest import Service, wait_until
+from tests.conftest import ADMIN_TOKEN, Service, wait_until
 from tests.rocketchat_standin import RocketChatStandIn
 from tests.webhook_samples import SAMPLE_INSTANT, load_sample, tamper
 
@@ -38,6 +38,7 @@ PERSON = f"{PORTAL}:{CONTACT}"
 EMAIL = "kenji.watanabe@example.com"
 FINAL = ("delivered", "rejected", "failed", "merged")
 PROVIDER = HubSpotProvider()
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def sign_v3(
@@ -409,26 +410,29 @@ def stored_rows(service: Service) -> int:
         return int(db.execute("SELECT count(*) FROM deliveries").fetchone()[0])
 
 
-def contact_rows(service: Service) -> int:
-    """Deliveries that hold a contact: not the ``ignored`` rows that only keep an event id."""
+def ignored_rows(service: Service) -> int:
+    """``ignored`` rows: only events without contact details, and only when asked to keep them."""
     path = service.settings.database_url.split(":///", 1)[1]
     with sqlite3.connect(path) as db:
-        query = "SELECT count(*) FROM deliveries WHERE status != 'ignored'"
+        query = "SELECT count(*) FROM deliveries WHERE status = 'ignored'"
         return int(db.execute(query).fetchone()[0])
+
+
+def counts(service: Service) -> dict[str, int]:
+    """The operator's per-status counts (what /admin and /metrics count from)."""
+    response = service.client.get("/deliveries", headers=ADMIN)
+    assert response.status_code == 200, response.text
+    return dict(response.json()["counts"])
 
 
 def registrations(standin: RocketChatStandIn) -> int:
     return sum(standin.contact_posts_per_token().values())
 
 
-def combined_into(answer: Mapping[str, Any], delivery_id: str) -> bool:
-    """The answer to an event whose details went into ``delivery_id`` with another event's."""
-    why = str(answer.get("ignored"))
-    return (
-        answer["status"] == "ignored"
-        and why.startswith("combined with event ")
-        and why.endswith(f"see delivery {delivery_id}")
-    )
+def same_answer(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one answer every event of a person's group got (their details went in together)."""
+    assert answers and all(a == answers[0] for a in answers), answers
+    return answers[0]
 
 
 def only_visitor(standin: RocketChatStandIn) -> dict[str, Any]:
@@ -478,36 +482,39 @@ def test_one_batch_with_every_detail_registers_one_contact_once(
     body = encode(events)
     answer = post(service, body)
     assert answer.status == 200, answer.response.text
-    created, first, *others = answer.events
+    created, *kenji = answer.events
     assert created == {"ok": True, "ignored": created["ignored"]}  # only logged
+    # the four events' details went into one delivery, and each of them is answered with it
+    first = same_answer(kenji)
     delivery_id = first["delivery_id"]
-    assert first["status"] == "pending" and "duplicate" not in first
-    # the other three events' details went into that one delivery; their ids are kept
-    assert all(combined_into(a, delivery_id) for a in others), others
-    assert all(a["delivery_id"] != delivery_id and "duplicate" not in a for a in others)
+    assert first == {"ok": True, "delivery_id": delivery_id, "status": "pending"}
     record = settle(service, delivery_id)
     assert record["status"] == "delivered" and record["attempts"] == 1
     doc = only_visitor(standin)
     assert details(doc) == KENJI
     assert doc["livechatData"] == {"hubspot_contact_id": str(CONTACT), "hubspot_portal_id": "62515"}
-    assert contact_rows(service) == 1
     assert registrations(standin) == 1  # one registration for the four events
-    rows = stored_rows(service)
+    # one row: no 'ignored' row for the combined events (WEBHOOK_RECORD_IGNORED is false)
+    assert stored_rows(service) == 1 and ignored_rows(service) == 0
+    assert counts(service) == {"delivered": 1}
 
     # HubSpot retries the batch (re-signed), and each event on its own: all duplicates.
     again = post(service, body)
     assert again.status == 200
     assert again.events[0] == created  # ignored again (nothing stored for it)
-    assert [a["duplicate"] for a in again.events[1:]] == [True] * 4
-    assert [a["delivery_id"] for a in again.events[1:]] == [delivery_id] + [
-        a["delivery_id"] for a in others
-    ]
+    duplicate = same_answer(again.events[1:])
+    assert duplicate["duplicate"] is True and duplicate["delivery_id"] == delivery_id
+    assert duplicate["status"] == "delivered"
     for event in events[1:]:
         alone = post(service, encode([event]))
         assert alone.status == 200
         assert "events" not in alone.body  # one event: its own answer, as for every provider
         assert alone.body["duplicate"] is True
-    assert stored_rows(service) == rows
+        assert alone.body["delivery_id"] == delivery_id
+    # Any two of them in another batch: a duplicate too.
+    pair = post(service, encode([events[4], events[2]]))
+    assert same_answer(pair.events)["duplicate"] is True
+    assert stored_rows(service) == 1
     assert registrations(standin) == 1
     assert settle(service, delivery_id)["status"] == "delivered"
 
@@ -526,10 +533,11 @@ def test_details_over_several_requests_complete_one_row_and_one_contact(
     row = email["delivery_id"]
 
     names = post(service, encode([change("firstname", "Kenji"), change("lastname", "Watanabe")]))
-    assert names.events[0]["delivery_id"] == row  # the same row, kept up to date
-    assert names.events[0]["errors"] == {"phone": "is required"}
-    assert combined_into(names.events[1], row)
+    both = same_answer(names.events)
+    assert both["delivery_id"] == row  # the same row, kept up to date
+    assert both["status"] == "rejected" and both["errors"] == {"phone": "is required"}
     assert registrations(standin) == 0
+    assert stored_rows(service) == 1
 
     phone_change = change("phone", "+81 3-1234-5678")
     phone = post(service, encode([phone_change]))
@@ -537,14 +545,14 @@ def test_details_over_several_requests_complete_one_row_and_one_contact(
     record = settle(service, row)
     assert record["status"] == "delivered" and record["errors"] == {}
     assert details(only_visitor(standin)) == KENJI
-    assert contact_rows(service) == 1  # the rejected row became the person's delivery
+    assert stored_rows(service) == 1  # the rejected row became the person's delivery
 
     # Every request again: duplicates, nothing registered twice.
     for body in (sample, encode([phone_change])):
         again = post(service, body)
         assert all(a.get("duplicate") for a in again.events if "ignored" not in a)
     assert registrations(standin) == 1
-    assert contact_rows(service) == 1
+    assert stored_rows(service) == 1
 
 
 def test_a_retried_event_beside_new_ones_does_not_hide_them(
@@ -554,17 +562,24 @@ def test_a_retried_event_beside_new_ones_does_not_hide_them(
     email = change("email", EMAIL)
     rejected = post(service, encode([email]))
     assert rejected.body["errors"] == {"name": "is required"}
-    # HubSpot sends the email event again in a batch with the name: the email is a
-    # duplicate, the name is new and is what carries the combined details.
+    # HubSpot sends the email event again in a batch with the name: the email was seen, the
+    # name is new, so the batch is not a duplicate and the name is not lost.
     batch = [email, change("firstname", "Kenji"), change("lastname", "Watanabe")]
     answer = post(service, encode(batch))
-    retried, name, other = answer.events
-    assert retried["duplicate"] is True and retried["delivery_id"] == rejected.body["delivery_id"]
-    assert name["delivery_id"] == rejected.body["delivery_id"] and "duplicate" not in name
-    assert combined_into(other, rejected.body["delivery_id"])
-    assert settle(service, name["delivery_id"])["status"] == "delivered"
+    accepted = same_answer(answer.events)
+    assert accepted["delivery_id"] == rejected.body["delivery_id"]  # completed in place
+    assert accepted["status"] == "pending" and "duplicate" not in accepted
+    assert settle(service, accepted["delivery_id"])["status"] == "delivered"
     assert details(only_visitor(standin)) == ("Kenji Watanabe", [EMAIL], [])
     assert registrations(standin) == 1
+    # Now every one of them was seen: the batch again, or a name event alone, is a duplicate.
+    again = same_answer(post(service, encode(batch)).events)
+    assert again["duplicate"] is True and again["delivery_id"] == accepted["delivery_id"]
+    alone = post(service, encode([batch[2]]))
+    assert alone.body["duplicate"] is True
+    assert alone.body["delivery_id"] == accepted["delivery_id"]
+    assert registrations(standin) == 1
+    assert stored_rows(service) == 1 and ignored_rows(service) == 0
 
 
 def test_with_name_and_email_required_the_contact_grows_as_details_arrive(
@@ -595,29 +610,40 @@ def test_several_contacts_in_one_batch_are_kept_apart(
         change("email", "aiko.tanaka@example.com", contact=CONTACT + 1),
     ]
     answer = post(service, encode(events))
-    kenji, aiko = answer.events[0]["delivery_id"], answer.events[1]["delivery_id"]
+    kenji = same_answer(answer.events[0::2])["delivery_id"]
+    aiko = same_answer(answer.events[1::2])["delivery_id"]
     assert kenji != aiko
-    assert combined_into(answer.events[2], kenji) and combined_into(answer.events[3], aiko)
     for delivery_id in (kenji, aiko):
         assert settle(service, delivery_id)["status"] == "delivered"
     assert sorted(details(v) for v in standin.visitors.values()) == [
         ("Aiko", ["aiko.tanaka@example.com"], []),
         ("Kenji", [EMAIL], []),
     ]
-    assert contact_rows(service) == 2
+    assert stored_rows(service) == 2 and ignored_rows(service) == 0
     assert registrations(standin) == 2
 
 
 def test_ignored_events_of_a_batch_are_kept_one_by_one_when_asked(
     hubspot: Callable[..., Service],
 ) -> None:
-    service = hubspot(WEBHOOK_RECORD_IGNORED="true")
-    body = encode([creation(), change("company", "Example KK")])
+    service = hubspot(WEBHOOK_RECORD_IGNORED="true", HUBSPOT_REQUIRED_FIELDS="name,email")
+    body = encode(
+        [
+            creation(),
+            change("firstname", "Kenji"),
+            change("company", "Example KK"),
+            change("email", EMAIL),
+        ]
+    )
     first = post(service, body)
-    assert [a["status"] for a in first.events] == ["ignored", "ignored"]
-    assert first.events[0]["delivery_id"] != first.events[1]["delivery_id"]
+    created, name, company, email = first.events
+    assert [a["status"] for a in (created, company)] == ["ignored", "ignored"]
+    assert created["delivery_id"] != company["delivery_id"]
+    # Only the events without contact details are kept as 'ignored'; the person's two are one.
+    assert same_answer([name, email])["status"] == "pending"
+    assert ignored_rows(service) == 2 and stored_rows(service) == 3
     assert all(a["duplicate"] for a in post(service, body).events)
-    assert stored_rows(service) == 2
+    assert stored_rows(service) == 3
 
 
 def test_refused_requests_store_nothing(
