@@ -1,4 +1,5 @@
-"""Chat-widget webhooks: Chatwoot, Rocket.Chat Livechat, tawk.to and Crisp (issue #6).
+"""Chat-widget webhooks: Chatwoot, Rocket.Chat Livechat, tawk.to and Crisp (issue #6),
+plus Intercom and Zendesk in the table of payload variants.
 
 Pure tests of each provider's ``verify`` (on the contract's untouched sample bytes, at
 the samples' instant) and ``parse``; then end to end through the real service under
@@ -567,6 +568,8 @@ def chat_service(
         "tawkto_chat_id",
         "tawkto_ticket_id",
         "crisp_session_id",
+        "intercom_contact_id",
+        "zendesk_ticket_id",
     ):
         standin.add_custom_field(cf)
 
@@ -1088,17 +1091,62 @@ def _crisp_bodies(v: Variant, n: int) -> list[bytes]:
     return [encode(e) for e in events]
 
 
+def _intercom_bodies(v: Variant, n: int) -> list[bytes]:
+    item: dict[str, Any] = {
+        "type": "contact",
+        "id": f"6650c0ffee{n:04d}",
+        "role": "lead",
+        "name": v.name,
+        "email": v.email,
+        "phone": v.phone,
+    }
+    if v.extra:
+        item["custom_attributes"] = {"plan": "pro", "seats": 3}
+        item["brand_new_field"] = [1, {"nested": True}]
+    payload = {
+        "type": "notification_event",
+        "id": f"notif_variant_{n}",
+        "topic": "contact.lead.created",
+        "app_id": "abc123",
+        "data": {"type": "notification_event_data", "item": item},
+        "delivery_attempts": 1,
+    }
+    return [encode(payload)]
+
+
+def _zendesk_bodies(v: Variant, n: int) -> list[bytes]:
+    # The trigger template of docs/webhooks-zendesk.md; Zendesk renders a missing value empty.
+    payload: dict[str, Any] = {
+        "event": "ticket.created",
+        "ticket_id": str(7000 + n),
+        "requester_id": str(9000 + n),
+        "requester_name": v.name or "",
+        "requester_email": v.email or "",
+        "requester_phone": v.phone or "",
+    }
+    if v.extra:
+        payload["organization"] = {"name": "Extra Ltd", "tags": ["a", "b"]}
+    return [encode(payload)]
+
+
 BUILDERS: dict[str, Callable[[Variant, int], list[bytes]]] = {
     "chatwoot": _chatwoot_bodies,
     "rocketchat": _rocketchat_bodies,
     "crisp": _crisp_bodies,
+    "intercom": _intercom_bodies,
+    "zendesk": _zendesk_bodies,
 }
 # The extras of the "extra fields" variant n that must reach Rocket.Chat as custom fields.
 EXTRAS: dict[str, Callable[[int], dict[str, str]]] = {
     "chatwoot": lambda n: {"chatwoot_contact_id": str(5000 + n)},
     "rocketchat": lambda n: {"company": "Extra Ltd", "rocketchat_visitor_id": f"visitor-{n}"},
     "crisp": lambda n: {"crisp_session_id": f"session_variant_{n}"},
+    "intercom": lambda n: {"intercom_contact_id": f"6650c0ffee{n:04d}"},
+    "zendesk": lambda n: {"zendesk_ticket_id": str(7000 + n)},
 }
+# Providers beyond this file's four, turned on for the variants.
+MORE_SECRETS = {"INTERCOM_WEBHOOK_SECRET": SECRETS["intercom"]}
+MORE_SECRETS["ZENDESK_WEBHOOK_SECRET"] = SECRETS["zendesk"]
 
 
 def check_variant(
@@ -1140,7 +1188,9 @@ def test_payload_variants(
     provider: str, profile: str, chat_service: Callable[..., Service], standin: RocketChatStandIn
 ) -> None:
     required = RELAXED if profile == "relaxed" else "name,email,phone"
-    service = chat_service(default_phone_region="GB", contact_required_fields=required)
+    service = chat_service(
+        MORE_SECRETS, default_phone_region="GB", contact_required_fields=required
+    )
     for n, v in enumerate(VARIANTS):
         expect = v.relaxed if profile == "relaxed" else v.strict
         bodies = BUILDERS[provider](v, n)

@@ -47,6 +47,8 @@ SECRETS: dict[str, str] = {
     "typeform": "tf-test-secret-8e1c7b",
     "tally": "tally-test-signing-secret-1a2b",
     "googleforms": "gforms-test-hmac-secret-4d2c",
+    "intercom": "ic-test-client-secret-5a7b",
+    "zendesk": "dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3Rpbmdfb25seQ==",  # Zendesk's static test secret
 }
 SECRETS["generic"] = SECRETS["googleforms"]  # the Google Forms recipe is the generic webhook's
 
@@ -120,6 +122,14 @@ def _googleforms(body: bytes, secret: str, now: float) -> dict[str, str]:
     }
 
 
+def _zendesk(body: bytes, secret: str, now: float) -> dict[str, str]:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    return {
+        "X-Zendesk-Webhook-Signature-Timestamp": stamp,
+        "X-Zendesk-Webhook-Signature": _b64(secret, stamp.encode() + body),
+    }
+
+
 SIGNERS: dict[str, Callable[[bytes, str, float], dict[str, str]]] = {
     "chatwoot": _chatwoot,
     "crisp": _crisp,
@@ -129,6 +139,10 @@ SIGNERS: dict[str, Callable[[bytes, str, float], dict[str, str]]] = {
     "tally": lambda body, secret, _now: {"Tally-Signature": _b64(secret, body)},
     "googleforms": _googleforms,
     "generic": _googleforms,
+    "intercom": lambda body, secret, _now: {
+        "X-Hub-Signature": "sha1=" + _hex(secret, body, "sha1")
+    },
+    "zendesk": _zendesk,
 }
 
 
