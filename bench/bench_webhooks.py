@@ -1,6 +1,6 @@
 """Webhook events accepted per second, as a ratio to a bare Starlette endpoint, same run.
 
-What is measured: ``POST /webhooks/generic`` (or ``/webhooks/typeform``) through the whole
+What is measured: ``POST /webhooks/generic`` (or another ``--provider``) through the whole
 path, verify (HMAC, timestamp window) → map → validate (email-validator, phonenumbers) →
 durable accept (one SQLite transaction, ``SQLITE_SYNCHRONOUS=FULL`` by default) → 200.
 Every event is a new one (its own response id, freshly signed), so none is answered from
@@ -15,7 +15,8 @@ p50/p99 latency are printed against the shortest provider timeout in the contrac
 (Chatwoot: 5 s). The machine is shared: client and servers compete for its cores, so read
 the ratios, not the absolute numbers.
 
-    .venv/bin/python bench/bench_webhooks.py [--seconds 4] [--provider generic|typeform]
+    .venv/bin/python bench/bench_webhooks.py [--seconds 4]
+        [--provider generic|typeform|intercom|zendesk]
         [--sync FULL|NORMAL] [--clients httpx,wrk] [--write-lock-experiment]
 
 ``--write-lock-experiment`` adds a phase where the service's accept transaction is serialised
@@ -224,9 +225,58 @@ def typeform_event(seq: str) -> tuple[bytes, dict[str, str]]:
     }
 
 
+def intercom_event(seq: str) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(
+        {
+            "type": "notification_event",
+            "id": f"notif_{seq}",
+            "topic": "contact.lead.created",
+            "app_id": "bench",
+            "data": {
+                "type": "notification_event_data",
+                "item": {
+                    "type": "contact",
+                    "id": f"lead-{seq}",
+                    "role": "lead",
+                    "name": "Fatima Al-Sayed",
+                    "email": f"fatima.{seq}@example.com",
+                    "phone": "+971501234567",
+                },
+            },
+            "delivery_attempts": 1,
+        },
+        separators=(",", ":"),
+    ).encode()
+    mac = hmac.new(SECRET.encode(), body, hashlib.sha1).hexdigest()
+    return body, {"content-type": "application/json", "x-hub-signature": f"sha1={mac}"}
+
+
+def zendesk_event(seq: str) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(
+        {
+            "event": "ticket.created",
+            "ticket_id": f"t-{seq}",
+            "requester_id": f"u-{seq}",
+            "requester_name": "Kwame Mensah",
+            "requester_email": f"kwame.{seq}@example.com",
+            "requester_phone": "+14155552671",
+        },
+        separators=(",", ":"),
+    ).encode()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    mac = hmac.new(SECRET.encode(), stamp.encode() + body, hashlib.sha256).digest()
+    return body, {
+        "content-type": "application/json",
+        "x-zendesk-webhook-signature-timestamp": stamp,
+        "x-zendesk-webhook-signature": base64.b64encode(mac).decode(),
+    }
+
+
 EVENTS: dict[str, Callable[[str], tuple[bytes, dict[str, str]]]] = {
     "generic": generic_event,
     "typeform": typeform_event,
+    "intercom": intercom_event,
+    "zendesk": zendesk_event,
 }
 
 
@@ -306,18 +356,20 @@ function init(args)
   for line in io.lines(args[1]) do lines[#lines + 1] = line end
   counter = thread_id
 end
+-- A line: "name\2value\1name\2value\t<body>" (the event's own headers, then its body).
 local function decode(line)
-  local ts, sig, body = line:match("^([^\t]*)\t([^\t]*)\t(.*)$")
-  return ts, sig, body
+  local packed, body = line:match("^([^\t]*)\t(.*)$")
+  local headers = {["Content-Type"] = "application/json"}
+  for pair in packed:gmatch("[^\1]+") do
+    local name, value = pair:match("^([^\2]*)\2(.*)$")
+    headers[name] = value
+  end
+  return headers, body
 end
 request = function()
   local line = lines[(counter % #lines) + 1]
   counter = counter + threads
-  local ts, sig, body = decode(line)
-  local headers = {["Content-Type"] = "application/json"}
-  if ts ~= "" then headers["X-Contact-Adapter-Timestamp"] = ts end
-  if PROVIDER == "typeform" then headers["Typeform-Signature"] = sig
-  else headers["X-Contact-Adapter-Signature"] = sig end
+  local headers, body = decode(line)
   return wrk.format("POST", PATH, headers, body)
 end
 done = function(summary, latency, requests)
@@ -335,13 +387,12 @@ def wrk_load(url: str, provider: str, seconds: float, tag: str, workdir: Path) -
     with data.open("w") as out:
         for n in range(count):
             body, headers = make(f"wrk-{tag}-{n}")
-            stamp = headers.get("x-contact-adapter-timestamp", "")
-            sig = headers.get("x-contact-adapter-signature") or headers["typeform-signature"]
-            out.write(f"{stamp}\t{sig}\t{body.decode()}\n")
+            packed = "\x01".join(
+                f"{name}\x02{value}" for name, value in headers.items() if name != "content-type"
+            )
+            out.write(f"{packed}\t{body.decode()}\n")
     script = workdir / "events.lua"
-    script.write_text(
-        f'PATH = "/webhooks/{provider}"\nPROVIDER = "{provider}"\n' + WRK_SCRIPT, encoding="utf-8"
-    )
+    script.write_text(f'PATH = "/webhooks/{provider}"\n' + WRK_SCRIPT, encoding="utf-8")
     completed = subprocess.run(
         [
             str(WRK),
@@ -414,6 +465,8 @@ def main() -> None:
         "ROCKETCHAT_URL": "http://127.0.0.1:9",
         "GENERIC_WEBHOOK_SECRET": SECRET,
         "TYPEFORM_WEBHOOK_SECRET": SECRET,
+        "INTERCOM_WEBHOOK_SECRET": SECRET,
+        "ZENDESK_WEBHOOK_SECRET": SECRET,
         "LOG_LEVEL": "INFO",
     }
     clients = {c.strip() for c in args.clients.split(",") if c.strip()}
