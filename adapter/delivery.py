@@ -117,7 +117,10 @@ _LATEST_FOR_TOKEN = (
     .limit(1)
     .with_for_update()
 )
-_INSERT_DELIVERY = deliveries.insert()
+_INSERT_DELIVERY = deliveries.insert()  # executed with the row as parameters
+# The SET clause comes from the parameters' keys (one compiled form per set of keys, cached);
+# b_id is the row. Building ``update(...).values(...)`` per call costs more than running it.
+_UPDATE_DELIVERY = update(deliveries).where(deliveries.c.id == bindparam("b_id"))
 # Recording an outcome (only while we hold the lease); the contact id may have been
 # recorded meanwhile (contact-center strategy), so it and the strategy are kept if not given.
 _FINISH = (
@@ -401,6 +404,23 @@ _SEEN_EVENTS = select(delivery_events.c.event_id).where(
     delivery_events.c.event_id.in_(bindparam("event_ids", expanding=True)),
 )
 _GET = select(deliveries).where(deliveries.c.id == bindparam("id"))
+# A provider's person (Crisp session, Chatwoot contact…): what they gave so far.
+_FIND_PERSON = select(people).where(
+    people.c.source == bindparam("source"), people.c.person_key == bindparam("person_key")
+)
+_UPDATE_PERSON = (
+    update(people)
+    .where(
+        people.c.source == bindparam("b_source"),
+        people.c.person_key == bindparam("b_person_key"),
+    )
+    .values(
+        fields=bindparam("b_fields", type_=people.c.fields.type),
+        token=bindparam("b_token"),
+        updated_at=bindparam("b_now"),
+    )
+)
+_INSERT_PERSON = people.insert()
 _INCOMPLETE = (
     select(deliveries.c.id)
     .where(
@@ -608,25 +628,15 @@ class DeliveryQueue:
             if submission.ignored is not None:  # nothing to register: kept for the record only
                 delivery_id = uuid.uuid4().hex
                 row = self._row(submission, delivery_id, IGNORED, raw, None, now)
-                await conn.execute(_INSERT_DELIVERY.values(**row, last_error=submission.ignored))
+                await conn.execute(_INSERT_DELIVERY, {**row, "last_error": submission.ignored})
                 await self._record_event(conn, submission, delivery_id, now)
                 return Outcome(status=IGNORED, delivery_id=delivery_id)
             person_key = (
                 f"{submission.source}:{submission.person_key}" if submission.person_key else None
             )
             if person_key is not None:
-                person = (
-                    (
-                        await conn.execute(
-                            select(people).where(
-                                people.c.source == submission.source,
-                                people.c.person_key == submission.person_key,
-                            )
-                        )
-                    )
-                    .mappings()
-                    .first()
-                )
+                params = {"source": submission.source, "person_key": submission.person_key}
+                person = (await conn.execute(_FIND_PERSON, params)).mappings().first()
                 if person is not None:
                     raw = _merge_raw(person["fields"], raw)
                     token = person["token"]
@@ -652,14 +662,11 @@ class DeliveryQueue:
                     # with everything they have given so far (Crisp sends name, email and
                     # phone in separate events).
                     delivery_id = incomplete
-                    await conn.execute(
-                        update(deliveries)
-                        .where(deliveries.c.id == delivery_id)
-                        .values(fields=row["fields"], errors=exc.errors, updated_at=now)
-                    )
+                    changes = {"fields": row["fields"], "errors": exc.errors, "updated_at": now}
+                    await conn.execute(_UPDATE_DELIVERY, {"b_id": delivery_id, **changes})
                 else:
                     delivery_id = row["id"]
-                    await conn.execute(deliveries.insert().values(**row, errors=exc.errors))
+                    await conn.execute(_INSERT_DELIVERY, {**row, "errors": exc.errors})
                 await self._record_event(conn, submission, delivery_id, now)
                 metrics.CONTACTS.labels(submission.channel, "rejected").inc()
                 return Outcome(status=REJECTED, delivery_id=delivery_id, errors=exc.errors)
@@ -698,9 +705,7 @@ class DeliveryQueue:
                     values["contact_manager"] = submission.contact_manager
                 if warnings:
                     values["warnings"] = {**(waiting["warnings"] or {}), **warnings}
-                await conn.execute(
-                    update(deliveries).where(deliveries.c.id == waiting["id"]).values(**values)
-                )
+                await conn.execute(_UPDATE_DELIVERY, {"b_id": waiting["id"], **values})
                 await self._record_event(conn, submission, waiting["id"], now)
                 return Outcome(
                     status=PENDING, delivery_id=waiting["id"], contact=merged, warnings=warnings
@@ -725,11 +730,8 @@ class DeliveryQueue:
                 # becomes their delivery (one row per person, not a stale rejection beside it).
                 delivery_id = row["id"] = incomplete
                 del row["created_at"]
-                await conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id == delivery_id)
-                    .values(**row, errors=None, last_error=None)
-                )
+                changes = {**row, "errors": None, "last_error": None}
+                await conn.execute(_UPDATE_DELIVERY, {"b_id": delivery_id, **changes})
             else:
                 await conn.execute(_INSERT_DELIVERY, row)
             await self._record_event(conn, submission, delivery_id, now)
@@ -822,22 +824,24 @@ class DeliveryQueue:
         token: str | None,
         now: float,
     ) -> None:
-        changed = await conn.execute(
-            update(people)
-            .where(
-                people.c.source == submission.source, people.c.person_key == submission.person_key
-            )
-            .values(fields=dict(raw), token=token, updated_at=now)
-        )
+        values = {
+            "b_source": submission.source,
+            "b_person_key": submission.person_key,
+            "b_fields": dict(raw),
+            "b_token": token,
+            "b_now": now,
+        }
+        changed = await conn.execute(_UPDATE_PERSON, values)
         if changed.rowcount == 0:
             await conn.execute(
-                people.insert().values(
-                    source=submission.source,
-                    person_key=submission.person_key,
-                    fields=dict(raw),
-                    token=token,
-                    updated_at=now,
-                )
+                _INSERT_PERSON,
+                {
+                    "source": submission.source,
+                    "person_key": submission.person_key,
+                    "fields": dict(raw),
+                    "token": token,
+                    "updated_at": now,
+                },
             )
 
     @staticmethod
