@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from adapter.channels import ChannelContext
+from adapter.channels import ChannelContext, client_address
 from adapter.delivery import STATUSES, Attempt, DeliveryRecord
 from adapter.logs import redact_text
 
@@ -512,7 +512,7 @@ class _Admin:
             _digest(given_csrf), _digest(session["csrf"])
         ):
             return again(403, "The login form was out of date: try again.")
-        client = request.client.host if request.client else "?"
+        client = client_address(request)
         wait = self.throttle.blocked(client)
         if wait > 0:
             response = again(

@@ -29,6 +29,7 @@ __all__ = [
     "Channel",
     "ChannelContext",
     "check_timestamp",
+    "client_address",
     "constant_time_equal",
     "discover_channels",
     "read_body",
@@ -97,6 +98,28 @@ async def read_body(request: Request, limit: int) -> bytes:
     body = b"".join(chunks)
     request._body = body  # let request.json()/form() reuse it
     return body
+
+
+def client_address(request: Request) -> str:
+    """Whose request this is, for per-address limits (the forms' rate limit, the admin
+    login's throttle).
+
+    Behind a proxy (Heroku's router, nginx…) the peer is the proxy, and the client is the
+    address the proxy **appended** to ``X-Forwarded-For``: its last entry. Never the first
+    entry: a client writes that one itself, and Heroku's router keeps what the client sent
+    in front of the address it appends. (uvicorn, told to trust any proxy as on Heroku,
+    takes the first one for ``request.client``: a client could pick a new address for
+    each request and never be limited.) Without the header, the peer's address.
+    """
+    forwarded = [
+        entry.strip()
+        for value in request.headers.getlist("x-forwarded-for")
+        for entry in value.split(",")
+        if entry.strip()
+    ]
+    if forwarded:
+        return forwarded[-1]
+    return request.client.host if request.client else "?"
 
 
 def constant_time_equal(given: str | bytes, expected: str | bytes) -> bool:

@@ -41,7 +41,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Route
 
 from adapter.app import error_response
-from adapter.channels import BodyTooLarge, ChannelContext, read_body
+from adapter.channels import BodyTooLarge, ChannelContext, client_address, read_body
 from adapter.delivery import Outcome, Submission
 from adapter.settings import Settings, SettingsError
 from handlers.api import outcome_response
@@ -722,8 +722,7 @@ class FormsChannel:
                 ),
             }
 
-            client = request.client.host if request.client else "?"
-            wait = limiter.hit((name, client), config.rate_limit)
+            wait = limiter.hit((name, client_address(request)), config.rate_limit)
             if wait is not None:
                 log.warning("form_refused", form=name, reason="rate limit")
                 return fail(
