@@ -119,7 +119,7 @@ class PostgresServer:
                     return self
             except OSError:
                 pass
-            time.sleep(0.05)  # sleep-ok: poll interval of the 30 s start-up deadline
+            time.sleep(0.05)  # noqa: sleep-ok - poll interval of the 30 s start-up deadline
         raise RuntimeError("postgres did not accept connections within 30 s")
 
     def _psql(self, sql: str, database: str = "postgres") -> subprocess.CompletedProcess[bytes]:

@@ -770,9 +770,9 @@ class RocketChatStandIn:
         if response is None:
             response = self._dispatch(request, path, query, body)
         if response.status_code in (401, 403) and self.era == "R" and self.restivus_auth_delay:
-            await asyncio.sleep(random.uniform(0.5, 1.0))  # sleep-ok: Restivus's delay
+            await asyncio.sleep(random.uniform(0.5, 1.0))  # noqa: sleep-ok - Restivus's delay
         if self.latency > 0:
-            await asyncio.sleep(self.latency)  # sleep-ok: the simulated latency
+            await asyncio.sleep(self.latency)  # noqa: sleep-ok - the simulated latency
         self._record(request, query, body, response)
         return response
 
@@ -1433,7 +1433,7 @@ class _QuickServer(uvicorn.Server):
         should_exit = await self.on_tick(counter)
         while not should_exit:
             counter = (counter + 1) % 864_000
-            await asyncio.sleep(0.01)  # sleep-ok: uvicorn's own tick, made shorter
+            await asyncio.sleep(0.01)  # noqa: sleep-ok - uvicorn's own tick, made shorter
             should_exit = await self.on_tick(counter)
 
 
@@ -1482,7 +1482,7 @@ class StandInServer:
                         return
                 except OSError:
                     pass
-            time.sleep(0.005)  # sleep-ok: poll interval of the start-up deadline above
+            time.sleep(0.005)  # noqa: sleep-ok - poll interval of the start-up deadline above
         self.stop()
         raise TimeoutError(f"stand-in server did not start within {timeout}s")
 

@@ -169,7 +169,7 @@ def test_worker_killed_mid_delivery_leaves_rows_another_takes_after_the_lease(
         second = Proc.worker(env, tmp_path / "worker-b.log").start()
         procs.append(second)
         wait_for(lambda: all_delivered(db_url, set(ids)), 30, "all delivered by worker B", 0.2)
-        time.sleep(0.2)  # sleep-ok: a negative check: no late call after the last one
+        time.sleep(0.2)  # noqa: sleep-ok - a negative check: no late call after the last one
 
     retaken = [
         s for s in tracker.contact_posts() if s.token in lease_ends and s.started > first.killed_at

@@ -276,7 +276,7 @@ def test_inprocess_worker_off_leaves_delivery_to_worker_dynos(
         for i in range(5):
             assert http.post("/contacts", json=guest(i)).status_code == 202
     # A negative check: 15 poll intervals, an in-process worker would have delivered by now.
-    time.sleep(1.5)  # sleep-ok
+    time.sleep(1.5)  # noqa: sleep-ok
     assert recording.snapshot() == []
     assert statuses(postgres_server, postgres_url) == {"pending": 5}
     formation.start("worker")

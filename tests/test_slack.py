@@ -713,7 +713,7 @@ def test_answer_goes_out_in_time_even_when_storing_is_slow(
     real_submit = queue.submit
 
     async def stalled_submit(*args: Any, **kwargs: Any) -> Any:
-        await asyncio.sleep(4)  # sleep-ok: the stalled database this test is about
+        await asyncio.sleep(4)  # noqa: sleep-ok - the stalled database this test is about
         return await real_submit(*args, **kwargs)
 
     queue.submit = stalled_submit

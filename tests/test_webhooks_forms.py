@@ -686,7 +686,7 @@ def test_sample_replayed_three_times_is_one_contact_and_tampering_is_401(
     assert visitor["visitorEmails"] == [{"address": spec.person["email"]}]
     assert visitor["phone"] == [{"phoneNumber": spec.person["phone"]}]
     assert spec.extras.items() <= visitor["livechatData"].items()
-    time.sleep(0.3)  # sleep-ok: a negative check: a re-queued duplicate would show up
+    time.sleep(0.3)  # noqa: sleep-ok - a negative check: a re-queued duplicate would show up
     assert len(run.standin.visitors) == 1
     assert sum(run.standin.contact_posts_per_token().values()) == 1
 
