@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ AGENT = {"user_id": "agentUserId1", "token": "agent-token"}  # rate limited, lik
 BOT = {"user_id": "botUserId1", "token": "bot-token"}  # api-bypass-rate-limit
 API_TOKEN = "test-api-token-0123456789"
 ADMIN_TOKEN = "test-admin-token-0123456789"
+FINAL = ("delivered", "rejected", "failed", "merged")  # statuses a delivery ends in
 
 
 def wait_until(
@@ -44,7 +46,7 @@ def wait_until(
         if time.monotonic() > deadline:
             seen = show() if show is not None else value
             raise AssertionError(f"{what} not met within {timeout:.1f}s (last seen: {seen!r})")
-        time.sleep(interval)  # sleep-ok: the poll interval of this deadline wait
+        time.sleep(interval)  # noqa: sleep-ok - the poll interval of this deadline wait
 
 
 async def wait_until_async(
@@ -56,7 +58,7 @@ async def wait_until_async(
         value = predicate()
         if value or time.monotonic() > deadline:
             return value
-        await asyncio.sleep(interval)  # sleep-ok: the poll interval of this deadline wait
+        await asyncio.sleep(interval)  # noqa: sleep-ok - the poll interval of this deadline wait
 
 
 @pytest.fixture(autouse=True)
@@ -191,6 +193,21 @@ class Service:
         )
         response.raise_for_status()
         return dict(response.json())
+
+    def settled(self, delivery_id: str, timeout: float = 15.0) -> dict[str, Any]:
+        """The delivery once it reached a final status (or was merged into another)."""
+        record: dict[str, Any] = wait_until(
+            lambda: (r := self.delivery(delivery_id))["status"] in FINAL and r,
+            timeout=timeout,
+            what=f"delivery {delivery_id} final",
+        )
+        return record
+
+    def stored_rows(self) -> int:
+        """How many deliveries the service's SQLite database holds."""
+        path = self.settings.database_url.split(":///", 1)[1]
+        with sqlite3.connect(path) as db:
+            return int(db.execute("SELECT count(*) FROM deliveries").fetchone()[0])
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from starlette.datastructures import Headers, QueryParams
 from adapter.settings import Settings
 from adapter.webhooks import PayloadError, WebhookRequest
 from handlers.hubspot import HubSpotProvider, hubspot_signature
-from tests.conftest import ADMIN_TOKEN, Service, wait_until
+from tests.conftest import ADMIN_TOKEN, Service
 from tests.rocketchat_standin import RocketChatStandIn
 from tests.webhook_samples import SAMPLE_INSTANT, load_sample, tamper
 
@@ -36,7 +36,6 @@ SETTING = "HUBSPOT_WEBHOOK_SECRET"
 PORTAL, CONTACT = 62515, 90210
 PERSON = f"{PORTAL}:{CONTACT}"
 EMAIL = "kenji.watanabe@example.com"
-FINAL = ("delivered", "rejected", "failed", "merged")
 PROVIDER = HubSpotProvider()
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -395,21 +394,6 @@ def post(
     return Posted(service.client.post("/webhooks/hubspot", content=body, headers=dict(headers)))
 
 
-def settle(service: Service, delivery_id: str) -> dict[str, Any]:
-    record: dict[str, Any] = wait_until(
-        lambda: (r := service.delivery(delivery_id))["status"] in FINAL and r,
-        timeout=15,
-        what=f"delivery {delivery_id} final",
-    )
-    return record
-
-
-def stored_rows(service: Service) -> int:
-    path = service.settings.database_url.split(":///", 1)[1]
-    with sqlite3.connect(path) as db:
-        return int(db.execute("SELECT count(*) FROM deliveries").fetchone()[0])
-
-
 def ignored_rows(service: Service) -> int:
     """``ignored`` rows: only events without contact details, and only when asked to keep them."""
     path = service.settings.database_url.split(":///", 1)[1]
@@ -488,14 +472,14 @@ def test_one_batch_with_every_detail_registers_one_contact_once(
     first = same_answer(kenji)
     delivery_id = first["delivery_id"]
     assert first == {"ok": True, "delivery_id": delivery_id, "status": "pending"}
-    record = settle(service, delivery_id)
+    record = service.settled(delivery_id)
     assert record["status"] == "delivered" and record["attempts"] == 1
     doc = only_visitor(standin)
     assert details(doc) == KENJI
     assert doc["livechatData"] == {"hubspot_contact_id": str(CONTACT), "hubspot_portal_id": "62515"}
     assert registrations(standin) == 1  # one registration for the four events
     # one row: no 'ignored' row for the combined events (WEBHOOK_RECORD_IGNORED is false)
-    assert stored_rows(service) == 1 and ignored_rows(service) == 0
+    assert service.stored_rows() == 1 and ignored_rows(service) == 0
     assert counts(service) == {"delivered": 1}
 
     # HubSpot retries the batch (re-signed), and each event on its own: all duplicates.
@@ -514,9 +498,9 @@ def test_one_batch_with_every_detail_registers_one_contact_once(
     # Any two of them in another batch: a duplicate too.
     pair = post(service, encode([events[4], events[2]]))
     assert same_answer(pair.events)["duplicate"] is True
-    assert stored_rows(service) == 1
+    assert service.stored_rows() == 1
     assert registrations(standin) == 1
-    assert settle(service, delivery_id)["status"] == "delivered"
+    assert service.settled(delivery_id)["status"] == "delivered"
 
 
 def test_details_over_several_requests_complete_one_row_and_one_contact(
@@ -537,22 +521,22 @@ def test_details_over_several_requests_complete_one_row_and_one_contact(
     assert both["delivery_id"] == row  # the same row, kept up to date
     assert both["status"] == "rejected" and both["errors"] == {"phone": "is required"}
     assert registrations(standin) == 0
-    assert stored_rows(service) == 1
+    assert service.stored_rows() == 1
 
     phone_change = change("phone", "+81 3-1234-5678")
     phone = post(service, encode([phone_change]))
     assert phone.body["delivery_id"] == row and phone.body["status"] == "pending"
-    record = settle(service, row)
+    record = service.settled(row)
     assert record["status"] == "delivered" and record["errors"] == {}
     assert details(only_visitor(standin)) == KENJI
-    assert stored_rows(service) == 1  # the rejected row became the person's delivery
+    assert service.stored_rows() == 1  # the rejected row became the person's delivery
 
     # Every request again: duplicates, nothing registered twice.
     for body in (sample, encode([phone_change])):
         again = post(service, body)
         assert all(a.get("duplicate") for a in again.events if "ignored" not in a)
     assert registrations(standin) == 1
-    assert stored_rows(service) == 1
+    assert service.stored_rows() == 1
 
 
 def test_a_retried_event_beside_new_ones_does_not_hide_them(
@@ -569,7 +553,7 @@ def test_a_retried_event_beside_new_ones_does_not_hide_them(
     accepted = same_answer(answer.events)
     assert accepted["delivery_id"] == rejected.body["delivery_id"]  # completed in place
     assert accepted["status"] == "pending" and "duplicate" not in accepted
-    assert settle(service, accepted["delivery_id"])["status"] == "delivered"
+    assert service.settled(accepted["delivery_id"])["status"] == "delivered"
     assert details(only_visitor(standin)) == ("Kenji Watanabe", [EMAIL], [])
     assert registrations(standin) == 1
     # Now every one of them was seen: the batch again, or a name event alone, is a duplicate.
@@ -579,7 +563,7 @@ def test_a_retried_event_beside_new_ones_does_not_hide_them(
     assert alone.body["duplicate"] is True
     assert alone.body["delivery_id"] == accepted["delivery_id"]
     assert registrations(standin) == 1
-    assert stored_rows(service) == 1 and ignored_rows(service) == 0
+    assert service.stored_rows() == 1 and ignored_rows(service) == 0
 
 
 def test_with_name_and_email_required_the_contact_grows_as_details_arrive(
@@ -590,11 +574,11 @@ def test_with_name_and_email_required_the_contact_grows_as_details_arrive(
     email = post(service, sample).events[1]
     assert email["errors"] == {"name": "is required"}  # the phone is no longer required
     names = post(service, encode([change("lastname", "Watanabe"), change("firstname", "Kenji")]))
-    assert settle(service, names.events[0]["delivery_id"])["status"] == "delivered"
+    assert service.settled(names.events[0]["delivery_id"])["status"] == "delivered"
     assert names.events[0]["delivery_id"] == email["delivery_id"]
     assert details(only_visitor(standin)) == ("Kenji Watanabe", [EMAIL], [])
     phone = post(service, encode([change("mobilephone", "+81 90-1234-5678")]))
-    assert settle(service, phone.body["delivery_id"])["status"] == "delivered"
+    assert service.settled(phone.body["delivery_id"])["status"] == "delivered"
     assert details(only_visitor(standin)) == ("Kenji Watanabe", [EMAIL], ["+819012345678"])
     assert registrations(standin) == 2  # each registration carried everything known
 
@@ -614,12 +598,12 @@ def test_several_contacts_in_one_batch_are_kept_apart(
     aiko = same_answer(answer.events[1::2])["delivery_id"]
     assert kenji != aiko
     for delivery_id in (kenji, aiko):
-        assert settle(service, delivery_id)["status"] == "delivered"
+        assert service.settled(delivery_id)["status"] == "delivered"
     assert sorted(details(v) for v in standin.visitors.values()) == [
         ("Aiko", ["aiko.tanaka@example.com"], []),
         ("Kenji", [EMAIL], []),
     ]
-    assert stored_rows(service) == 2 and ignored_rows(service) == 0
+    assert service.stored_rows() == 2 and ignored_rows(service) == 0
     assert registrations(standin) == 2
 
 
@@ -641,9 +625,9 @@ def test_ignored_events_of_a_batch_are_kept_one_by_one_when_asked(
     assert created["delivery_id"] != company["delivery_id"]
     # Only the events without contact details are kept as 'ignored'; the person's two are one.
     assert same_answer([name, email])["status"] == "pending"
-    assert ignored_rows(service) == 2 and stored_rows(service) == 3
+    assert ignored_rows(service) == 2 and service.stored_rows() == 3
     assert all(a["duplicate"] for a in post(service, body).events)
-    assert stored_rows(service) == 3
+    assert service.stored_rows() == 3
 
 
 def test_refused_requests_store_nothing(
@@ -672,13 +656,13 @@ def test_refused_requests_store_nothing(
         assert SETTING in answer.body["error"], why
         assert "only X-HubSpot-Signature-v3 is accepted" in answer.body["error"], why
         assert "HUBSPOT_WEBHOOK_URL" in answer.body["error"], why
-    assert stored_rows(service) == 0
+    assert service.stored_rows() == 0
 
     off = start_service(make_settings(channel_settings={SETTING: ""}))
     unset = post(off, body)
     assert unset.status == 503
     assert SETTING in unset.body["error"]
-    assert stored_rows(off) == 0
+    assert off.stored_rows() == 0
     assert standin.contact_posts_per_token() == {}
 
 
@@ -692,7 +676,7 @@ def test_the_public_url_setting_verifies_what_hubspot_signed_behind_a_proxy(
     assert post(service, body).status == 401  # signed for the URL this process sees
     answer = post(service, body, uri=CONTRACT_URI)
     assert answer.status == 200, answer.response.text
-    assert settle(service, answer.events[0]["delivery_id"])["status"] == "delivered"
+    assert service.settled(answer.events[0]["delivery_id"])["status"] == "delivered"
     assert only_visitor(standin)["name"] == "Kenji Watanabe"
 
     # Without the setting, the proxy's X-Forwarded-Proto / X-Forwarded-Host give the URI.
@@ -725,4 +709,4 @@ def test_wrong_shapes_are_400_saying_what_was_expected_and_store_nothing(
         assert answer.status == 400, (needle, answer.response.text)
         assert answer.body["error"].startswith("not a HubSpot event we understand: ")
         assert needle in answer.body["error"]
-    assert stored_rows(service) == 0  # a batch with one bad element is refused whole
+    assert service.stored_rows() == 0  # a batch with one bad element is refused whole

@@ -13,7 +13,6 @@ import copy
 import hashlib
 import hmac
 import json
-import sqlite3
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,7 +22,7 @@ from starlette.datastructures import Headers, QueryParams
 
 from adapter.webhooks import PayloadError, WebhookEvent, WebhookRequest
 from handlers.intercom import IntercomProvider, intercom_signature
-from tests.conftest import Service, wait_until
+from tests.conftest import Service
 from tests.rocketchat_standin import RocketChatStandIn
 from tests.webhook_samples import load_sample, tamper
 
@@ -34,7 +33,6 @@ SAMPLE = "contact.lead.created"
 CONTACT_ID = "6742f3a1c9e77b0012ab9f01"
 NOTIFICATION_ID = "notif_4e3504a3-ba3f-46dc-ab48-8e4d5bdfdf4e"
 EXTRAS = ("intercom_contact_id", "intercom_role", "intercom_external_id", "city", "country")
-FINAL = ("delivered", "rejected", "failed", "merged")
 
 PROVIDER = IntercomProvider()
 
@@ -254,21 +252,6 @@ def post(service: Service, body: bytes, headers: Mapping[str, str] | None = None
     return service.client.post("/webhooks/intercom", content=body, headers=sent)
 
 
-def settle(service: Service, delivery_id: str) -> dict[str, Any]:
-    record: dict[str, Any] = wait_until(
-        lambda: (r := service.delivery(delivery_id))["status"] in FINAL and r,
-        timeout=15,
-        what=f"delivery {delivery_id} final",
-    )
-    return record
-
-
-def stored_rows(service: Service) -> int:
-    path = service.settings.database_url.split(":///", 1)[1]
-    with sqlite3.connect(path) as db:
-        return int(db.execute("SELECT count(*) FROM deliveries").fetchone()[0])
-
-
 def phones(doc: Mapping[str, Any]) -> list[str]:
     return [p["phoneNumber"] for p in doc.get("phone") or []]
 
@@ -312,7 +295,7 @@ def test_the_sample_is_registered_once_however_often_intercom_sends_it(
     retried = post(service, retry)
     assert retried.status_code == 200 and retried.json()["duplicate"] is True
 
-    record = settle(service, answer["delivery_id"])
+    record = service.settled(answer["delivery_id"])
     assert record["status"] == "delivered", record
     assert record["source"] == "webhook:intercom"
     assert len(standin.visitors) == 1
@@ -324,7 +307,7 @@ def test_the_sample_is_registered_once_however_often_intercom_sends_it(
         doc.get("livechatData") or {}
     ).items()
     assert sum(standin.contact_posts_per_token().values()) == 1
-    assert stored_rows(service) == 1
+    assert service.stored_rows() == 1
 
 
 def test_refused_and_ignored_requests_register_nothing(
@@ -376,7 +359,7 @@ def test_refused_and_ignored_requests_register_nothing(
     anonymous = notification("contact.lead.created", "notif_anon", email=None, phone=None)
     assert post(service, encode(anonymous)).json()["ignored"]
 
-    assert stored_rows(service) == 0
+    assert service.stored_rows() == 0
     assert standin.contact_posts_per_token() == {}
     assert standin.visitors == {}
 
@@ -394,7 +377,7 @@ def test_a_lead_completed_by_contact_email_updated_is_one_contact(
     updated = notification("contact.email.updated", "notif_l2", updated_at=1795514460)
     answer = post(service, encode(updated))
     assert answer.status_code == 200, answer.text
-    record = settle(service, answer.json()["delivery_id"])
+    record = service.settled(answer.json()["delivery_id"])
     assert record["status"] == "delivered", record
     # The rejection while the email was missing became the person's delivery.
     assert record["id"] == created.json()["delivery_id"]
@@ -411,7 +394,7 @@ def test_a_lead_completed_by_contact_email_updated_is_one_contact(
         email="fatima.al-sayed@example.org",
         updated_at=1795514520,
     )
-    again = settle(service, post(service, encode(corrected)).json()["delivery_id"])
+    again = service.settled(post(service, encode(corrected)).json()["delivery_id"])
     assert again["status"] == "delivered", again
     assert again["contact_id"] == record["contact_id"]
     assert len(standin.visitors) == 1
@@ -428,5 +411,5 @@ def test_unset_secret_answers_503_naming_the_setting(
     answer = post(service, body, headers)
     assert answer.status_code == 503
     assert SETTING in answer.json()["error"]
-    assert stored_rows(service) == 0
+    assert service.stored_rows() == 0
     assert standin.contact_posts_per_token() == {}

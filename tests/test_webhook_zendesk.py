@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import json
 import re
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -307,12 +306,6 @@ def test_wrong_shapes_say_what_was_expected(body: bytes, needle: str) -> None:
 # End to end: the real service under uvicorn, the Rocket.Chat stand-in
 
 
-def stored_rows(service: Service) -> int:
-    path = service.settings.database_url.split(":///", 1)[1]
-    with sqlite3.connect(path) as db:
-        return int(db.execute("SELECT count(*) FROM deliveries").fetchone()[0])
-
-
 def post(service: Service, body: bytes, headers: Mapping[str, str]) -> httpx.Response:
     return service.client.post("/webhooks/zendesk", content=body, headers=dict(headers))
 
@@ -371,7 +364,7 @@ def test_sample_end_to_end_refusals_store_nothing_and_three_replays_register_onc
         assert SETTING in answer.json()["error"], case
     too_big = b'{"requester_email": "' + b"a" * 300_000 + b'"}'
     assert post(service, too_big, signed(too_big)).status_code == 413
-    assert stored_rows(service) == 0
+    assert service.stored_rows() == 0
     assert standin.contact_posts_per_token() == {}
 
     answers = [post(service, body, fresh) for _ in range(3)]
@@ -391,7 +384,7 @@ def test_sample_end_to_end_refusals_store_nothing_and_three_replays_register_onc
     assert visitor["livechatData"]["zendesk_ticket_id"] == "4812"
     assert len(standin.visitors) == 1
     assert sum(standin.contact_posts_per_token().values()) == 1
-    assert stored_rows(service) == 1
+    assert service.stored_rows() == 1
 
 
 def test_field_settings_map_another_template_end_to_end(
@@ -446,7 +439,7 @@ def test_no_contact_is_ignored_and_wrong_shapes_are_400_end_to_end(
         assert answer.status_code == 400, (bad[:20], answer.text)
         error = answer.json()["error"]
         assert "not a Zendesk event we understand" in error and needle in error, error
-    assert stored_rows(service) == 0
+    assert service.stored_rows() == 0
     assert standin.contact_posts_per_token() == {}
 
 
@@ -460,5 +453,5 @@ def test_unset_secret_is_503_naming_the_setting(
     answer = post(service, body, signed(body))
     assert answer.status_code == 503, answer.text
     assert SETTING in answer.json()["error"]
-    assert stored_rows(service) == 0
+    assert service.stored_rows() == 0
     assert standin.contact_posts_per_token() == {}

@@ -10,7 +10,6 @@ stale, unconfigured, and a table of payload variants per provider.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from handlers.chatwoot import ChatwootProvider
 from handlers.crisp import CrispProvider
 from handlers.rocketchat_livechat import RocketChatLivechatProvider
 from handlers.tawkto import TawkToProvider
-from tests.conftest import ADMIN_TOKEN, Service, wait_until
+from tests.conftest import ADMIN_TOKEN, Service
 from tests.rocketchat_standin import RocketChatStandIn
 from tests.webhook_samples import (
     SAMPLE_INSTANT,
@@ -54,7 +53,6 @@ SETTING = {
 ALL_SECRETS = {SETTING[p]: SECRETS[p] for p in PROVIDERS} | {"CRISP_WEBHOOK_KEY": ""}
 NO_SECRETS = dict.fromkeys([*SETTING.values(), "CRISP_WEBHOOK_KEY"], "")
 RELAXED = "name,email"
-FINAL = ("delivered", "rejected", "failed", "merged")
 
 
 def request(
@@ -523,20 +521,6 @@ def post(
     return Posted(response, parsed if isinstance(parsed, dict) else {})
 
 
-def settle(service: Service, delivery_id: str) -> dict[str, Any]:
-    """The delivery once it reached a final status."""
-    record: dict[str, Any] = wait_until(
-        lambda: (r := service.delivery(delivery_id))["status"] in FINAL and r, timeout=15
-    )
-    return record
-
-
-def stored_rows(service: Service) -> int:
-    path = service.settings.database_url.split(":///", 1)[1]
-    with sqlite3.connect(path) as db:
-        return int(db.execute("SELECT count(*) FROM deliveries").fetchone()[0])
-
-
 def visitor(standin: RocketChatStandIn, email: str) -> dict[str, Any]:
     found = [
         v
@@ -630,7 +614,7 @@ def test_every_sample_replayed_three_times_registers_the_right_contact_once(
             assert retry.body["duplicate"] is True
             assert retry.delivery_id == first.delivery_id
         accepted[event] = first.delivery_id
-        settle(service, first.delivery_id)  # one event at a time: deterministic call counts
+        service.settled(first.delivery_id)  # one event at a time: deterministic call counts
 
     assert len(standin.visitors) == len(expected["people"])
     for name, email, numbers in expected["people"]:
@@ -639,7 +623,7 @@ def test_every_sample_replayed_three_times_registers_the_right_contact_once(
         assert phones(doc) == numbers
     # The replays stored nothing; a person whose details came in several events (Crisp)
     # has one row, completed in place.
-    assert stored_rows(service) == len(set(accepted.values()))
+    assert service.stored_rows() == len(set(accepted.values()))
     records = [service.delivery(i) for i in set(accepted.values())]
     delivered = [r for r in records if r["status"] == "delivered"]
     assert all(r["attempts"] == 1 for r in delivered)
@@ -667,7 +651,7 @@ def test_tawkto_chat_visitors_without_phone_are_rejected_when_phone_is_required(
     assert record["status"] == "rejected"
     assert record["errors"] == {"phone": TAWKTO_GUIDANCE}  # says what to do
     body, headers = load_sample("tawkto", "ticket_create")  # the ticket's text has a phone
-    settle(service, str(post(service, "tawkto", body, headers).delivery_id))
+    service.settled(str(post(service, "tawkto", body, headers).delivery_id))
     assert phones(visitor(standin, "kwame.mensah@example.org")) == ["+14155552671"]
     assert len(standin.visitors) == 1
 
@@ -677,7 +661,7 @@ def test_provider_required_fields_override_only_that_provider(
 ) -> None:
     service = chat_service(channel_settings={"TAWKTO_REQUIRED_FIELDS": "name, EMAIL"})
     body, headers = load_sample("tawkto", "chat_start")
-    record = settle(service, str(post(service, "tawkto", body, headers).delivery_id))
+    record = service.settled(str(post(service, "tawkto", body, headers).delivery_id))
     assert record["status"] == "delivered"
     doc = visitor(standin, "mariajose.fernandez@example.com")
     assert (doc["name"], phones(doc)) == ("María José Fernández", [])
@@ -709,7 +693,7 @@ def test_rocketchat_offline_messages_without_a_phone_say_which_setting_keeps_the
 
     relaxed = chat_service(channel_settings={"ROCKETCHAT_REQUIRED_FIELDS": RELAXED})
     offline["message"] = "Second try: please call me back."  # the first one was kept, rejected
-    record = settle(relaxed, str(post(relaxed, "rocketchat", encode(offline)).delivery_id))
+    record = relaxed.settled(str(post(relaxed, "rocketchat", encode(offline)).delivery_id))
     assert record["status"] == "delivered"
     assert visitor(standin, "bo.berg@example.com")["name"] == "Bo Berg"
 
@@ -744,7 +728,7 @@ def test_ignored_events_are_kept_as_ignored_rows_when_asked(
     body, headers = load_sample("crisp", "message_send")
     crisp = post(service, "crisp", body, headers)
     assert crisp.body["status"] == "ignored"
-    assert stored_rows(service) == 2
+    assert service.stored_rows() == 2
 
     record = service.delivery(first.delivery_id)
     assert record["status"] == "ignored"
@@ -790,7 +774,7 @@ def test_crisp_visitor_messages_give_the_nickname_once_per_session(
     post(service, "crisp", email_body, email_headers)
     answers = [post(service, "crisp", encode(m)) for m in (message, later)]
     assert answers[1].body["duplicate"] is True
-    assert settle(service, str(answers[0].delivery_id))["status"] == "delivered"
+    assert service.settled(str(answers[0].delivery_id))["status"] == "delivered"
     assert visitor(standin, "juergen.weiss@example.org")["name"] == "Jürgen Weiß"
     assert list(standin.contact_posts_per_token().values()) == [1]
 
@@ -805,7 +789,7 @@ def test_crisp_pieces_become_one_contact_that_grows(
         body, headers = load_sample("crisp", event)
         answer = post(service, "crisp", body, headers)
         assert answer.response.status_code == 200
-        ids.append(settle(service, str(answer.delivery_id)))
+        ids.append(service.settled(str(answer.delivery_id)))
     assert [r["status"] for r in ids] == ["rejected", "delivered", "delivered"]
     assert ids[0]["errors"] == {"name": "is required"}
     # The row rejected while the name was missing became the person's delivery: operators
@@ -827,10 +811,10 @@ def test_chatwoot_anonymous_contact_then_prechat_form_is_one_contact(
     assert ignored.response.status_code == 200 and ignored.body["ignored"]
     base = json.loads(created)
     first = {**base, "event": "contact_updated", "name": "Aiko Tanaka", "email": "aiko@example.com"}
-    record = settle(service, str(post(service, "chatwoot", encode(first)).delivery_id))
+    record = service.settled(str(post(service, "chatwoot", encode(first)).delivery_id))
     assert record["status"] == "delivered"
     later = {**first, "phone_number": "+81 3-1234-5678", "name": "Aiko T."}
-    again = settle(service, str(post(service, "chatwoot", encode(later)).delivery_id))
+    again = service.settled(str(post(service, "chatwoot", encode(later)).delivery_id))
     assert again["contact_id"] == record["contact_id"]
     doc = standin.visitors[record["contact_id"]]
     assert (doc["name"], phones(doc)) == ("Aiko T.", ["+81312345678"])
@@ -897,7 +881,7 @@ def test_refused_requests_store_nothing(
         == 401
     )
     assert service.client.post("/webhooks/nosuchwidget", content=b"{}").status_code == 404
-    assert stored_rows(service) == 0
+    assert service.stored_rows() == 0
 
     off = start_service(make_settings(channel_settings=NO_SECRETS))
     for provider in PROVIDERS:
@@ -906,7 +890,7 @@ def test_refused_requests_store_nothing(
         assert answer.response.status_code == 503, provider
         assert SETTING[provider] in answer.body["error"]
     assert "CRISP_WEBHOOK_KEY" in post(off, "crisp", crisp_body).body["error"]
-    assert stored_rows(off) == 0
+    assert off.stored_rows() == 0
     assert standin.contact_posts_per_token() == {}
 
 
@@ -926,7 +910,7 @@ def test_crisp_website_hook_with_the_url_key(
         )
         assert answer.response.status_code == 200
         last = answer.delivery_id
-    settle(service, str(last))
+    service.settled(str(last))
     assert visitor(standin, "juergen.weiss@example.org")["name"] == "Jürgen Weiß"
     body, headers = load_sample("crisp", "session_set_phone")
     signed_without_key = post(service, "crisp", body, headers)  # no signing secret configured
@@ -1164,7 +1148,7 @@ def check_variant(
     if expect[0] == "ignored":
         assert last.delivery_id is None and last.body["ignored"], v.label
         return
-    record = settle(service, str(last.delivery_id))
+    record = service.settled(str(last.delivery_id))
     if expect[0] == "rejected":
         assert record["status"] == "rejected", (v.label, record)
         assert record["errors"] == expect[1], v.label
@@ -1274,7 +1258,7 @@ def test_tawkto_payload_variants(
         if expect[0] == "ignored":
             assert answer.body["ignored"], label
             continue
-        record = settle(service, str(answer.delivery_id))
+        record = service.settled(str(answer.delivery_id))
         if expect[0] == "rejected":
             assert (record["status"], record["errors"]) == ("rejected", expect[1]), label
             continue
