@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import sqlite3
 import threading
@@ -47,6 +48,13 @@ def wait_until(
             seen = show() if show is not None else value
             raise AssertionError(f"{what} not met within {timeout:.1f}s (last seen: {seen!r})")
         time.sleep(interval)  # noqa: sleep-ok - the poll interval of this deadline wait
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token of the admin page's form in ``html``."""
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
 
 
 async def wait_until_async(

@@ -11,7 +11,7 @@ import pytest
 
 from adapter.admin import _mask_message, mask_email, mask_name, mask_phone
 from adapter.settings import Settings
-from tests.conftest import ADMIN_TOKEN, Service, wait_until
+from tests.conftest import ADMIN_TOKEN, Service, csrf_of, wait_until
 from tests.rocketchat_standin import RocketChatStandIn
 
 CHRIS = {"name": "Chris Doe", "email": "chris@example.com", "phone": "+1 415 555 2671"}
@@ -24,12 +24,6 @@ def set_cookie(response: httpx.Response, name: str) -> str:
     found = [c for c in response.headers.get_list("set-cookie") if c.startswith(name + "=")]
     assert len(found) == 1, response.headers.get_list("set-cookie")
     return found[0]
-
-
-def csrf_of(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert match, "no CSRF token in the page"
-    return match.group(1)
 
 
 @pytest.fixture

@@ -10,17 +10,16 @@ rate limit; a second real address has its own allowance.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.conftest import ADMIN_TOKEN, csrf_of
 from tests.dynos import Dyno, Formation, base_env
 from tests.rocketchat_standin import RocketChatStandIn, StandInServer
 
-ADMIN_TOKEN = "test-admin-token-0123456789"
 REAL, OTHER = "198.51.100.7", "198.51.100.8"
 
 
@@ -50,12 +49,6 @@ def web(tmp_path: Path) -> Iterator[Dyno]:
     finally:
         formation.stop_all()
         server.stop()
-
-
-def csrf_of(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert match, "no CSRF token in the page"
-    return match.group(1)
 
 
 def test_admin_login_throttle_ignores_the_address_a_client_writes(web: Dyno) -> None:

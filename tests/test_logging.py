@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapter.logs import REDACTED, redact, redact_text
+from tests.conftest import csrf_of
 from tests.dynos import ROOT, Dyno, Formation, base_env, wait_for
 from tests.rocketchat_standin import RocketChatStandIn, StandInServer
 
@@ -369,12 +370,6 @@ def contact_center_web(tmp_path: Path, standin: RocketChatStandIn) -> Iterator[D
             formation.stop_all()
 
 
-def _csrf(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert match, "no CSRF token in the page"
-    return match.group(1)
-
-
 def test_contact_center_admin_retry_and_import_log_nothing_personal_or_secret(
     contact_center_web: Dyno, standin: RocketChatStandIn, tmp_path: Path
 ) -> None:
@@ -393,14 +388,14 @@ def test_contact_center_admin_retry_and_import_log_nothing_personal_or_secret(
         form = admin.get("/admin/login")
         login = admin.post(
             "/admin/login",
-            data={"token": SECRETS["ADMIN_TOKEN"], "csrf_token": _csrf(form.text), "next": "/"},
+            data={"token": SECRETS["ADMIN_TOKEN"], "csrf_token": csrf_of(form.text), "next": "/"},
         )
         assert login.status_code == 303, login.text
         detail = admin.get(f"/admin/deliveries/{failed_id}")
         assert detail.status_code == 200 and "Retry this delivery" in detail.text
         del standin.custom_fields["company"]
         retried = admin.post(
-            f"/admin/deliveries/{failed_id}/retry", data={"csrf_token": _csrf(detail.text)}
+            f"/admin/deliveries/{failed_id}/retry", data={"csrf_token": csrf_of(detail.text)}
         )
         assert retried.status_code == 303, retried.text
     wait_for(lambda: _status(dyno, failed_id) == "delivered", 20, "the retried delivery")
