@@ -513,16 +513,10 @@ class DeliveryQueue:
 
     async def submit(self, submission: Submission, *, wait: float | None = None) -> Outcome:
         """Validate and durably accept a contact; optionally try it now for ``wait`` seconds."""
-        if submission.also_event_ids:
-            submission, seen = await self._unseen_events(submission)
-            if seen is not None:
-                metrics.CONTACTS.labels(submission.channel, "duplicate").inc()
-                return self._outcome(seen, duplicate=True)
-        elif submission.event_id:
-            seen = await self._find_event(submission.source, submission.event_id)
-            if seen is not None:
-                metrics.CONTACTS.labels(submission.channel, "duplicate").inc()
-                return self._outcome(seen, duplicate=True)
+        submission, seen = await self._seen_before(submission)
+        if seen is not None:
+            metrics.CONTACTS.labels(submission.channel, "duplicate").inc()
+            return self._outcome(seen, duplicate=True)
 
         raw: dict[str, Any] = {
             "name": submission.fields.get("name"),
@@ -553,14 +547,9 @@ class DeliveryQueue:
             except IntegrityError:
                 # A concurrent accept for the same event or person won the race: look again.
                 # (Of several event ids, one recorded meanwhile is dropped, the rest goes on.)
-                if submission.also_event_ids:
-                    submission, seen = await self._unseen_events(submission)
-                    if seen is not None:
-                        return self._outcome(seen, duplicate=True)
-                elif submission.event_id:
-                    seen = await self._find_event(submission.source, submission.event_id)
-                    if seen is not None:
-                        return self._outcome(seen, duplicate=True)
+                submission, seen = await self._seen_before(submission)
+                if seen is not None:
+                    return self._outcome(seen, duplicate=True)
                 if attempt == 2:
                     raise
         if not outcome.accepted:
@@ -876,6 +865,17 @@ class DeliveryQueue:
 
         row = await self.read(_read)
         return DeliveryRecord.from_row(row) if row is not None else None
+
+    async def _seen_before(
+        self, submission: Submission
+    ) -> tuple[Submission, DeliveryRecord | None]:
+        """The delivery this submission duplicates (every event id of it seen before), or
+        None with the submission left to accept (less the ids seen, when it has several)."""
+        if submission.also_event_ids:
+            return await self._unseen_events(submission)
+        if submission.event_id:
+            return submission, await self._find_event(submission.source, submission.event_id)
+        return submission, None
 
     async def _unseen_events(
         self, submission: Submission
