@@ -3,9 +3,8 @@
 The public API of the core; channels (``handlers``) and tests import from here.
 """
 
-from adapter.contact import Contact, ContactError, FieldError, validate_contact
-from adapter.delivery import DeliveryQueue, DeliveryRecord, DeliveryWorker, Outcome, Submission
-from adapter.errors import (
+from adapter.core.contact import Contact, ContactError, FieldError, validate_contact
+from adapter.core.errors import (
     BadCredentials,
     ConfigurationError,
     ContactRejected,
@@ -17,9 +16,16 @@ from adapter.errors import (
     RouteNotFound,
     ServerError,
 )
-from adapter.extract import Extraction, extract_contact
-from adapter.rocketchat import RocketChatClient, VisitorStrategy
-from adapter.sansio import RegisteredContact, Registration, contact_token
+from adapter.core.extract import Extraction, extract_contact
+from adapter.delivery.queue import (
+    DeliveryQueue,
+    DeliveryRecord,
+    DeliveryWorker,
+    Outcome,
+    Submission,
+)
+from adapter.rocketchat.client import RocketChatClient, VisitorStrategy
+from adapter.rocketchat.sansio import RegisteredContact, Registration, contact_token
 from adapter.settings import Settings, SettingsError, load_settings
 
 __all__ = [

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from adapter.contact import CONTACT_FIELDS
+from adapter.core.contact import CONTACT_FIELDS
 
 __all__ = ["Settings", "SettingsError", "check_required_fields", "load_settings"]
 
@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database(cls, value: str) -> str:
-        from adapter.db import normalize_database_url
+        from adapter.ledger.schema import normalize_database_url
 
         return normalize_database_url(value)
 

@@ -178,10 +178,10 @@ def service_env(rocketchat_url: str, database_url: str, **extra: str) -> dict[st
 
 def seed(database_url: str, count: int) -> None:
     """``count`` pending deliveries, inserted in one transaction (the bench's setup)."""
-    from adapter.contact import Contact
-    from adapter.db import create_engine, deliveries, migrate
-    from adapter.delivery import PENDING, DeliveryQueue, Submission
-    from adapter.sansio import contact_token
+    from adapter.core.contact import Contact
+    from adapter.delivery.queue import PENDING, DeliveryQueue, Submission
+    from adapter.ledger.schema import create_engine, deliveries, migrate
+    from adapter.rocketchat.sansio import contact_token
 
     async def main() -> None:
         engine = create_engine(database_url)
@@ -327,9 +327,9 @@ def part_throughput(database: str, count: int) -> None:
 
 
 async def client_alone(url: str, count: int) -> float:
-    from adapter.contact import Contact
-    from adapter.rocketchat import RocketChatClient
-    from adapter.sansio import Registration
+    from adapter.core.contact import Contact
+    from adapter.rocketchat.client import RocketChatClient
+    from adapter.rocketchat.sansio import Registration
 
     client = RocketChatClient(
         url,

@@ -198,7 +198,7 @@ def measure_accept(url: str, count: int, clients: int, sync: str) -> float:
 
 
 def measure_import(url: str, path: Path, sync: str) -> tuple[float, str]:
-    from adapter.importer import run_import
+    from adapter.ops.importer import run_import
 
     report = run_import(path, settings_for(url, sync))
     return report.rate, report.summary()
@@ -206,9 +206,9 @@ def measure_import(url: str, path: Path, sync: str) -> tuple[float, str]:
 
 def measure_one_by_one(url: str, rows: int, sync: str) -> float:
     """Good rows through ``submit(wait=0)`` one at a time: the path without batching."""
-    from adapter.app import build_client
-    from adapter.db import create_engine, migrate
-    from adapter.delivery import DeliveryQueue, Submission
+    from adapter.delivery.queue import DeliveryQueue, Submission
+    from adapter.ledger.schema import create_engine, migrate
+    from adapter.web.app import build_client
 
     settings = settings_for(url, sync)
 

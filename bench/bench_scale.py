@@ -91,10 +91,10 @@ def contact_posts(url: str) -> int:
 
 def seed(database_url: str, count: int) -> None:
     """``count`` accepted contacts, through the queue's bulk accept (no fast path)."""
-    from adapter.app import build_client
-    from adapter.db import create_engine, migrate
-    from adapter.delivery import DeliveryQueue, Submission
+    from adapter.delivery.queue import DeliveryQueue, Submission
+    from adapter.ledger.schema import create_engine, migrate
     from adapter.settings import load_settings
+    from adapter.web.app import build_client
 
     settings = load_settings(database_url=database_url, fast_path_budget=0)
 

@@ -108,9 +108,9 @@ def serve_baseline(port: int, process_before_response: bool) -> None:
 def serve_ours(port: int, db: str, rocketchat: str, slack_api: str, full: bool) -> None:
     import uvicorn
 
-    from adapter.app import create_app
-    from adapter.logs import configure_logging
+    from adapter.ops.logs import configure_logging
     from adapter.settings import load_settings
+    from adapter.web.app import create_app
 
     settings = load_settings(
         rocketchat_url=rocketchat,

@@ -83,7 +83,7 @@ def serialise_sqlite_accepts() -> None:
     import asyncio as aio
     from typing import Any
 
-    from adapter import delivery
+    from adapter.delivery import queue as delivery
 
     original = delivery.DeliveryQueue._accept
     lock: aio.Lock | None = None

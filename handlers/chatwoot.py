@@ -27,7 +27,14 @@ import re
 from collections.abc import Mapping
 
 from adapter.channels import check_timestamp, verify_hmac
-from adapter.payloads import (
+from adapter.channels.webhooks import (
+    WebhookChannel,
+    WebhookEvent,
+    WebhookProvider,
+    WebhookRequest,
+    body_digest,
+)
+from adapter.core.payloads import (
     PayloadError,
     dig,
     json_object,
@@ -35,13 +42,6 @@ from adapter.payloads import (
     no_contact_reason,
     real_name,
     scalar_text,
-)
-from adapter.webhooks import (
-    WebhookChannel,
-    WebhookEvent,
-    WebhookProvider,
-    WebhookRequest,
-    body_digest,
 )
 
 __all__ = ["ChatwootProvider", "channel"]

@@ -34,7 +34,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from adapter.channels import check_timestamp, constant_time_equal, verify_hmac
-from adapter.payloads import (
+from adapter.channels.webhooks import (
+    WebhookChannel,
+    WebhookEvent,
+    WebhookProvider,
+    WebhookRequest,
+    body_digest,
+)
+from adapter.core.payloads import (
     PayloadError,
     dig,
     json_object,
@@ -42,13 +49,6 @@ from adapter.payloads import (
     real_name,
     scalar_text,
     stringified,
-)
-from adapter.webhooks import (
-    WebhookChannel,
-    WebhookEvent,
-    WebhookProvider,
-    WebhookRequest,
-    body_digest,
 )
 
 __all__ = ["CrispProvider", "channel"]

@@ -40,10 +40,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from adapter.app import error_response
 from adapter.channels import BodyTooLarge, ChannelContext, client_address, read_body
-from adapter.delivery import Outcome, Submission
+from adapter.delivery.queue import Outcome, Submission
 from adapter.settings import Settings, SettingsError
+from adapter.web.app import error_response
 from handlers.api import outcome_response
 
 __all__ = ["FormConfig", "FormsChannel", "RateLimiter", "channel", "load_forms", "origin_of"]
@@ -297,7 +297,7 @@ class RateLimiter:
 
 
 def _asset(name: str) -> str:
-    return (files("adapter") / "static" / name).read_text(encoding="utf-8")
+    return (files("adapter.web") / "static" / name).read_text(encoding="utf-8")
 
 
 def _csp_hash(text: str) -> str:
@@ -309,7 +309,7 @@ class _Page:
 
     def __init__(self) -> None:
         env = jinja2.Environment(
-            loader=jinja2.PackageLoader("adapter", "templates"),
+            loader=jinja2.PackageLoader("adapter.web", "templates"),
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         )

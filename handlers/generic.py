@@ -18,7 +18,14 @@ with a fresh timestamp).
 from __future__ import annotations
 
 from adapter.channels import check_timestamp, verify_hmac
-from adapter.payloads import (
+from adapter.channels.webhooks import (
+    WebhookChannel,
+    WebhookEvent,
+    WebhookProvider,
+    WebhookRequest,
+    body_digest,
+)
+from adapter.core.payloads import (
     Answer,
     custom_value,
     json_object,
@@ -26,13 +33,6 @@ from adapter.payloads import (
     member,
     norm,
     text_value,
-)
-from adapter.webhooks import (
-    WebhookChannel,
-    WebhookEvent,
-    WebhookProvider,
-    WebhookRequest,
-    body_digest,
 )
 
 __all__ = ["GenericProvider", "channel"]

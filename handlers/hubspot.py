@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from adapter.payloads import TOO_DEEP, PayloadError, json_kind, scalar_text
-from adapter.webhooks import WebhookChannel, WebhookEvent, WebhookProvider, WebhookRequest
+from adapter.channels.webhooks import WebhookChannel, WebhookEvent, WebhookProvider, WebhookRequest
+from adapter.core.payloads import TOO_DEEP, PayloadError, json_kind, scalar_text
 
 __all__ = ["HubSpotProvider", "channel", "hubspot_signature", "signed_uri"]
 

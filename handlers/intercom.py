@@ -38,7 +38,8 @@ import hmac
 from typing import Any
 
 from adapter.channels import constant_time_equal
-from adapter.payloads import (
+from adapter.channels.webhooks import WebhookChannel, WebhookEvent, WebhookProvider, WebhookRequest
+from adapter.core.payloads import (
     PayloadError,
     custom_value,
     dig,
@@ -49,7 +50,6 @@ from adapter.payloads import (
     no_contact_reason,
     scalar_text,
 )
-from adapter.webhooks import WebhookChannel, WebhookEvent, WebhookProvider, WebhookRequest
 
 __all__ = ["IntercomProvider", "channel", "intercom_signature"]
 

@@ -36,7 +36,14 @@ from python_multipart import FormParser
 from python_multipart.multipart import Field, File, parse_options_header
 
 from adapter.channels import constant_time_equal
-from adapter.payloads import (
+from adapter.channels.webhooks import (
+    WebhookChannel,
+    WebhookEvent,
+    WebhookProvider,
+    WebhookRequest,
+    body_digest,
+)
+from adapter.core.payloads import (
     Answer,
     PayloadError,
     custom_value,
@@ -44,13 +51,6 @@ from adapter.payloads import (
     map_answers,
     norm,
     scalar_text,
-)
-from adapter.webhooks import (
-    WebhookChannel,
-    WebhookEvent,
-    WebhookProvider,
-    WebhookRequest,
-    body_digest,
 )
 
 __all__ = ["JotformProvider", "answers_of", "channel", "form_parts"]

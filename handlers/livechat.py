@@ -26,7 +26,13 @@ import json
 from typing import Any
 
 from adapter.channels import constant_time_equal
-from adapter.payloads import (
+from adapter.channels.webhooks import (
+    WebhookChannel,
+    WebhookEvent,
+    WebhookProvider,
+    WebhookRequest,
+)
+from adapter.core.payloads import (
     Answer,
     PayloadError,
     custom_value,
@@ -35,12 +41,6 @@ from adapter.payloads import (
     map_answers,
     member,
     norm,
-)
-from adapter.webhooks import (
-    WebhookChannel,
-    WebhookEvent,
-    WebhookProvider,
-    WebhookRequest,
 )
 
 __all__ = ["LiveChatProvider", "channel"]

@@ -29,7 +29,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from adapter.channels import constant_time_equal
-from adapter.payloads import (
+from adapter.channels.webhooks import (
+    WebhookChannel,
+    WebhookEvent,
+    WebhookProvider,
+    WebhookRequest,
+    body_digest,
+)
+from adapter.core.payloads import (
     PayloadError,
     custom_value,
     json_object,
@@ -37,13 +44,6 @@ from adapter.payloads import (
     no_contact_reason,
     phone_in_text,
     scalar_text,
-)
-from adapter.webhooks import (
-    WebhookChannel,
-    WebhookEvent,
-    WebhookProvider,
-    WebhookRequest,
-    body_digest,
 )
 
 __all__ = ["RocketChatLivechatProvider", "channel"]

@@ -24,7 +24,13 @@ import hmac
 from typing import Any
 
 from adapter.channels import constant_time_equal
-from adapter.payloads import (
+from adapter.channels.webhooks import (
+    WebhookChannel,
+    WebhookEvent,
+    WebhookProvider,
+    WebhookRequest,
+)
+from adapter.core.payloads import (
     Answer,
     PayloadError,
     custom_value,
@@ -34,12 +40,6 @@ from adapter.payloads import (
     member,
     norm,
     stringified,
-)
-from adapter.webhooks import (
-    WebhookChannel,
-    WebhookEvent,
-    WebhookProvider,
-    WebhookRequest,
 )
 
 __all__ = ["TallyProvider", "channel", "tally_signature"]

@@ -22,7 +22,14 @@ import re
 from collections.abc import Mapping
 
 from adapter.channels import verify_hmac
-from adapter.payloads import (
+from adapter.channels.webhooks import (
+    WebhookChannel,
+    WebhookEvent,
+    WebhookProvider,
+    WebhookRequest,
+    body_digest,
+)
+from adapter.core.payloads import (
     PayloadError,
     dig,
     json_object,
@@ -30,13 +37,6 @@ from adapter.payloads import (
     phone_in_text,
     real_name,
     scalar_text,
-)
-from adapter.webhooks import (
-    WebhookChannel,
-    WebhookEvent,
-    WebhookProvider,
-    WebhookRequest,
-    body_digest,
 )
 
 __all__ = ["TawkToProvider", "channel"]

@@ -41,20 +41,20 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from adapter.payloads import (
+from adapter.channels.webhooks import (
+    WebhookChannel,
+    WebhookEvent,
+    WebhookProvider,
+    WebhookRequest,
+    body_digest,
+)
+from adapter.core.payloads import (
     Lookup,
     PayloadError,
     json_kind,
     json_object,
     scalar_text,
     setting_list,
-)
-from adapter.webhooks import (
-    WebhookChannel,
-    WebhookEvent,
-    WebhookProvider,
-    WebhookRequest,
-    body_digest,
 )
 
 __all__ = [

@@ -18,8 +18,8 @@ import pytest
 import structlog
 import uvicorn
 
-from adapter.app import create_app
 from adapter.settings import Settings, load_settings
+from adapter.web.app import create_app
 from tests.rocketchat_standin import RocketChatStandIn, StandInServer
 
 AGENT = {"user_id": "agentUserId1", "token": "agent-token"}  # rate limited, like a normal user

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from adapter.sansio import contact_token
+from adapter.rocketchat.sansio import contact_token
 from tests.conftest import ADMIN_TOKEN, API_TOKEN, BOT, wait_until
 from tests.rocketchat_standin import StandInServer
 
@@ -302,10 +302,10 @@ class Proc:
 
 def seed(database_url: str, indexes: Sequence[int]) -> list[str]:
     """Accept guests straight into the database (no fast path); their delivery ids."""
-    from adapter.app import build_client
-    from adapter.db import create_engine, migrate
-    from adapter.delivery import DeliveryQueue, Submission
+    from adapter.delivery.queue import DeliveryQueue, Submission
+    from adapter.ledger.schema import create_engine, migrate
     from adapter.settings import load_settings
+    from adapter.web.app import build_client
 
     settings = load_settings(
         database_url=database_url, rocketchat_url="http://127.0.0.1:9", fast_path_budget=0
@@ -334,7 +334,7 @@ class DbReader:
     """Reads the deliveries table from the test thread: one engine on a loop of its own."""
 
     def __init__(self, database_url: str) -> None:
-        from adapter.db import create_engine
+        from adapter.ledger.schema import create_engine
 
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -344,7 +344,7 @@ class DbReader:
     def rows(self) -> list[dict[str, Any]]:
         from sqlalchemy import select
 
-        from adapter.db import deliveries
+        from adapter.ledger.schema import deliveries
 
         async def read() -> list[dict[str, Any]]:
             async with self.engine.connect() as conn:

@@ -14,7 +14,7 @@ from tests.rocketchat_standin import RocketChatStandIn, StandInServer
 
 def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "adapter.cli", *args],
+        [sys.executable, "-m", "adapter.ops.cli", *args],
         cwd=cwd,
         env={**os.environ, "LOG_LEVEL": "WARNING", **env},
         capture_output=True,

@@ -18,16 +18,16 @@ from typing import Any
 import httpx
 import pytest
 
-from adapter.contact import Contact
-from adapter.contact_center import (
+from adapter.core.contact import Contact
+from adapter.core.errors import ConfigurationError, ContactRejected
+from adapter.rocketchat.client import RocketChatClient
+from adapter.rocketchat.contact_center import (
     create_body,
     merge_values,
     pick_match,
     update_body,
 )
-from adapter.errors import ConfigurationError, ContactRejected
-from adapter.rocketchat import RocketChatClient
-from adapter.sansio import Registration
+from adapter.rocketchat.sansio import Registration
 from adapter.settings import Settings
 from tests.conftest import ADMIN_TOKEN, AGENT, API_TOKEN, BOT, Service, wait_until
 from tests.rocketchat_standin import RocketChatStandIn, StandInServer

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapter.contact import validate_contact
-from adapter.extract import Extraction, extract_contact
+from adapter.core.contact import validate_contact
+from adapter.core.extract import Extraction, extract_contact
 
 CHRIS = "Chris Doe"
 MAIL = "chris@example.com"
@@ -364,7 +364,7 @@ def test_unknown_region_does_not_raise() -> None:
 def test_cli_parse_reports_every_problem_at_once(tmp_path: Path) -> None:
     """``contact-adapter parse`` lists the missing email with the bad phone, not just one."""
     result = subprocess.run(
-        [sys.executable, "-m", "adapter.cli", "parse", "Chris +1 555"],
+        [sys.executable, "-m", "adapter.ops.cli", "parse", "Chris +1 555"],
         cwd=tmp_path,
         env={**os.environ, "LOG_LEVEL": "WARNING", "CONTACT_REQUIRED_FIELDS": "name,email,phone"},
         capture_output=True,

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from adapter.cli import app as cli_app
-from adapter.importer import (
+from adapter.ops.cli import app as cli_app
+from adapter.ops.importer import (
     ColumnMapping,
     ImportFileError,
     import_csv,
@@ -279,9 +279,9 @@ def test_import_csv_in_batches_matches_one_big_batch(
     tmp_path: Path, make_settings: Callable[..., Settings]
 ) -> None:
     """Batch boundaries change nothing: duplicates and merges across batches count the same."""
-    from adapter.app import build_client
-    from adapter.db import create_engine, migrate
-    from adapter.delivery import DeliveryQueue
+    from adapter.delivery.queue import DeliveryQueue
+    from adapter.ledger.schema import create_engine, migrate
+    from adapter.web.app import build_client
 
     leads = tmp_path / "leads.csv"
     with leads.open("w", newline="") as handle:
@@ -315,10 +315,10 @@ def test_import_csv_in_batches_matches_one_big_batch(
 @pytest.mark.postgres
 def test_import_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
     """The same batch statements on PostgreSQL (``FOR UPDATE``, multi-row inserts)."""
-    from adapter.app import build_client
-    from adapter.db import create_engine, migrate
-    from adapter.delivery import DeliveryQueue
+    from adapter.delivery.queue import DeliveryQueue
+    from adapter.ledger.schema import create_engine, migrate
     from adapter.settings import load_settings
+    from adapter.web.app import build_client
 
     leads = tmp_path / "leads.csv"
     with leads.open("w", newline="") as handle:

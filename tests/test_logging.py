@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapter.logs import REDACTED, redact, redact_text
+from adapter.ops.logs import REDACTED, redact, redact_text
 from tests.conftest import csrf_of
 from tests.dynos import ROOT, Dyno, Formation, base_env, wait_for
 from tests.rocketchat_standin import RocketChatStandIn, StandInServer
@@ -494,8 +494,8 @@ def test_redact_runs_on_standard_library_records_too() -> None:
     """Also third-party records, and SQLAlchemy stays quiet even at DEBUG (it logs parameters)."""
     script = """
 import asyncio, logging, structlog
-from adapter.logs import configure_logging
-from adapter.db import create_engine
+from adapter.ops.logs import configure_logging
+from adapter.ledger.schema import create_engine
 configure_logging("DEBUG", "json")
 logging.getLogger("somelib").warning("user chris@example.com called +1 415 555 2671")
 structlog.get_logger("t").info("bound", email="chris@example.com", note="x")

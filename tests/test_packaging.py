@@ -27,7 +27,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from adapter import cli
+from adapter.ops import cli
 from adapter.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent

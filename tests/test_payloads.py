@@ -1,4 +1,4 @@
-"""adapter.payloads: the pure helpers every webhook provider reads its payload with."""
+"""adapter.core.payloads: the pure helpers every webhook provider reads its payload with."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from adapter import webhooks
-from adapter.payloads import (
+from adapter.channels import webhooks
+from adapter.core.payloads import (
     MAX_CUSTOM_VALUE,
     NO_CONTACT,
     Answer,

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from adapter.contact import Contact
-from adapter.errors import (
+from adapter.core.contact import Contact
+from adapter.core.errors import (
     BadCredentials,
     ContactRejected,
     PermissionDenied,
@@ -16,7 +16,7 @@ from adapter.errors import (
     RouteNotFound,
     ServerError,
 )
-from adapter.sansio import (
+from adapter.rocketchat.sansio import (
     Registration,
     classify_answer,
     contact_token,

@@ -54,7 +54,7 @@ def test_cli_start_up_fails_with_one_line(tmp_path: Path) -> None:
         "ROCKETCHAT_AUTH_TOKEN": "s3cret-token",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "adapter.cli", "serve"],
+        [sys.executable, "-m", "adapter.ops.cli", "serve"],
         env=env,
         cwd=tmp_path,
         capture_output=True,

@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from adapter.app import build_client
-from adapter.db import create_engine, migrate
-from adapter.delivery import DeliveryQueue, Submission
+from adapter.delivery.queue import DeliveryQueue, Submission
+from adapter.ledger.schema import create_engine, migrate
 from adapter.settings import load_settings
+from adapter.web.app import build_client
 from tests.conftest import ADMIN_TOKEN, API_TOKEN, BOT
 from tests.dynos import Formation, RecordingStandIn, base_env, wait_for
 from tests.rocketchat_standin import RocketChatStandIn, StandInServer

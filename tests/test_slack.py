@@ -544,7 +544,7 @@ def test_contact_manager_map_forms() -> None:
 def test_malformed_slack_setting_stops_start_up_naming_it(
     make_settings: Callable[..., Settings], slack: SlackStandIn
 ) -> None:
-    from adapter.app import create_app
+    from adapter.web.app import create_app
 
     settings = make_settings(
         channel_settings=slack.channel_settings(SLACK_CONTACT_MANAGER_MAP="U1 alice")
@@ -660,9 +660,9 @@ def test_worker_process_reports_with_nothing_but_the_record_and_settings(
     """``contact-adapter worker`` has no bolt app: the outcome still reaches the user."""
     import asyncio
 
-    from adapter.app import create_app
     from adapter.channels import ChannelContext
-    from adapter.delivery import DeliveryRecord
+    from adapter.delivery.queue import DeliveryRecord
+    from adapter.web.app import create_app
     from handlers.slack import channel
 
     settings = make_settings(channel_settings=slack.channel_settings())

@@ -13,9 +13,9 @@ import httpx
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, make_url, select
 from sqlalchemy.exc import IntegrityError
 
-from adapter.db import create_engine, normalize_database_url, sqlite_writer_engine
+from adapter.ledger.schema import create_engine, normalize_database_url, sqlite_writer_engine
+from adapter.ledger.sqlite_writer import SQLiteWriter, WriteConnection
 from adapter.settings import Settings
-from adapter.sqlite_writer import SQLiteWriter, WriteConnection
 from tests.conftest import API_TOKEN, Service, wait_until
 
 metadata = MetaData()

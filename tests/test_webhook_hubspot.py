@@ -22,8 +22,8 @@ import httpx
 import pytest
 from starlette.datastructures import Headers, QueryParams
 
+from adapter.channels.webhooks import PayloadError, WebhookRequest
 from adapter.settings import Settings
-from adapter.webhooks import PayloadError, WebhookRequest
 from handlers.hubspot import HubSpotProvider, hubspot_signature
 from tests.conftest import ADMIN_TOKEN, Service
 from tests.rocketchat_standin import RocketChatStandIn

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from starlette.datastructures import Headers, QueryParams
 
-from adapter.webhooks import PayloadError, WebhookEvent, WebhookRequest
+from adapter.channels.webhooks import PayloadError, WebhookEvent, WebhookRequest
 from handlers.intercom import IntercomProvider, intercom_signature
 from tests.conftest import Service
 from tests.rocketchat_standin import RocketChatStandIn

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from starlette.datastructures import Headers, QueryParams
 
-from adapter.contact import validate_contact
+from adapter.channels.webhooks import PayloadError, WebhookEvent, WebhookRequest
+from adapter.core.contact import validate_contact
 from adapter.settings import Settings
-from adapter.webhooks import PayloadError, WebhookEvent, WebhookRequest
 from handlers.jotform import JotformProvider
 from tests.conftest import ADMIN_TOKEN, Service, wait_until
 from tests.rocketchat_standin import RocketChatStandIn

@@ -25,8 +25,8 @@ import httpx
 import pytest
 from starlette.datastructures import Headers, QueryParams
 
+from adapter.channels.webhooks import PayloadError, WebhookRequest, body_digest
 from adapter.settings import Settings
-from adapter.webhooks import PayloadError, WebhookRequest, body_digest
 from handlers.zendesk import ZendeskProvider, signature_time, zendesk_signature
 from tests.conftest import Service, wait_until
 from tests.rocketchat_standin import RocketChatStandIn

@@ -19,10 +19,10 @@ import httpx
 import pytest
 from starlette.datastructures import Headers, QueryParams
 
-from adapter.app import create_app
-from adapter.payloads import MAX_CUSTOM_VALUE
+from adapter.channels.webhooks import PayloadError, WebhookEvent, WebhookProvider, WebhookRequest
+from adapter.core.payloads import MAX_CUSTOM_VALUE
 from adapter.settings import Settings, SettingsError
-from adapter.webhooks import PayloadError, WebhookEvent, WebhookProvider, WebhookRequest
+from adapter.web.app import create_app
 from handlers.chatwoot import ChatwootProvider
 from handlers.crisp import CrispProvider
 from handlers.rocketchat_livechat import RocketChatLivechatProvider

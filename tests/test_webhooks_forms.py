@@ -23,8 +23,8 @@ import httpx
 import pytest
 from starlette.datastructures import Headers, QueryParams
 
+from adapter.channels.webhooks import PayloadError, WebhookEvent, WebhookProvider, WebhookRequest
 from adapter.settings import Settings, load_settings
-from adapter.webhooks import PayloadError, WebhookEvent, WebhookProvider, WebhookRequest
 from handlers.generic import GenericProvider
 from handlers.livechat import LiveChatProvider
 from handlers.tally import TallyProvider, tally_signature

@@ -25,9 +25,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from adapter.app import error_response
 from adapter.channels import BodyTooLarge, ChannelContext, read_body
-from adapter.delivery import DeliveryRecord
+from adapter.delivery.queue import DeliveryRecord
+from adapter.web.app import error_response
 from handlers.slack import blocks
 from handlers.slack.config import SlackConfig
 from handlers.slack.sender import SlackSender

@@ -42,12 +42,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from adapter.channels import ChannelContext
-from adapter.contact import ContactError, FieldError, normalize_email
-from adapter.contact import validate_contact as validate
-from adapter.db import delivery_events
-from adapter.delivery import Outcome, Submission
-from adapter.extract import Extraction, extract_contact
-from adapter.sqlite_writer import WriteConnection
+from adapter.core.contact import ContactError, FieldError, normalize_email
+from adapter.core.contact import validate_contact as validate
+from adapter.core.extract import Extraction, extract_contact
+from adapter.delivery.queue import Outcome, Submission
+from adapter.ledger.schema import delivery_events
+from adapter.ledger.sqlite_writer import WriteConnection
 from handlers.slack import blocks
 from handlers.slack.config import BOT_SCOPES, SlackConfig
 from handlers.slack.oauth import (

@@ -21,15 +21,15 @@ from typing import Any, Protocol
 import aiohttp
 import structlog
 
-from adapter import metrics
-from adapter.errors import (
+from adapter.core.errors import (
     ConfigurationError,
     RateLimited,
     RocketChatError,
     RocketChatUnavailable,
     RouteNotFound,
 )
-from adapter.sansio import (
+from adapter.ops import metrics
+from adapter.rocketchat.sansio import (
     RateLimit,
     RegisteredContact,
     Registration,
@@ -478,7 +478,7 @@ class RocketChatClient:
         strategy: RegistrationStrategy = self._visitor_strategy()
         if contact_center:
             try:
-                from adapter.contact_center import (  # type: ignore[import-not-found,unused-ignore]
+                from adapter.rocketchat.contact_center import (  # type: ignore[import-not-found,unused-ignore]
                     ContactCenterStrategy,
                 )
             except ModuleNotFoundError:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
-    from adapter.delivery import DeliveryQueue
+    from adapter.delivery.queue import DeliveryQueue
 
 __all__ = [
     "ATTEMPTS",
@@ -111,8 +111,8 @@ async def refresh(queue: DeliveryQueue) -> None:
     """Set the database-backed gauges (and this process's pause flag) before a scrape."""
     from sqlalchemy import func, select
 
-    from adapter.db import deliveries, delivery_attempts
-    from adapter.delivery import PENDING, STATUSES, Attempt
+    from adapter.delivery.queue import PENDING, STATUSES, Attempt
+    from adapter.ledger.schema import deliveries, delivery_attempts
 
     counts = await queue.counts()
     totals = dict.fromkeys(STATUSES, 0)

@@ -29,11 +29,11 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from adapter.errors import ConfigurationError, ContactRejected, RocketChatError, RouteNotFound
-from adapter.sansio import RegisteredContact, Registration
+from adapter.core.errors import ConfigurationError, ContactRejected, RocketChatError, RouteNotFound
+from adapter.rocketchat.sansio import RegisteredContact, Registration
 
 if TYPE_CHECKING:
-    from adapter.rocketchat import RocketChatClient
+    from adapter.rocketchat.client import RocketChatClient
 
 __all__ = [
     "CONTACTS",

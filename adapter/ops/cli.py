@@ -50,7 +50,7 @@ def serve(
     """Run the web service under uvicorn."""
     import uvicorn
 
-    from adapter.logs import configure_logging
+    from adapter.ops.logs import configure_logging
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -80,16 +80,16 @@ def _exit_cleanly(_signum: int, _frame: Any) -> None:
 @app.command()
 def worker() -> None:
     """Run a delivery worker on its own (a Procfile ``worker:`` dyno). SIGTERM stops it cleanly."""
-    from adapter.logs import configure_logging
+    from adapter.ops.logs import configure_logging
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
 
     async def main() -> None:
-        from adapter.app import build_client
         from adapter.channels import ChannelContext, discover_channels, notify_channel
-        from adapter.db import engine_for, migrate
-        from adapter.delivery import DeliveryQueue, DeliveryRecord, DeliveryWorker
+        from adapter.delivery.queue import DeliveryQueue, DeliveryRecord, DeliveryWorker
+        from adapter.ledger.schema import engine_for, migrate
+        from adapter.web.app import build_client
 
         engine = engine_for(settings)
         await migrate(engine)
@@ -122,8 +122,8 @@ def migrate() -> None:
     """Create or upgrade the database schema (safe to run on every deploy)."""
 
     async def main() -> int:
-        from adapter.db import engine_for
-        from adapter.db import migrate as run_migrate
+        from adapter.ledger.schema import engine_for
+        from adapter.ledger.schema import migrate as run_migrate
 
         settings = _settings()
         engine = engine_for(settings)
@@ -143,7 +143,7 @@ def parse(
     ],
 ) -> None:
     """Show what would be registered from free text, without sending anything."""
-    from adapter.extract import extract_contact
+    from adapter.core.extract import extract_contact
 
     settings = _settings()
     found = extract_contact(text, default_region=settings.default_phone_region)
@@ -170,10 +170,10 @@ def register(
     settings = _settings()
 
     async def main() -> dict[str, Any]:
-        from adapter.app import build_client
-        from adapter.db import engine_for
-        from adapter.db import migrate as run_migrate
-        from adapter.delivery import DeliveryQueue, Submission
+        from adapter.delivery.queue import DeliveryQueue, Submission
+        from adapter.ledger.schema import engine_for
+        from adapter.ledger.schema import migrate as run_migrate
+        from adapter.web.app import build_client
 
         engine = engine_for(settings)
         await run_migrate(engine)
@@ -220,10 +220,10 @@ def _queue_call(fn: Callable[[Any], Awaitable[T]]) -> T:
     settings = _settings()
 
     async def main() -> T:
-        from adapter.app import build_client
-        from adapter.db import engine_for
-        from adapter.db import migrate as run_migrate
-        from adapter.delivery import DeliveryQueue
+        from adapter.delivery.queue import DeliveryQueue
+        from adapter.ledger.schema import engine_for
+        from adapter.ledger.schema import migrate as run_migrate
+        from adapter.web.app import build_client
 
         engine = engine_for(settings)
         await run_migrate(engine)
@@ -350,8 +350,8 @@ def import_csv(
     Exit 0 when every row was accepted or already imported, 1 when some were rejected,
     2 when the file cannot be imported as asked.
     """
-    from adapter.importer import ColumnMapping, ImportFileError, progress_wanted, run_import
-    from adapter.logs import configure_logging
+    from adapter.ops.importer import ColumnMapping, ImportFileError, progress_wanted, run_import
+    from adapter.ops.logs import configure_logging
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)  # redacted, like every process

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import phonenumbers
 
-from adapter.contact import (
+from adapter.core.contact import (
     CONTACT_FIELDS,
     Contact,
     ContactError,

@@ -21,7 +21,7 @@ import structlog
 from starlette.requests import Request
 from starlette.routing import BaseRoute
 
-from adapter.delivery import DeliveryQueue, DeliveryRecord
+from adapter.delivery.queue import DeliveryQueue, DeliveryRecord
 from adapter.settings import Settings
 
 __all__ = [

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapter.contact import Contact
-from adapter.errors import (
+from adapter.core.contact import Contact
+from adapter.core.errors import (
     BadCredentials,
     ContactRejected,
     PermissionDenied,

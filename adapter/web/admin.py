@@ -34,8 +34,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from adapter.channels import ChannelContext, client_address
-from adapter.delivery import STATUSES, Attempt, DeliveryRecord
-from adapter.logs import redact_text
+from adapter.delivery.queue import STATUSES, Attempt, DeliveryRecord
+from adapter.ops.logs import redact_text
 
 __all__ = [
     "LOGIN_COOKIE",

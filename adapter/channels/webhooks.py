@@ -47,8 +47,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from adapter.channels import BodyTooLarge, ChannelContext, read_body
-from adapter.delivery import Outcome, Submission
-from adapter.payloads import TOO_DEEP, Lookup, PayloadError, no_contact_reason
+from adapter.core.payloads import TOO_DEEP, Lookup, PayloadError, no_contact_reason
+from adapter.delivery.queue import Outcome, Submission
 from adapter.settings import SettingsError, check_required_fields
 
 __all__ = [

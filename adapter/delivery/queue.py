@@ -44,27 +44,27 @@ from sqlalchemy import and_, bindparam, case, exists, func, or_, select, text, u
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from adapter import metrics
-from adapter.contact import Contact, ContactError, validate_contact
-from adapter.db import (
-    deliveries,
-    delivery_attempts,
-    delivery_events,
-    people,
-    sqlite_writer_engine,
-)
-from adapter.errors import (
+from adapter.core.contact import Contact, ContactError, validate_contact
+from adapter.core.errors import (
     ConfigurationError,
     ContactRejected,
     PermissionDenied,
     RateLimited,
     RocketChatError,
 )
-from adapter.logs import redact_text
-from adapter.rocketchat import RocketChatClient
-from adapter.sansio import RegisteredContact, Registration, contact_token
+from adapter.ledger.schema import (
+    deliveries,
+    delivery_attempts,
+    delivery_events,
+    people,
+    sqlite_writer_engine,
+)
+from adapter.ledger.sqlite_writer import SQLiteWriter, WriteConnection
+from adapter.ops import metrics
+from adapter.ops.logs import redact_text
+from adapter.rocketchat.client import RocketChatClient
+from adapter.rocketchat.sansio import RegisteredContact, Registration, contact_token
 from adapter.settings import Settings
-from adapter.sqlite_writer import SQLiteWriter, WriteConnection
 
 __all__ = [
     "Attempt",

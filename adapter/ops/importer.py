@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from adapter.delivery import DeliveryQueue, Outcome, Submission
+    from adapter.delivery.queue import DeliveryQueue, Outcome, Submission
     from adapter.settings import Settings
 
 __all__ = [
@@ -423,8 +423,8 @@ def _validate_only(
     submissions: Sequence[Submission], settings: Settings, seen: set[str]
 ) -> list[Outcome]:
     """``--dry-run``: what ``submit_many`` would say, without touching the database."""
-    from adapter.contact import ContactError, validate_contact
-    from adapter.delivery import Outcome
+    from adapter.core.contact import ContactError, validate_contact
+    from adapter.delivery.queue import Outcome
 
     outcomes = []
     for submission in submissions:
@@ -461,7 +461,7 @@ async def import_csv(
     on_columns: Callable[[str], None] | None = None,
 ) -> ImportReport:
     """Import ``path`` into ``queue``; write the rejected rows' report; return the counts."""
-    from adapter.delivery import Submission
+    from adapter.delivery.queue import Submission
 
     settings = queue.settings
     started = time.perf_counter()
@@ -534,9 +534,9 @@ def run_import(path: Path, settings: Settings, **options: Any) -> ImportReport:
     """Open the database named by ``settings`` and import ``path`` into it (the CLI's way)."""
 
     async def main() -> ImportReport:
-        from adapter.app import build_client
-        from adapter.db import engine_for, migrate
-        from adapter.delivery import DeliveryQueue
+        from adapter.delivery.queue import DeliveryQueue
+        from adapter.ledger.schema import engine_for, migrate
+        from adapter.web.app import build_client
 
         engine = engine_for(settings)
         client = build_client(settings)

@@ -1,0 +1,3 @@
+"""The pure core: contacts, validation, extraction, payload reading, delivery records and decisions.
+
+Nothing here does I/O or imports a database, HTTP or metrics library; time and randomness are passed in."""

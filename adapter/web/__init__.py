@@ -1,0 +1,1 @@
+"""The web edge: the Starlette app factory, the admin page and the operators' JSON API."""

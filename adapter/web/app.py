@@ -1,0 +1,288 @@
+"""The Starlette application: health, readiness, deliveries, and every channel's routes.
+
+``create_app(settings)`` builds it (tests use this); ``adapter.app:app`` is the
+instance uvicorn serves, reading settings from the environment at start-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
+from typing import Any
+
+import structlog
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from adapter.channels import ChannelContext, discover_channels, notify_channel
+from adapter.delivery.queue import DeliveryQueue, DeliveryWorker
+from adapter.ledger.schema import engine_for, migrate
+from adapter.ops import metrics
+from adapter.ops.logs import configure_logging
+from adapter.rocketchat.client import RocketChatClient
+from adapter.settings import Settings, SettingsError, load_settings
+from adapter.web.admin import admin_routes as admin_page_routes
+
+__all__ = ["bearer_ok", "build_client", "create_app", "error_response"]
+
+log = structlog.get_logger("adapter.app")
+
+
+def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
+    """Every error a user meets: what happened and what to do, as JSON."""
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def bearer_ok(request: Request, secret: str | None) -> bool:
+    """Constant-time check of an ``Authorization: Bearer …`` header."""
+    import hmac
+
+    if not secret:
+        return False
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), secret.encode()
+    )
+
+
+def build_client(settings: Settings) -> RocketChatClient:
+    return RocketChatClient(
+        settings.rocketchat_url,
+        settings.rocketchat_user_id,
+        settings.rocketchat_auth_token.get_secret_value(),
+        timeout=settings.rocketchat_timeout,
+        concurrency=settings.rocketchat_concurrency,
+        contact_api=settings.rocketchat_contact_api,
+        custom_field_ids=settings.rocketchat_custom_fields,
+        lookup_new_contacts=settings.rocketchat_lookup_new_contacts,
+    )
+
+
+class RequestIdMiddleware:
+    """Bind the router's request id (or a new one) to every log line of the request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for key, value in scope.get("headers", []):
+            if key in (b"x-request-id", b"x-amzn-trace-id"):
+                request_id = value.decode("latin-1")[:100]
+                break
+        request_id = request_id or uuid.uuid4().hex
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the service for ``settings`` (read from the environment when omitted)."""
+    from adapter.web.admin_api import admin_routes
+
+    settings = settings or load_settings()
+    engine = engine_for(settings)
+    client = build_client(settings)
+    queue = DeliveryQueue(engine, client, settings)
+    context = ChannelContext(settings=settings, queue=queue)
+    channels = discover_channels()
+    for channel in channels:
+        queue.notifiers[channel.name] = _notifier(channels, context)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await migrate(engine)
+        for channel in channels:
+            startup = getattr(channel, "startup", None)
+            if startup is not None:
+                await startup(context)
+        worker: DeliveryWorker | None = None
+        task = None
+        if settings.inprocess_worker:
+            import asyncio
+
+            worker = DeliveryWorker(queue)
+            task = asyncio.create_task(worker.run())
+            _stop_on_signal(worker.stop)  # shutdown: no claim after SIGTERM (see its docstring)
+        log.info("started", version=_version(), channels=",".join(c.name for c in channels))
+        try:
+            yield
+        finally:
+            if worker is not None and task is not None:
+                worker.stop()
+                await task
+            for channel in channels:
+                shutdown = getattr(channel, "shutdown", None)
+                if shutdown is not None:
+                    await shutdown(context)
+            await client.aclose()
+            queue.close()
+            await engine.dispose()
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        report = await client.readiness()
+        body: dict[str, Any] = {
+            "status": "ok" if report.ok else "unavailable",
+            "reason": report.reason,
+            "rocketchat_version": report.version,
+            "strategy": report.strategy,
+        }
+        if queue.paused_reason:
+            body.update(status="unavailable", reason=f"delivery paused: {queue.paused_reason}")
+            return JSONResponse(body, status_code=503)
+        return JSONResponse(body, status_code=200 if report.ok else 503)
+
+    async def delivery(request: Request) -> Response:
+        record = await queue.get(request.path_params["delivery_id"])
+        if record is None:
+            return error_response(
+                404, "no delivery with this id: check the id from the Location header"
+            )
+        admin = settings.admin_token.get_secret_value() if settings.admin_token else None
+        if admin and bearer_ok(request, admin):
+            history = [asdict(a) for a in await queue.history(record.id)]
+            return JSONResponse({**record.detail(), "history": history})
+        return JSONResponse(record.public())
+
+    async def metrics_endpoint(request: Request) -> Response:
+        token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+        if not token:
+            return error_response(404, "metrics are off: set METRICS_TOKEN to turn them on")
+        if not bearer_ok(request, token):
+            return error_response(401, "send Authorization: Bearer <METRICS_TOKEN>")
+        from prometheus_client import generate_latest
+
+        await metrics.refresh(queue)  # the database-backed gauges: global, not per process
+        return Response(generate_latest(metrics.REGISTRY), media_type="text/plain; version=0.0.4")
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/deliveries/{delivery_id:str}", delivery, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *admin_routes(settings, queue),
+    ]
+    for channel in channels:
+        routes.extend(channel.routes(context))
+    routes.extend(admin_page_routes(context))  # the /admin page (adapter/admin.py)
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers={Exception: _internal_error, 404: _not_found, 405: _not_allowed},
+    )
+    app.state.settings = settings
+    app.state.queue = queue
+    app.state.client = client
+    app.state.context = context
+    app.state.channels = channels
+    return app
+
+
+def _stop_on_signal(stop: Callable[[], None]) -> None:
+    """Call ``stop`` as soon as SIGTERM or SIGINT arrives, then let the server handle it.
+
+    uvicorn shuts down in order: it stops accepting, waits for open requests (up to its
+    graceful timeout), and only then runs the lifespan's shutdown. Stopping the in-process
+    worker there would let it claim rows all that time and drain on top of it, past
+    Heroku's 30 s. So the worker stops at the signal: its drain (up to SHUTDOWN_GRACE)
+    runs while uvicorn waits for requests. Only where the server has installed a Python
+    handler (uvicorn in the main thread); it restores its own handlers when it is done.
+    """
+    import asyncio
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue  # the default action (or ignored): not ours to change
+
+        def handler(
+            signum: int, frame: Any, previous: Callable[[int, Any], Any] = previous
+        ) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(stop)
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
+def _notifier(channels: list[Any], context: ChannelContext) -> Callable[[Any], Awaitable[None]]:
+    async def notify(record: Any) -> None:
+        await notify_channel(channels, context, record)
+
+    return notify
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled_error", path=request.url.path)
+    return error_response(
+        500, "the service hit an unexpected error; nothing was lost if you got no 2xx: try again"
+    )
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return error_response(404, f"nothing at {request.url.path}: see the README for the endpoints")
+
+
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    return error_response(405, f"{request.method} is not allowed on {request.url.path}")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("omnichannel-contact-adapter")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class _LazyApp:
+    """``adapter.app:app``: built on first use, so importing this module reads no settings."""
+
+    def __init__(self) -> None:
+        self._app: Starlette | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            try:
+                settings = load_settings()
+            except SettingsError as exc:
+                if scope["type"] != "lifespan":
+                    raise
+                # uvicorn logs the message (one line, no traceback) and exits non-zero.
+                await receive()  # lifespan.startup
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            configure_logging(settings.log_level, settings.log_format)
+            self._app = create_app(settings)
+        await self._app(scope, receive, send)
+
+
+app = _LazyApp()
