@@ -391,7 +391,7 @@ def _person_keys(fields: Mapping[str, Any]) -> dict[str, str | None]:
 # Built once: statements made per call spend more time building their cache key than
 # SQLite spends running them.
 _FIND_EVENT = (
-    select(deliveries)
+    select(deliveries, delivery_events.c.created_at.label("event_created_at"))
     .join(delivery_events, delivery_events.c.delivery_id == deliveries.c.id)
     .where(
         delivery_events.c.source == bindparam("source"),
@@ -858,13 +858,20 @@ class DeliveryQueue:
                 },
             )
 
-    async def _find_event(self, source: str, event_id: str) -> DeliveryRecord | None:
+    async def find_event(
+        self, source: str, event_id: str, *, since: float | None = None
+    ) -> DeliveryRecord | None:
+        """The delivery that ``source``'s event ``event_id`` led to, if it was recorded
+        (at or after ``since``, when given: e.g. Slack's retry window)."""
+
         async def _read(conn: WriteConnection) -> Any:
             params = {"source": source, "event_id": event_id}
             return (await conn.execute(_FIND_EVENT, params)).mappings().first()
 
         row = await self.read(_read)
-        return DeliveryRecord.from_row(row) if row is not None else None
+        if row is None or (since is not None and row["event_created_at"] < since):
+            return None
+        return DeliveryRecord.from_row(row)
 
     async def _seen_before(
         self, submission: Submission
@@ -874,7 +881,7 @@ class DeliveryQueue:
         if submission.also_event_ids:
             return await self._unseen_events(submission)
         if submission.event_id:
-            return submission, await self._find_event(submission.source, submission.event_id)
+            return submission, await self.find_event(submission.source, submission.event_id)
         return submission, None
 
     async def _unseen_events(

@@ -39,6 +39,7 @@ from adapter.rocketchat.sansio import (
     parse_version,
     visitor_body,
 )
+from adapter.settings import Settings
 
 __all__ = [
     "Pacer",
@@ -314,6 +315,20 @@ class RocketChatClient:
         self._ready: tuple[float, ReadyReport] | None = None
         self._me_known: tuple[float, ReadyReport] | None = None  # last answer /me gave
         self._ready_lock = asyncio.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RocketChatClient:
+        """The client for the server, credentials and limits ``settings`` name."""
+        return cls(
+            settings.rocketchat_url,
+            settings.rocketchat_user_id,
+            settings.rocketchat_auth_token.get_secret_value(),
+            timeout=settings.rocketchat_timeout,
+            concurrency=settings.rocketchat_concurrency,
+            contact_api=settings.rocketchat_contact_api,
+            custom_field_ids=settings.rocketchat_custom_fields,
+            lookup_new_contacts=settings.rocketchat_lookup_new_contacts,
+        )
 
     def _visitor_strategy(self) -> VisitorStrategy:
         return VisitorStrategy(self.custom_field_ids, lookup_new_contacts=self.lookup_new_contacts)

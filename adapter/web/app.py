@@ -53,16 +53,8 @@ def bearer_ok(request: Request, secret: str | None) -> bool:
 
 
 def build_client(settings: Settings) -> RocketChatClient:
-    return RocketChatClient(
-        settings.rocketchat_url,
-        settings.rocketchat_user_id,
-        settings.rocketchat_auth_token.get_secret_value(),
-        timeout=settings.rocketchat_timeout,
-        concurrency=settings.rocketchat_concurrency,
-        contact_api=settings.rocketchat_contact_api,
-        custom_field_ids=settings.rocketchat_custom_fields,
-        lookup_new_contacts=settings.rocketchat_lookup_new_contacts,
-    )
+    """Deprecated alias of :meth:`RocketChatClient.from_settings`."""
+    return RocketChatClient.from_settings(settings)
 
 
 class RequestIdMiddleware:
