@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database(cls, value: str) -> str:
-        from adapter.ledger.schema import normalize_database_url
+        from adapter.ledger.engine import normalize_database_url
 
         return normalize_database_url(value)
 

@@ -179,7 +179,8 @@ def service_env(rocketchat_url: str, database_url: str, **extra: str) -> dict[st
 def seed(database_url: str, count: int) -> None:
     """``count`` pending deliveries, inserted in one transaction (the bench's setup)."""
     from adapter.core.contact import Contact
-    from adapter.delivery.queue import PENDING, DeliveryQueue, Submission
+    from adapter.core.records import PENDING, Submission
+    from adapter.delivery.queue import DeliveryQueue
     from adapter.ledger.schema import create_engine, deliveries, migrate
     from adapter.rocketchat.sansio import contact_token
 

@@ -206,7 +206,8 @@ def measure_import(url: str, path: Path, sync: str) -> tuple[float, str]:
 
 def measure_one_by_one(url: str, rows: int, sync: str) -> float:
     """Good rows through ``submit(wait=0)`` one at a time: the path without batching."""
-    from adapter.delivery.queue import DeliveryQueue, Submission
+    from adapter.core.records import Submission
+    from adapter.delivery.queue import DeliveryQueue
     from adapter.ledger.schema import create_engine, migrate
     from adapter.web.app import build_client
 

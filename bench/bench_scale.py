@@ -91,7 +91,8 @@ def contact_posts(url: str) -> int:
 
 def seed(database_url: str, count: int) -> None:
     """``count`` accepted contacts, through the queue's bulk accept (no fast path)."""
-    from adapter.delivery.queue import DeliveryQueue, Submission
+    from adapter.core.records import Submission
+    from adapter.delivery.queue import DeliveryQueue
     from adapter.ledger.schema import create_engine, migrate
     from adapter.settings import load_settings
     from adapter.web.app import build_client

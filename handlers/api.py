@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from adapter.channels import BodyTooLarge, ChannelContext, read_body
-from adapter.delivery.queue import Outcome, Submission
+from adapter.core.records import Outcome, Submission
 from adapter.web.app import bearer_ok, error_response
 
 

@@ -41,7 +41,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Route
 
 from adapter.channels import BodyTooLarge, ChannelContext, client_address, read_body
-from adapter.delivery.queue import Outcome, Submission
+from adapter.core.records import Outcome, Submission
 from adapter.settings import Settings, SettingsError
 from adapter.web.app import error_response
 from handlers.api import outcome_response

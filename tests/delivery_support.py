@@ -302,7 +302,8 @@ class Proc:
 
 def seed(database_url: str, indexes: Sequence[int]) -> list[str]:
     """Accept guests straight into the database (no fast path); their delivery ids."""
-    from adapter.delivery.queue import DeliveryQueue, Submission
+    from adapter.core.records import Submission
+    from adapter.delivery.queue import DeliveryQueue
     from adapter.ledger.schema import create_engine, migrate
     from adapter.settings import load_settings
     from adapter.web.app import build_client

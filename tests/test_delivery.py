@@ -395,7 +395,7 @@ def test_same_person_by_phone_then_with_email_stays_one_visitor(
 def test_backoff_is_never_earlier_than_the_stated_delay_nor_later_than_the_cap() -> None:
     import random
 
-    from adapter.delivery.queue import backoff_delay
+    from adapter.core.policy import backoff_delay
 
     rng = random.Random(7)
     for attempts, stated in [(1, 2.0), (2, 4.0), (3, 8.0), (8, 256.0)]:
@@ -547,7 +547,8 @@ def test_sustained_burst_never_exceeds_the_connection_limit(
 
 
 def _queue_and_worker(database_url: str, rocketchat_url: str, **overrides: Any) -> Any:
-    from adapter.delivery.queue import DeliveryQueue, DeliveryWorker
+    from adapter.delivery.queue import DeliveryQueue
+    from adapter.delivery.worker import DeliveryWorker
     from adapter.ledger.schema import create_engine
     from adapter.settings import load_settings
     from adapter.web.app import build_client
@@ -577,7 +578,7 @@ async def _close(*queues: Any) -> None:
 def test_two_workers_on_one_database_never_deliver_a_row_twice(
     db_url: str, standin: RocketChatStandIn, rocketchat: StandInServer
 ) -> None:
-    from adapter.delivery.queue import Submission
+    from adapter.core.records import Submission
     from adapter.ledger.schema import migrate
 
     standin.latency = 0.01
@@ -621,7 +622,7 @@ def test_two_workers_on_one_database_never_deliver_a_row_twice(
 def test_a_dead_workers_rows_are_taken_over_after_the_lease_expires(
     db_url: str, standin: RocketChatStandIn, rocketchat: StandInServer, tracker: Tracker
 ) -> None:
-    from adapter.delivery.queue import Submission
+    from adapter.core.records import Submission
     from adapter.ledger.schema import migrate
 
     async def main() -> None:
@@ -684,7 +685,7 @@ async def _events_of(queue: Any) -> dict[str, str]:
 def test_a_submission_of_several_event_ids_is_a_duplicate_only_when_all_were_seen(
     db_url: str, rocketchat: StandInServer
 ) -> None:
-    from adapter.delivery.queue import Submission
+    from adapter.core.records import Submission
     from adapter.ledger.schema import migrate
 
     def batch(i: int, first: str | None, *others: str) -> Submission:
@@ -743,7 +744,7 @@ def test_an_event_id_recorded_by_a_concurrent_accept_is_dropped_from_the_others(
     """Between the look for seen ids and the write, another accept records one (or all) of
     them: the write fails on the unique event id, the look is made again and the submission
     goes on without it (or is that accept's duplicate)."""
-    from adapter.delivery.queue import Outcome, Submission
+    from adapter.core.records import Outcome, Submission
     from adapter.ledger.schema import migrate
 
     async def main() -> None:
@@ -800,7 +801,7 @@ def test_each_callback_is_told_the_outcome_exactly_once(
 ) -> None:
     from sqlalchemy import update
 
-    from adapter.delivery.queue import DeliveryRecord, Submission
+    from adapter.core.records import DeliveryRecord, Submission
     from adapter.ledger.schema import deliveries, migrate
 
     told: list[tuple[str, str, str]] = []
@@ -926,7 +927,7 @@ ROUTE = "/api/v1/omnichannel/contactpost"
 
 
 def test_pacer_probes_then_paces_the_window_and_probes_again_after_the_reset() -> None:
-    from adapter.rocketchat.client import Pacer
+    from adapter.rocketchat.pacer import Pacer
     from adapter.rocketchat.sansio import RateLimit
 
     async def main() -> None:
@@ -965,7 +966,7 @@ def test_pacer_probes_then_paces_the_window_and_probes_again_after_the_reset() -
 
 
 def test_pacer_does_not_pace_a_user_that_gets_no_rate_limit_headers() -> None:
-    from adapter.rocketchat.client import Pacer
+    from adapter.rocketchat.pacer import Pacer
 
     async def main() -> None:
         pacer = Pacer()

@@ -111,14 +111,16 @@ def test_sigkill_mid_burst_then_restart_delivers_every_acknowledged_contact(
 
         web = Proc.serve(env, tmp_path / "web-2.log").start()
         procs.append(web)
+        # Every acknowledged contact, and every stored one whose answer the kill cut off
+        # (a row left "delivering" waits out its lease before the new process takes it).
         wait_for(
-            lambda: all_delivered(db_url, set(acked.values())),
+            lambda: all_delivered(db_url, {r["id"] for r in rows(db_url)}),
             60,
-            "all acknowledged delivered",
+            "every stored contact delivered",
             0.2,
         )
-        final = {r["id"]: r for r in rows(db_url)}
-        assert all(r["status"] == "delivered" for r in final.values())  # none failed or lost
+        stored = {r["id"] for r in rows(db_url)}
+        assert set(acked.values()) <= stored  # none lost
 
     per_token = tracker.registered_per_token()
     for i in acked:

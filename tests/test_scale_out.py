@@ -29,7 +29,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from adapter.ledger.schema import _split_ssl, create_engine, migrate, normalize_database_url
+from adapter.ledger.engine import _split_ssl, create_engine, normalize_database_url
+from adapter.ledger.schema import migrate
 from tests.conftest import ADMIN_TOKEN, API_TOKEN, BOT
 from tests.dynos import ContactPost, Deadline, Formation, RecordingStandIn, base_env, wait_for
 from tests.rocketchat_standin import RocketChatStandIn, StandInServer

@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from adapter.delivery.queue import DeliveryQueue, Submission
+from adapter.core.records import Submission
+from adapter.delivery.queue import DeliveryQueue
 from adapter.ledger.schema import create_engine, migrate
 from adapter.settings import load_settings
 from adapter.web.app import build_client

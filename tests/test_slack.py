@@ -661,7 +661,7 @@ def test_worker_process_reports_with_nothing_but_the_record_and_settings(
     import asyncio
 
     from adapter.channels import ChannelContext
-    from adapter.delivery.queue import DeliveryRecord
+    from adapter.core.records import DeliveryRecord
     from adapter.web.app import create_app
     from handlers.slack import channel
 

@@ -21,7 +21,8 @@ import structlog
 from starlette.requests import Request
 from starlette.routing import BaseRoute
 
-from adapter.delivery.queue import DeliveryQueue, DeliveryRecord
+from adapter.core.records import DeliveryRecord
+from adapter.delivery.queue import DeliveryQueue
 from adapter.settings import Settings
 
 __all__ = [

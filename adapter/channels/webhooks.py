@@ -48,7 +48,7 @@ from starlette.routing import BaseRoute, Route
 
 from adapter.channels import BodyTooLarge, ChannelContext, read_body
 from adapter.core.payloads import TOO_DEEP, Lookup, PayloadError, no_contact_reason
-from adapter.delivery.queue import Outcome, Submission
+from adapter.core.records import Outcome, Submission
 from adapter.settings import SettingsError, check_required_fields
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Database schema and engine: SQLite (WAL) by default, PostgreSQL when configured.
+"""Database schema and its migrations (the engines are in :mod:`adapter.ledger.engine`).
 
 The schema is created by :func:`migrate`, which is safe to run twice and while
 other processes use the database: ``create_all`` creates missing tables, then every
@@ -24,11 +24,7 @@ which worker), for the admin page's history of a delivery.
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
-import weakref
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import (
     JSON,
@@ -40,21 +36,23 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    event,
     inspect,
-    make_url,
     select,
     text,
 )
-from sqlalchemy import create_engine as sa_create_engine
-from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.schema import CreateColumn, CreateIndex
 
-if TYPE_CHECKING:
-    from adapter.settings import Settings
+# Transitional re-exports while callers move to adapter.ledger.engine.
+from adapter.ledger.engine import (
+    create_engine,
+    engine_for,
+    is_postgres,
+    normalize_database_url,
+    sqlite_writer_engine,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -62,11 +60,13 @@ __all__ = [
     "deliveries",
     "delivery_attempts",
     "delivery_events",
+    "engine_for",
     "is_postgres",
     "metadata",
     "migrate",
     "normalize_database_url",
     "people",
+    "sqlite_writer_engine",
 ]
 
 SCHEMA_VERSION = 4
@@ -173,134 +173,6 @@ schema_version = Table(
     Column("version", Integer, nullable=False),
     Column("applied_at", Float, nullable=False),
 )
-
-
-def normalize_database_url(url: str) -> str:
-    """Accept Heroku's ``postgres://`` and plain ``sqlite:///`` forms; pick async drivers."""
-    url = url.strip()
-    if not url:
-        raise ValueError("expected a database URL such as sqlite:///contacts.db or postgres://…")
-    scheme, _, rest = url.partition("://")
-    if not rest:
-        raise ValueError("expected a database URL such as sqlite:///contacts.db or postgres://…")
-    base = scheme.split("+")[0].lower()
-    if base in ("postgres", "postgresql"):
-        return "postgresql+asyncpg://" + rest
-    if base == "sqlite":
-        return "sqlite+aiosqlite://" + rest
-    raise ValueError(f"unsupported database {scheme!r}: use sqlite:/// or postgres://")
-
-
-def is_postgres(url: str) -> bool:
-    return url.startswith("postgresql")
-
-
-def _split_ssl(url: str) -> tuple[str, dict[str, Any]]:
-    """asyncpg does not understand libpq's ``sslmode``: turn it into ``ssl=``."""
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    mode = query.pop("sslmode", None) or query.pop("ssl", None)
-    connect_args: dict[str, Any] = {}
-    if mode in ("require", "prefer", "allow"):
-        context = ssl.create_default_context()
-        context.check_hostname = False  # Heroku Postgres uses certificates not tied to the host
-        context.verify_mode = ssl.CERT_NONE
-        connect_args["ssl"] = context if mode == "require" else mode
-    elif mode in ("verify-ca", "verify-full"):
-        connect_args["ssl"] = ssl.create_default_context()
-    elif mode == "disable":
-        connect_args["ssl"] = False  # else asyncpg's default, "prefer", would try TLS first
-    return urlunsplit(parts._replace(query=urlencode(query))), connect_args
-
-
-def create_engine(
-    url: str, *, pool_size: int | None = None, sqlite_synchronous: str = "FULL"
-) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, a busy timeout and synchronous commits.
-
-    PostgreSQL: a process opens at most ``pool_size`` connections (default: the
-    ``DATABASE_POOL_SIZE`` setting), kept open for reuse; a transaction that finds them all
-    busy waits for one (up to 30 s) rather than opening more, so a formation's total stays
-    within the plan's connection limit (docs/heroku.md).
-    """
-    url = normalize_database_url(url)
-    if is_postgres(url):
-        url, connect_args = _split_ssl(url)
-        return create_async_engine(
-            url,
-            pool_size=pool_size or _pool_size_setting(),
-            max_overflow=0,
-            pool_timeout=30,
-            pool_pre_ping=True,
-            connect_args=connect_args,
-        )
-    # Readers only (writes go through the process's SQLiteWriter): a fixed set of
-    # connections, kept open. Each aiosqlite connection is a thread; overflow connections
-    # opened and closed under load cost a thread start and the pragmas every time.
-    pool: dict[str, Any] = {}
-    if _sqlite_file(make_url(url)):  # in memory: SQLAlchemy's one static connection
-        pool = {"pool_size": 8, "max_overflow": 0, "pool_timeout": 30}
-    engine = create_async_engine(url, connect_args={"timeout": 30}, **pool)
-    _sqlite_pragmas(engine.sync_engine, sqlite_synchronous)
-    _SQLITE_SYNCHRONOUS[engine.sync_engine] = sqlite_synchronous
-    return engine
-
-
-def _sqlite_file(url: URL) -> bool:
-    """Is this SQLite URL a file that other connections can open too (not in memory)?"""
-    return url.database not in (None, "", ":memory:")
-
-
-# The synchronous mode each SQLite engine was made with, for its writer's own connection.
-_SQLITE_SYNCHRONOUS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
-
-
-def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
-    """Every connection of ``engine``: WAL, the configured fsync policy, a busy timeout."""
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA synchronous={synchronous}")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-
-def sqlite_writer_engine(engine: AsyncEngine) -> Engine | None:
-    """A plain (pysqlite) engine on the same SQLite file, for the process's one writer
-    (``adapter.sqlite_writer``), or None where there is no file to share (PostgreSQL, an
-    in-memory database). Autocommit at the driver: the writer says BEGIN and COMMIT."""
-    url = engine.url
-    if url.get_backend_name() != "sqlite" or not _sqlite_file(url):
-        return None
-    sync = sa_create_engine(
-        url.set(drivername="sqlite+pysqlite"),
-        isolation_level="AUTOCOMMIT",
-        poolclass=NullPool,
-        connect_args={"timeout": 30, "check_same_thread": False},
-    )
-    _sqlite_pragmas(sync, _SQLITE_SYNCHRONOUS.get(engine.sync_engine, "FULL"))
-    return sync
-
-
-def engine_for(settings: Settings) -> AsyncEngine:
-    """The engine a process of this deployment uses: its URL, pool size and SQLite sync mode."""
-    return create_engine(
-        settings.database_url,
-        pool_size=settings.database_pool_size,
-        sqlite_synchronous=settings.sqlite_synchronous,
-    )
-
-
-def _pool_size_setting() -> int:
-    """``DATABASE_POOL_SIZE`` as the environment (or ``.env``) sets it."""
-    from adapter.settings import Settings, SettingsError, load_settings
-
-    try:
-        return load_settings().database_pool_size
-    except SettingsError:  # another setting is wrong: the process reports that one itself
-        return int(Settings.model_fields["database_pool_size"].default)
 
 
 def _add_missing(conn: Connection) -> list[str]:

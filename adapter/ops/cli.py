@@ -87,7 +87,9 @@ def worker() -> None:
 
     async def main() -> None:
         from adapter.channels import ChannelContext, discover_channels, notify_channel
-        from adapter.delivery.queue import DeliveryQueue, DeliveryRecord, DeliveryWorker
+        from adapter.core.records import DeliveryRecord
+        from adapter.delivery.queue import DeliveryQueue
+        from adapter.delivery.worker import DeliveryWorker
         from adapter.ledger.schema import engine_for, migrate
         from adapter.web.app import build_client
 
@@ -170,7 +172,8 @@ def register(
     settings = _settings()
 
     async def main() -> dict[str, Any]:
-        from adapter.delivery.queue import DeliveryQueue, Submission
+        from adapter.core.records import Submission
+        from adapter.delivery.queue import DeliveryQueue
         from adapter.ledger.schema import engine_for
         from adapter.ledger.schema import migrate as run_migrate
         from adapter.web.app import build_client

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from adapter.delivery.queue import DeliveryQueue, Outcome, Submission
+    from adapter.core.records import Outcome, Submission
+    from adapter.delivery.queue import DeliveryQueue
     from adapter.settings import Settings
 
 __all__ = [
@@ -424,7 +425,7 @@ def _validate_only(
 ) -> list[Outcome]:
     """``--dry-run``: what ``submit_many`` would say, without touching the database."""
     from adapter.core.contact import ContactError, validate_contact
-    from adapter.delivery.queue import Outcome
+    from adapter.core.records import Outcome
 
     outcomes = []
     for submission in submissions:
@@ -461,7 +462,7 @@ async def import_csv(
     on_columns: Callable[[str], None] | None = None,
 ) -> ImportReport:
     """Import ``path`` into ``queue``; write the rejected rows' report; return the counts."""
-    from adapter.delivery.queue import Submission
+    from adapter.core.records import Submission
 
     settings = queue.settings
     started = time.perf_counter()

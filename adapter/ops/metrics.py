@@ -111,7 +111,7 @@ async def refresh(queue: DeliveryQueue) -> None:
     """Set the database-backed gauges (and this process's pause flag) before a scrape."""
     from sqlalchemy import func, select
 
-    from adapter.delivery.queue import PENDING, STATUSES, Attempt
+    from adapter.core.records import PENDING, STATUSES, Attempt
     from adapter.ledger.schema import deliveries, delivery_attempts
 
     counts = await queue.counts()

@@ -2,21 +2,20 @@
 
 :class:`RocketChatClient` owns one ``aiohttp.ClientSession`` per process (bounded
 keep-alive connection pool, timeouts, auth headers that are never logged) and a
-:class:`Pacer` that reads ``X-RateLimit-*`` on every answer, so calls wait for
-the window to reopen instead of running into 429s. Registration itself is a
-:class:`RegistrationStrategy`; :class:`VisitorStrategy` is the legacy
-``omnichannel/contact`` upsert that every server version has.
+:class:`~adapter.rocketchat.pacer.Pacer` that reads ``X-RateLimit-*`` on every answer, so
+calls wait for the window to reopen instead of running into 429s. Registration itself is a
+strategy (:mod:`adapter.rocketchat.strategies`: the legacy visitor upsert every server has;
+:mod:`adapter.rocketchat.contact_center` from 7.1), chosen by the server's version.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import structlog
@@ -29,175 +28,24 @@ from adapter.core.errors import (
     RouteNotFound,
 )
 from adapter.ops import metrics
+from adapter.rocketchat.contact_center import ContactCenterStrategy
+from adapter.rocketchat.pacer import Pacer
 from adapter.rocketchat.sansio import (
     RateLimit,
     RegisteredContact,
     Registration,
     classify_answer,
-    keep_what_rocketchat_holds,
     parse_rate_limit,
     parse_version,
-    visitor_body,
 )
+from adapter.rocketchat.strategies import ContactIdRecorder, RegistrationStrategy, VisitorStrategy
 from adapter.settings import Settings
 
-__all__ = [
-    "Pacer",
-    "ReadyReport",
-    "RegistrationStrategy",
-    "RocketChatClient",
-    "VisitorStrategy",
-]
+__all__ = ["ReadyReport", "RocketChatClient"]
 
-ContactIdRecorder = Callable[[str], Awaitable[None]]
 log = structlog.get_logger("adapter.rocketchat")
 CONTACT_CENTER_SINCE = (7, 1)  # ``ROCKETCHAT_CONTACT_API=auto`` uses the Contact Center from here
 VERSION_RECHECK = 3600.0  # seconds between version checks made to notice an upgrade/rollback
-_MAX_WAIT = 300.0  # never trust a reset header further out than this
-# Rocket.Chat resets a window on the first call *after* ``X-RateLimit-Reset`` (its clock, in
-# whole milliseconds): calling a little later than the header says keeps that call in the new
-# window instead of being the 11th of the old one.
-_REOPEN_MARGIN = 0.05
-
-
-class Pacer:
-    """Shared rate-limit state per route: wait for the window instead of hitting 429.
-
-    Per route: no answer seen yet ⇒ one probe call at a time; answers without
-    ``X-RateLimit-*`` headers ⇒ not limited (a bot user), no pacing; with headers ⇒ at
-    most ``remaining`` calls in flight, and none once it reaches 0 until the window's
-    reset (plus a small margin). When a window reopens, a single call goes first and
-    its answer gives the new budget: if our clock and the server's disagree, that one
-    call is the only one that can meet a 429 (whose own reset then decides), instead of
-    a whole window's worth of calls.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
-        self._routes: dict[str, _RouteState] = {}
-        self._cond = asyncio.Condition()
-
-    def _state(self, route: str) -> _RouteState:
-        return self._routes.setdefault(route, _RouteState())
-
-    async def acquire(self, route: str) -> None:
-        """Wait until a call to ``route`` fits in the server's current window."""
-        async with self._cond:
-            while True:
-                state = self._state(route)
-                now = self._clock()
-                self._reopen(state, now)
-                if state.known and not state.limited:
-                    break  # this user bypasses the limiter (no headers seen)
-                if not state.known or state.remaining is None:
-                    if state.in_flight == 0:
-                        break  # probe: learn the limit, or the reopened window's budget
-                elif state.remaining - state.in_flight > 0:
-                    break
-                timeout = None
-                if state.reset_at is not None:
-                    timeout = min(max(state.reset_at + _REOPEN_MARGIN - now, 0.0) + 0.01, _MAX_WAIT)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._cond.wait(), timeout=timeout)
-            state.in_flight += 1
-
-    async def release(
-        self, route: str, limit: RateLimit | None, *, rate_limited_until: float | None = None
-    ) -> None:
-        """Record the answer's headers (or their absence) and wake waiting callers."""
-        async with self._cond:
-            state = self._state(route)
-            state.in_flight = max(state.in_flight - 1, 0)
-            if rate_limited_until is not None:
-                state.limited = True
-                state.known = True
-                state.remaining = 0
-                state.reset_at = min(rate_limited_until, self._clock() + _MAX_WAIT)
-            elif limit is not None:
-                state.limited = True
-                state.known = True
-                state.limit = limit.limit
-                new_window = state.reset_at is None or limit.reset_at > state.reset_at + 0.5
-                if new_window or state.remaining is None:
-                    state.remaining = limit.remaining
-                else:
-                    state.remaining = min(state.remaining, limit.remaining)
-                state.reset_at = min(limit.reset_at, self._clock() + _MAX_WAIT)
-            elif not state.known:
-                state.known = True  # answered without headers: not rate limited
-            self._cond.notify_all()
-
-    async def cancel(self, route: str) -> None:
-        """A call ended without an answer (network error): free its slot."""
-        async with self._cond:
-            state = self._state(route)
-            state.in_flight = max(state.in_flight - 1, 0)
-            self._cond.notify_all()
-
-    @staticmethod
-    def _reopen(state: _RouteState, now: float) -> None:
-        if state.reset_at is not None and now >= state.reset_at + _REOPEN_MARGIN:
-            # The window has reopened: one probe's answer tells us the new budget.
-            state.remaining = None
-            state.reset_at = None
-
-    def wait_hint_any(self, prefix: str = "/api/v1/omnichannel/") -> float | None:
-        """The latest reopening among exhausted routes, or None when all have room."""
-        hints = [
-            h for r in self._routes if r.startswith(prefix) if (h := self.wait_hint(r)) is not None
-        ]
-        return max(hints) if hints else None
-
-    def room_hint(self, wanted: int, prefix: str = "/api/v1/omnichannel/") -> int:
-        """How many new calls fit in the known windows right now (at most ``wanted``)."""
-        room = wanted
-        now = self._clock()
-        for route, state in self._routes.items():
-            if not route.startswith(prefix):
-                continue
-            self._reopen(state, now)
-            if not state.known or (state.limited and state.remaining is None):
-                room = min(room, 1 if state.in_flight == 0 else 0)
-            elif state.limited and state.remaining is not None:
-                room = min(room, max(state.remaining - state.in_flight, 0))
-        return room
-
-    def exhausted(self, prefix: str = "/api/v1/omnichannel/") -> bool:
-        """Is some route's known budget used up (calls in flight included)? A route still
-        being probed is not: its probe answers within one round trip."""
-        now = self._clock()
-        for route, state in self._routes.items():
-            if not route.startswith(prefix):
-                continue
-            self._reopen(state, now)
-            if (
-                state.limited
-                and state.remaining is not None
-                and state.remaining - state.in_flight <= 0
-            ):
-                return True
-        return False
-
-    def wait_hint(self, route: str) -> float | None:
-        """When (epoch seconds) the route's window reopens, if it is currently exhausted."""
-        state = self._routes.get(route)
-        if state is None:
-            return None
-        now = self._clock()
-        self._reopen(state, now)
-        if state.remaining == 0 and state.reset_at is not None:
-            return state.reset_at + _REOPEN_MARGIN
-        return None
-
-
-@dataclass
-class _RouteState:
-    known: bool = False  # have we seen an answer yet?
-    limited: bool = False  # did answers carry rate-limit headers?
-    limit: int = 10
-    remaining: int | None = None
-    reset_at: float | None = None
-    in_flight: int = 0
 
 
 @dataclass(frozen=True)
@@ -208,67 +56,6 @@ class ReadyReport:
     reason: str
     version: str | None = None
     strategy: str | None = None
-
-
-class RegistrationStrategy(Protocol):
-    """How a contact is registered on a given Rocket.Chat server."""
-
-    name: str
-
-    async def register(
-        self,
-        client: RocketChatClient,
-        registration: Registration,
-        *,
-        record_contact_id: ContactIdRecorder | None = None,
-    ) -> RegisteredContact: ...
-
-
-class VisitorStrategy:
-    """The legacy ``POST /api/v1/omnichannel/contact`` upsert, keyed by the token."""
-
-    name = "visitor"
-
-    def __init__(
-        self, custom_field_ids: tuple[str, ...] = (), *, lookup_new_contacts: bool = True
-    ) -> None:
-        self.custom_field_ids = custom_field_ids
-        self.lookup_new_contacts = lookup_new_contacts
-
-    async def register(
-        self,
-        client: RocketChatClient,
-        registration: Registration,
-        *,
-        record_contact_id: ContactIdRecorder | None = None,
-    ) -> RegisteredContact:
-        body = visitor_body(registration, custom_field_ids=self.custom_field_ids)
-        # Rocket.Chat unsets what a call leaves out: read what it holds about the person
-        # first, so that what agents added there is sent back. Registered before: by the
-        # id it gave us. New to us: by email, because a known email makes Rocket.Chat reuse
-        # that visitor (a phone never does). Each lookup route has its own rate-limit
-        # bucket, so the registrations' pace is unchanged.
-        found: dict[str, Any] | None = None
-        if registration.known_contact_id:
-            found = await client.call(
-                "GET",
-                "/api/v1/omnichannel/contact",
-                params={"contactId": registration.known_contact_id},
-            )
-        elif self.lookup_new_contacts and registration.contact.email:
-            found = await client.call(
-                "GET",
-                "/api/v1/omnichannel/contact.search",
-                params={"email": registration.contact.email.strip().lower()},
-            )
-        if found is not None:
-            stored = found.get("contact")
-            body = keep_what_rocketchat_holds(body, stored if isinstance(stored, dict) else None)
-        data = await client.call("POST", "/api/v1/omnichannel/contact", json=body)
-        contact_id = data.get("contact")
-        if not isinstance(contact_id, str) or not contact_id:
-            raise RocketChatError("Rocket.Chat answered 200 without a contact id")
-        return RegisteredContact(contact_id=contact_id, strategy=self.name)
 
 
 StrategyFactory = Callable[["RocketChatClient", tuple[int, int] | None], RegistrationStrategy]
@@ -412,7 +199,9 @@ class RocketChatClient:
         finally:
             if paced:
                 if answered:
-                    await self.pacer.release(route, limit, rate_limited_until=limited_until)
+                    await self.pacer.release(
+                        route, limit, ok=200 <= status < 300, rate_limited_until=limited_until
+                    )
                 else:
                     await self.pacer.cancel(route)
 
@@ -492,17 +281,7 @@ class RocketChatClient:
         )
         strategy: RegistrationStrategy = self._visitor_strategy()
         if contact_center:
-            try:
-                from adapter.rocketchat.contact_center import (  # type: ignore[import-not-found,unused-ignore]
-                    ContactCenterStrategy,
-                )
-            except ModuleNotFoundError:
-                if wanted == "contact-center":
-                    raise ConfigurationError(
-                        "ROCKETCHAT_CONTACT_API=contact-center is not available in this build"
-                    ) from None
-            else:
-                strategy = ContactCenterStrategy(self.custom_field_ids)
+            strategy = ContactCenterStrategy(self.custom_field_ids)
         if previous is not None and previous.name != strategy.name:
             log.info(
                 "rocketchat_strategy_changed",

@@ -20,7 +20,7 @@ covered by step 2: the retry finds the contact by its e-mail or phone.
 
 The first half of this module is pure (request bodies, merging, picking the match
 from search results); :class:`ContactCenterStrategy` does the I/O through
-:meth:`adapter.rocketchat.RocketChatClient.call`.
+:meth:`adapter.rocketchat.client.RocketChatClient.call`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from adapter.core.errors import ConfigurationError, ContactRejected, RocketChatE
 from adapter.rocketchat.sansio import RegisteredContact, Registration
 
 if TYPE_CHECKING:
-    from adapter.rocketchat.client import RocketChatClient
+    from adapter.rocketchat.strategies import RocketChatCaller
 
 __all__ = [
     "CONTACTS",
@@ -242,7 +242,7 @@ class ContactCenterStrategy:
 
     async def register(
         self,
-        client: RocketChatClient,
+        client: RocketChatCaller,
         registration: Registration,
         *,
         record_contact_id: ContactIdRecorder | None = None,
@@ -261,7 +261,7 @@ class ContactCenterStrategy:
 
     async def _register(
         self,
-        client: RocketChatClient,
+        client: RocketChatCaller,
         registration: Registration,
         record_contact_id: ContactIdRecorder | None,
     ) -> RegisteredContact:
@@ -325,7 +325,7 @@ class ContactCenterStrategy:
         )
 
     async def _update(
-        self, client: RocketChatClient, body: dict[str, Any], *, must_exist: bool = False
+        self, client: RocketChatCaller, body: dict[str, Any], *, must_exist: bool = False
     ) -> dict[str, Any] | None:
         """``contacts.update``; the stored contact, or None when the id is unknown."""
         try:
@@ -343,7 +343,7 @@ class ContactCenterStrategy:
         return contact if isinstance(contact, dict) and contact.get("_id") else {}
 
     async def _find(
-        self, client: RocketChatClient, registration: Registration
+        self, client: RocketChatCaller, registration: Registration
     ) -> tuple[Mapping[str, Any] | None, int]:
         """Look the person up; the exact match and the calls spent.
 
@@ -382,7 +382,7 @@ class ContactCenterStrategy:
 
     async def _search(
         self,
-        client: RocketChatClient,
+        client: RocketChatCaller,
         text: str,
         *,
         email: str | None,
@@ -411,13 +411,13 @@ class ContactCenterStrategy:
         return None, calls
 
     @staticmethod
-    async def searches_unknown(client: RocketChatClient) -> bool:
+    async def searches_unknown(client: RocketChatCaller) -> bool:
         """Does this server's ``contacts.search`` take ``unknown``? (7.10+, see the contract:
         absent in 7.0's typings, present by 7.10's; older servers reject the key.)"""
         version = await client.server_version()
         return version is not None and version >= UNKNOWN_SEARCH_SINCE
 
-    async def manager_id(self, client: RocketChatClient, username: str | None) -> str | None:
+    async def manager_id(self, client: RocketChatCaller, username: str | None) -> str | None:
         """The user id of the agent ``username`` (``users.info``), resolved once.
 
         Cached on the client (``client.manager_ids``), not here: the strategy object is
@@ -445,7 +445,7 @@ class ContactCenterStrategy:
                 cache[username] = user_id
             return cache[username]
 
-    async def _explain(self, client: RocketChatClient, exc: ContactRejected) -> RocketChatError:
+    async def _explain(self, client: RocketChatCaller, exc: ContactRejected) -> RocketChatError:
         """The server's 400 as a readable, actionable error."""
         if _is_error(exc, "error-not-allowed"):
             # 6.13-7.0 answer this unless the server runs in TEST_MODE: not the contact's fault.
@@ -469,7 +469,7 @@ class ContactCenterStrategy:
         return exc
 
     @staticmethod
-    async def _version_text(client: RocketChatClient) -> str:
+    async def _version_text(client: RocketChatCaller) -> str:
         version = await client.server_version()
         if version is None:
             return f"Rocket.Chat at {client.base_url}"

@@ -34,7 +34,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from adapter.channels import ChannelContext, client_address
-from adapter.delivery.queue import STATUSES, Attempt, DeliveryRecord
+from adapter.core.records import STATUSES, Attempt, DeliveryRecord
 from adapter.ops.logs import redact_text
 
 __all__ = [

@@ -16,7 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from adapter.delivery.queue import FAILED, PENDING, STATUSES, DeliveryQueue
+from adapter.core.records import FAILED, PENDING, STATUSES
+from adapter.delivery.queue import DeliveryQueue
 from adapter.settings import Settings
 
 __all__ = ["admin_routes"]

@@ -21,7 +21,8 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adapter.channels import ChannelContext, discover_channels, notify_channel
-from adapter.delivery.queue import DeliveryQueue, DeliveryWorker
+from adapter.delivery.queue import DeliveryQueue
+from adapter.delivery.worker import DeliveryWorker
 from adapter.ledger.schema import engine_for, migrate
 from adapter.ops import metrics
 from adapter.ops.logs import configure_logging

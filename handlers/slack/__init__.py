@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from adapter.channels import BodyTooLarge, ChannelContext, read_body
-from adapter.delivery.queue import DeliveryRecord
+from adapter.core.records import DeliveryRecord
 from adapter.web.app import error_response
 from handlers.slack import blocks
 from handlers.slack.config import SlackConfig

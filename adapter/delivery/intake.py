@@ -1,0 +1,315 @@
+"""Accepting contacts: one submission, or a batch of them, in one committed transaction.
+
+:func:`accept` is the single path ``DeliveryQueue.submit`` takes: merge with what the
+provider's person gave before, validate, find the person's waiting or latest delivery (by
+token, else an earlier token of the same email or phone: one person, one contact in
+Rocket.Chat), then merge into the waiting row or insert a new one, and record the
+source's event ids. :func:`accept_many` is the same for imports, in batches. Statements
+come from :mod:`adapter.ledger.intake`; merging rules from :mod:`adapter.core.records`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from adapter.core.contact import Contact, ContactError, validate_contact
+from adapter.core.records import (
+    IGNORED,
+    PENDING,
+    REJECTED,
+    DeliveryRecord,
+    Outcome,
+    Submission,
+    contact_of,
+    merge_into,
+    merge_raw,
+    new_row,
+    person_keys,
+)
+from adapter.ledger import intake as sql
+from adapter.ledger.store import LedgerStore, WriteConnection
+from adapter.rocketchat.sansio import contact_token
+from adapter.settings import Settings
+
+__all__ = ["Checked", "accept", "accept_many", "validate"]
+
+Checked = tuple[int, Contact, dict[str, str]]  # index in the batch, the contact, its warnings
+
+
+def validate(
+    raw: Mapping[str, Any], submission: Submission, settings: Settings
+) -> tuple[Contact, dict[str, str]]:
+    """The submission's contact and warnings, or ContactError naming every bad field."""
+    return validate_contact(
+        raw,
+        required=submission.required_fields or settings.contact_required_fields,
+        default_region=submission.phone_region or settings.default_phone_region,
+        check_deliverability=settings.check_email_deliverability,
+        custom_fields=raw.get("custom_fields") or {},
+        drop_invalid_optional=submission.drop_invalid_optional,
+    )
+
+
+async def accept(
+    store: LedgerStore,
+    settings: Settings,
+    submission: Submission,
+    given: Mapping[str, Any],
+    *,
+    hold: float = 0.0,
+) -> Outcome:
+    """Store ``submission`` (its raw fields ``given``) in one committed transaction.
+
+    ``hold``: the caller tries the delivery itself at once, so the row is due only after
+    that long (the worker does not take it from under the caller).
+    """
+    now = time.time()
+
+    async def _tx(conn: WriteConnection) -> Outcome:
+        return await _accept_in(conn, settings, submission, dict(given), hold=hold, now=now)
+
+    if settings.check_email_deliverability:
+        # Validation asks DNS: not inside a transaction others' writes are batched into.
+        return await store.write_apart(_tx)
+    return await store.write(_tx)
+
+
+async def _accept_in(
+    conn: WriteConnection,
+    settings: Settings,
+    submission: Submission,
+    raw: dict[str, Any],
+    *,
+    hold: float,
+    now: float,
+) -> Outcome:
+    source, key = submission.source, submission.person_key
+    if submission.ignored is not None:  # nothing to register: kept for the record only
+        delivery_id = uuid.uuid4().hex
+        row = new_row(submission, delivery_id, IGNORED, raw, None, now)
+        await sql.insert_deliveries(conn, {**row, "last_error": submission.ignored})
+        await sql.record_events(conn, source, submission.event_ids, delivery_id, now)
+        return Outcome(status=IGNORED, delivery_id=delivery_id)
+    token: str | None = None
+    person_key = f"{source}:{key}" if key else None
+    if key:
+        person = await sql.person(conn, source, key)
+        if person is not None:
+            raw = merge_raw(person["fields"], raw)
+            token = person["token"]
+    try:
+        contact, warnings = validate(raw, submission, settings)
+    except ContactError as exc:
+        exc.errors = submission.explained(exc.errors)
+        if key:
+            await sql.save_person(conn, source, key, raw, token, now)
+        if not submission.keep_rejected:
+            return Outcome(status="invalid", errors=exc.errors)
+        row = new_row(submission, uuid.uuid4().hex, REJECTED, raw, None, now)
+        incomplete = await sql.incomplete_row(conn, source, key) if key else None
+        if incomplete is not None:
+            # The same provider person, still incomplete: one row, kept up to date with
+            # everything they have given so far (Crisp sends name, email and phone apart).
+            delivery_id = incomplete
+            changes = {"fields": row["fields"], "errors": exc.errors, "updated_at": now}
+            await sql.update_delivery(conn, delivery_id, changes)
+        else:
+            delivery_id = row["id"]
+            await sql.insert_deliveries(conn, {**row, "errors": exc.errors})
+        await sql.record_events(conn, source, submission.event_ids, delivery_id, now)
+        return Outcome(status=REJECTED, delivery_id=delivery_id, errors=exc.errors)
+
+    if token is None:
+        token = contact_token(email=contact.email, phone=contact.phone, person_key=person_key)
+    # One look at the person's latest delivery: a waiting one (merged into), else the
+    # latest delivered/failed one (whose details and contact id carry over).
+    found = await sql.latest_for_token(conn, token)
+    if found is None:
+        # Nothing under this token: the same person may have come before under another
+        # one (phone only then, email now; an invalid email dropped). Reuse it, or
+        # Rocket.Chat would get a second contact for them.
+        keys = person_keys(contact.as_dict())
+        earlier = await sql.earlier_token(conn, keys["email_key"], keys["phone_key"], token)
+        if earlier is not None:
+            token = earlier
+            found = await sql.latest_for_token(conn, token)
+    if key:
+        await sql.save_person(conn, source, key, raw, token, now)
+    if found is not None and found["status"] == PENDING:
+        merged, values = merge_into(
+            found,
+            contact,
+            callbacks=[submission.callback] if submission.callback else [],
+            contact_manager=submission.contact_manager,
+            warnings=warnings,
+        )
+        values["updated_at"] = now
+        await sql.update_delivery(conn, found["id"], values)
+        await sql.record_events(conn, source, submission.event_ids, found["id"], now)
+        return Outcome(status=PENDING, delivery_id=found["id"], contact=merged, warnings=warnings)
+
+    merged = contact
+    contact_id = None
+    manager = submission.contact_manager
+    if found is not None:  # delivered or failed before: what we knew carries over
+        merged = contact_of(found["fields"]).merged_with(contact)
+        contact_id = found["contact_id"]
+        manager = manager or found["contact_manager"]
+    row = new_row(submission, uuid.uuid4().hex, PENDING, merged.as_dict(), token, now)
+    row.update(contact_manager=manager, next_attempt_at=now + hold)
+    row.update(warnings=warnings or None, contact_id=contact_id)
+    incomplete = await sql.incomplete_row(conn, source, key) if key else None
+    if incomplete is not None:
+        # The person was rejected as incomplete before and now is complete: that row
+        # becomes their delivery (one row per person, not a stale rejection beside it).
+        row["id"] = incomplete
+        del row["created_at"]
+        await sql.update_delivery(conn, incomplete, {**row, "errors": None, "last_error": None})
+    else:
+        await sql.insert_deliveries(conn, row)
+    await sql.record_events(conn, source, submission.event_ids, row["id"], now)
+    return Outcome(status=PENDING, delivery_id=row["id"], contact=merged, warnings=warnings)
+
+
+# -- in bulk (imports) ---------------------------------------------------------------------
+
+
+def check_many(
+    submissions: Sequence[Submission], settings: Settings
+) -> tuple[list[Outcome], list[Checked]]:
+    """Validate every submission: an outcome slot for each (``invalid`` with its errors,
+    or a placeholder) and the valid ones to store."""
+    for submission in submissions:
+        if (
+            submission.person_key is not None
+            or submission.keep_rejected
+            or submission.callback
+            or submission.also_event_ids
+        ):
+            raise ValueError(
+                "submit_many takes no person_key, keep_rejected, callback or "
+                "also_event_ids: use submit"
+            )
+    outcomes: list[Outcome] = []
+    checked: list[Checked] = []
+    for index, submission in enumerate(submissions):
+        raw = {key: submission.fields.get(key) for key in ("name", "email", "phone")}
+        try:
+            contact, warnings = validate(
+                {**raw, "custom_fields": dict(submission.custom_fields)}, submission, settings
+            )
+        except ContactError as exc:
+            outcomes.append(Outcome(status="invalid", errors=exc.errors))
+            continue
+        outcomes.append(Outcome(status="invalid"))  # replaced once stored
+        checked.append((index, contact, warnings))
+    return outcomes, checked
+
+
+async def accept_many(
+    store: LedgerStore,
+    submissions: Sequence[Submission],
+    checked: Sequence[Checked],
+    outcome_of: Any,
+) -> dict[int, Outcome]:
+    """Store the ``checked`` submissions in one transaction: ``{index: outcome}``.
+
+    Same dedupe on ``(source, event_id)`` and merging with a waiting or delivered delivery
+    of the same person (within the batch too) as :func:`accept`. ``outcome_of(record,
+    duplicate=True)`` is the queue's answer for an event seen before.
+    """
+    tokens = {
+        index: contact_token(email=contact.email, phone=contact.phone, person_key=None)
+        for index, contact, _ in checked
+    }
+
+    async def _tx(conn: WriteConnection) -> dict[int, Outcome]:
+        await sql.plan_each_batch(conn)
+        now = time.time()
+        event_ids: dict[str, set[str]] = {}
+        for index, _, _ in checked:
+            if submissions[index].event_id:
+                event_ids.setdefault(submissions[index].source, set()).add(
+                    str(submissions[index].event_id)
+                )
+        seen: dict[tuple[str, str], str] = {}
+        for source, ids in event_ids.items():
+            found = await sql.events_seen(conn, source, ids)
+            seen.update({(source, event): delivery for event, delivery in found.items()})
+        seen_records: dict[str, DeliveryRecord] = {}
+        if seen:
+            seen_records = await sql.records(conn, seen.values())
+        wanted = set(tokens.values())
+        waiting = {
+            row["token"]: {**row, "changed": False}
+            for row in await sql.waiting_for_tokens(conn, wanted)
+        }
+        known = await sql.known_for_tokens(conn, wanted)
+
+        result: dict[int, Outcome] = {}
+        new_rows: dict[str, dict[str, Any]] = {}  # token -> row to insert
+        events: list[dict[str, Any]] = []
+        for index, contact, warnings in checked:
+            submission = submissions[index]
+            key = (submission.source, str(submission.event_id or ""))
+            if submission.event_id and key in seen:
+                record = seen_records.get(seen[key])
+                result[index] = (
+                    outcome_of(record, duplicate=True)
+                    if record is not None
+                    else Outcome(status=PENDING, delivery_id=seen[key], duplicate=True)
+                )
+                continue
+            token = tokens[index]
+            entry = new_rows.get(token)
+            if entry is None and token in waiting:
+                entry = waiting[token]
+                entry["changed"] = True
+            if entry is not None:  # the person waits already (or came earlier in the batch)
+                merged, values = merge_into(
+                    entry, contact, contact_manager=submission.contact_manager, warnings=warnings
+                )
+                entry.update(values, updated_at=now)
+                delivery_id = str(entry["id"])
+            else:
+                merged = contact
+                previous = known.get(token)
+                row = new_row(submission, uuid.uuid4().hex, PENDING, contact.as_dict(), token, now)
+                if previous is not None:
+                    merged = contact_of(previous["fields"]).merged_with(contact)
+                    row.update(fields=merged.as_dict(), contact_id=previous["contact_id"])
+                    row.update(person_keys(row["fields"]))
+                    row["contact_manager"] = (
+                        submission.contact_manager or previous["contact_manager"]
+                    )
+                row["warnings"] = warnings or None
+                new_rows[token] = row
+                delivery_id = str(row["id"])
+            if submission.event_id:
+                seen[key] = delivery_id
+                events.append(
+                    {
+                        "source": submission.source,
+                        "event_id": submission.event_id,
+                        "delivery_id": delivery_id,
+                        "created_at": now,
+                    }
+                )
+            result[index] = Outcome(
+                status=PENDING, delivery_id=delivery_id, contact=merged, warnings=warnings
+            )
+        if new_rows:
+            await sql.insert_deliveries(conn, list(new_rows.values()))
+        for entry in waiting.values():
+            if entry.pop("changed"):
+                columns = ("fields", "email_key", "phone_key", "contact_manager", "warnings")
+                values = {c: entry[c] for c in columns if c in entry}
+                await sql.update_delivery(conn, entry["id"], {**values, "updated_at": now})
+        if events:
+            await sql.insert_events(conn, events)
+        return result
+
+    return await store.write(_tx)

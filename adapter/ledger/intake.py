@@ -1,0 +1,249 @@
+"""The statements the accept path runs inside its one transaction (see LedgerStore.write).
+
+:mod:`adapter.delivery.intake` composes these into one accept: look up the provider's
+person, the person's waiting or latest delivery (by token, else an earlier token of the
+same email or phone), then insert or update one row and record the source's event ids.
+The bulk accept of imports reads the same in batches. Every statement here is built once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import bindparam, case, select, update
+
+from adapter.core.records import DELIVERED, DELIVERING, FAILED, PENDING, REJECTED, DeliveryRecord
+from adapter.ledger.schema import deliveries, delivery_events, people
+from adapter.ledger.sqlite_writer import WriteConnection
+
+__all__ = [
+    "earlier_token",
+    "events_seen",
+    "incomplete_row",
+    "insert_deliveries",
+    "insert_events",
+    "known_for_tokens",
+    "latest_for_token",
+    "person",
+    "plan_each_batch",
+    "record_events",
+    "records",
+    "save_person",
+    "update_delivery",
+    "waiting_for_tokens",
+]
+
+d = deliveries.c
+_INSERT_EVENT = delivery_events.insert()
+
+_LATEST_FOR_TOKEN = (
+    select(deliveries)
+    .where(d.token == bindparam("token"), d.status.in_((PENDING, DELIVERED, DELIVERING, FAILED)))
+    .order_by(case((d.status == PENDING, 0), else_=1), d.created_at.desc())
+    .limit(1)
+    .with_for_update()
+)
+_INSERT_DELIVERY = deliveries.insert()  # executed with the row as parameters
+
+# The SET clause comes from the parameters' keys (one compiled form per set of keys, cached);
+# b_id is the row.
+_UPDATE_DELIVERY = update(deliveries).where(d.id == bindparam("b_id"))
+
+_FIND_PERSON = select(people).where(
+    people.c.source == bindparam("source"), people.c.person_key == bindparam("person_key")
+)
+_UPDATE_PERSON = (
+    update(people)
+    .where(
+        people.c.source == bindparam("b_source"), people.c.person_key == bindparam("b_person_key")
+    )
+    .values(
+        fields=bindparam("b_fields", type_=people.c.fields.type),
+        token=bindparam("b_token"),
+        updated_at=bindparam("b_now"),
+    )
+)
+_INSERT_PERSON = people.insert()
+
+_INCOMPLETE = (
+    select(d.id)
+    .where(
+        d.source == bindparam("source"),
+        d.person_key == bindparam("person_key"),
+        d.status == REJECTED,
+    )
+    .order_by(d.created_at.desc())
+    .limit(1)
+)
+
+
+def _earlier_query(column: Any) -> Any:
+    return (
+        select(d.token, d.created_at, d.email_key)
+        .where(
+            column == bindparam("key"),
+            d.token.is_not(None),
+            d.token != bindparam("token"),
+            d.status != REJECTED,
+        )
+        .order_by(d.created_at.desc())
+        .limit(1)
+    )
+
+
+# The same person under another token: the latest delivery with the same email, or phone.
+_EARLIER_BY_EMAIL = _earlier_query(d.email_key)
+_EARLIER_BY_PHONE = _earlier_query(d.phone_key)
+
+
+async def person(conn: WriteConnection, source: str, key: str) -> Mapping[Any, Any] | None:
+    """What a provider's person (Crisp session, Chatwoot contact…) gave so far."""
+    params = {"source": source, "person_key": key}
+    return (await conn.execute(_FIND_PERSON, params)).mappings().first()
+
+
+async def save_person(
+    conn: WriteConnection,
+    source: str,
+    key: str,
+    fields: Mapping[str, Any],
+    token: str | None,
+    now: float,
+) -> None:
+    values = {
+        "b_source": source,
+        "b_person_key": key,
+        "b_fields": dict(fields),
+        "b_token": token,
+        "b_now": now,
+    }
+    changed = await conn.execute(_UPDATE_PERSON, values)
+    if changed.rowcount == 0:
+        row = {
+            "source": source,
+            "person_key": key,
+            "fields": dict(fields),
+            "token": token,
+            "updated_at": now,
+        }
+        await conn.execute(_INSERT_PERSON, row)
+
+
+async def latest_for_token(conn: WriteConnection, token: str) -> Mapping[Any, Any] | None:
+    """The person's waiting delivery, else their latest delivered/failed one."""
+    return (await conn.execute(_LATEST_FOR_TOKEN, {"token": token})).mappings().first()
+
+
+async def earlier_token(
+    conn: WriteConnection, email_key: str | None, phone_key: str | None, token: str
+) -> str | None:
+    """The token of the person's most recent earlier delivery under another token:
+    same email, or same phone unless that delivery has another email (two emails on one
+    phone may well be two people: a shared office or family number)."""
+    found: list[Any] = []
+    if email_key:
+        params = {"key": email_key, "token": token}
+        found += (await conn.execute(_EARLIER_BY_EMAIL, params)).all()
+    if phone_key:
+        params = {"key": phone_key, "token": token}
+        found += [
+            row
+            for row in await conn.execute(_EARLIER_BY_PHONE, params)
+            if not (email_key and row.email_key and row.email_key != email_key)
+        ]
+    if not found:
+        return None
+    return str(max(found, key=lambda row: row.created_at).token)
+
+
+async def incomplete_row(conn: WriteConnection, source: str, person_key: str) -> str | None:
+    """The rejected row of this provider person, if their details were incomplete."""
+    params = {"source": source, "person_key": person_key}
+    found = (await conn.execute(_INCOMPLETE, params)).first()
+    return str(found[0]) if found is not None else None
+
+
+async def insert_deliveries(
+    conn: WriteConnection, rows: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+) -> None:
+    await conn.execute(_INSERT_DELIVERY, rows)
+
+
+async def update_delivery(
+    conn: WriteConnection, delivery_id: str, values: Mapping[str, Any]
+) -> None:
+    await conn.execute(_UPDATE_DELIVERY, {"b_id": delivery_id, **values})
+
+
+async def insert_events(conn: WriteConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """``delivery_events`` rows (source, event_id, delivery_id, created_at), in one go."""
+    await conn.execute(_INSERT_EVENT, list(rows))
+
+
+async def record_events(
+    conn: WriteConnection,
+    source: str,
+    event_ids: Iterable[str],
+    delivery_id: str,
+    now: float,
+) -> None:
+    """Every one of ``event_ids`` leads to ``delivery_id`` from now on."""
+    rows = [
+        {"source": source, "event_id": i, "delivery_id": delivery_id, "created_at": now}
+        for i in event_ids
+    ]
+    if rows:
+        await conn.execute(_INSERT_EVENT, rows if len(rows) > 1 else rows[0])
+
+
+# -- the bulk accept (imports) --
+
+
+async def plan_each_batch(conn: WriteConnection) -> None:
+    """PostgreSQL: same-sized batches reuse one prepared statement, and its generic
+    plan for "IN (500 values)" scans the whole table as it grows: plan each batch."""
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
+
+
+async def events_seen(
+    conn: WriteConnection, source: str, event_ids: Iterable[str]
+) -> dict[str, str]:
+    """``{event_id: delivery_id}`` of those of ``event_ids`` recorded before."""
+    query = select(delivery_events.c.event_id, delivery_events.c.delivery_id).where(
+        delivery_events.c.source == source, delivery_events.c.event_id.in_(set(event_ids))
+    )
+    return {str(event): str(delivery) for event, delivery in (await conn.execute(query)).all()}
+
+
+async def records(conn: WriteConnection, ids: Iterable[str]) -> dict[str, DeliveryRecord]:
+    rows = await conn.execute(select(deliveries).where(d.id.in_(set(ids))))
+    return {row["id"]: DeliveryRecord.from_row(row) for row in rows.mappings()}
+
+
+async def waiting_for_tokens(
+    conn: WriteConnection, tokens: Iterable[str]
+) -> list[Mapping[Any, Any]]:
+    """The pending deliveries of these people (locked for the transaction)."""
+    query = (
+        select(d.id, d.token, d.fields, d.warnings, d.contact_manager)
+        .where(d.token.in_(set(tokens)), d.status == PENDING)
+        .with_for_update()
+    )
+    return list((await conn.execute(query)).mappings())
+
+
+async def known_for_tokens(
+    conn: WriteConnection, tokens: Iterable[str]
+) -> dict[str, Mapping[Any, Any]]:
+    """Each person's latest delivered/delivering/failed delivery."""
+    query = (
+        select(d.token, d.fields, d.contact_id, d.contact_manager)
+        .where(d.token.in_(set(tokens)), d.status.in_((DELIVERED, DELIVERING, FAILED)))
+        .order_by(d.created_at.desc())
+    )
+    known: dict[str, Mapping[Any, Any]] = {}
+    for row in (await conn.execute(query)).mappings():
+        known.setdefault(row["token"], dict(row))
+    return known

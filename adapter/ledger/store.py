@@ -1,0 +1,612 @@
+"""The ledger store: every SQL statement the delivery queue, the worker and metrics run.
+
+:class:`LedgerStore` owns the engine's use: reads and write transactions (on SQLite all of
+a process's writes go through one :class:`~adapter.ledger.sqlite_writer.SQLiteWriter`,
+which commits whatever queued up in one transaction), and one method per question asked
+of the ledger or change made to it. Methods that take a ``conn`` run inside a transaction
+the caller opened with :meth:`LedgerStore.write` (the accept path composes several in
+one); the others open their own. Statements used on hot paths are built once: building
+and cache-keying a statement costs more than SQLite takes to run it.
+
+Nothing here decides anything: when to retry, what to merge and who is told come from
+:mod:`adapter.core.policy` and :mod:`adapter.core.records`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import and_, bindparam, exists, func, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from adapter.core.records import (
+    DELIVERING,
+    FAILED,
+    MERGED,
+    PENDING,
+    Attempt,
+    DeliveryRecord,
+    contact_of,
+    merge_into,
+)
+from adapter.ledger.engine import sqlite_writer_engine
+from adapter.ledger.schema import deliveries, delivery_attempts, delivery_events
+from adapter.ledger.sqlite_writer import SQLiteWriter, WriteConnection
+
+__all__ = ["LedgerStore", "WriteConnection"]
+
+T = TypeVar("T")
+d = deliveries.c
+
+# Recording an outcome (only while we hold the lease); the contact id may have been
+# recorded meanwhile (contact-center strategy), so it and the strategy are kept if not given.
+_FINISH = (
+    update(deliveries)
+    .where(d.id == bindparam("b_id"), d.lease_owner == bindparam("b_owner"))
+    .values(
+        status=bindparam("b_status"),
+        lease_owner=None,
+        lease_until=None,
+        updated_at=bindparam("b_now"),
+        attempts=bindparam("b_attempts"),
+        last_error=bindparam("b_error"),
+        contact_id=func.coalesce(bindparam("b_contact_id"), d.contact_id),
+        strategy=func.coalesce(bindparam("b_strategy"), d.strategy),
+        delivered_at=func.coalesce(bindparam("b_delivered_at"), d.delivered_at),
+        notified_at=bindparam("b_notified_at"),
+    )
+    .returning(d.contact_id, d.strategy)
+)
+_INSERT_EVENT = delivery_events.insert()
+_INSERT_ATTEMPT = delivery_attempts.insert()
+_FIND_EVENT = (
+    select(deliveries, delivery_events.c.created_at.label("event_created_at"))
+    .join(delivery_events, delivery_events.c.delivery_id == d.id)
+    .where(
+        delivery_events.c.source == bindparam("source"),
+        delivery_events.c.event_id == bindparam("event_id"),
+    )
+)
+_SEEN_EVENTS = select(delivery_events.c.event_id).where(
+    delivery_events.c.source == bindparam("source"),
+    delivery_events.c.event_id.in_(bindparam("event_ids", expanding=True)),
+)
+_GET = select(deliveries).where(d.id == bindparam("id"))
+_UNNOTIFIED = text("notified_at IS NULL AND status IN ('delivered', 'failed')")  # partial index
+_NEXT_DUE = select(func.min(d.next_attempt_at)).where(d.status == PENDING)
+
+
+def _token_busy(now: float) -> Any:
+    """Another delivery of the same person is being delivered (under a live lease)."""
+    other = deliveries.alias("other")
+    return exists().where(
+        other.c.token == d.token,
+        other.c.status == DELIVERING,
+        other.c.lease_until > now,
+        other.c.id != d.id,
+    )
+
+
+class LedgerStore:
+    """Reads and writes of the deliveries ledger for one process."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        # SQLite has one writer at a time: this process's writes go through one queue and
+        # share transactions (one commit, one fsync, for everything that queued meanwhile).
+        writer_engine = sqlite_writer_engine(engine)
+        self._writer = SQLiteWriter(writer_engine) if writer_engine is not None else None
+
+    def close(self) -> None:
+        """Release the SQLite writer's connection and thread (before ``engine.dispose()``)."""
+        if self._writer is not None:
+            self._writer.close()
+
+    async def read(self, job: Callable[[WriteConnection], Awaitable[T]]) -> T:
+        """Run a read-only ``job``: inline on SQLite (see adapter.ledger.sqlite_writer),
+        else on a pooled connection."""
+        if self._writer is not None:
+            return await self._writer.read(job)
+        async with self.engine.connect() as conn:
+            return await job(conn)
+
+    async def write(self, job: Callable[[WriteConnection], Awaitable[T]]) -> T:
+        """Run ``job`` in a write transaction and commit before returning its result."""
+        if self._writer is not None:
+            return await self._writer.run(job)
+        async with self.engine.begin() as conn:
+            return await job(conn)
+
+    async def write_apart(self, job: Callable[[WriteConnection], Awaitable[T]]) -> T:
+        """Run ``job`` in a transaction of its own, outside the SQLite writer's batches
+        (for a job that waits on something else, e.g. DNS, while it holds the lock)."""
+        async with self.engine.begin() as conn:
+            return await job(conn)
+
+    async def _write_retrying(self, job: Callable[[WriteConnection], Awaitable[T]]) -> T:
+        """``write``, again (up to three times) when a pending row for the same person was
+        inserted between our look and our update (SQLite reads outside the write
+        transaction): the job looks again."""
+        for tries in range(3):
+            try:
+                return await self.write(job)
+            except IntegrityError:
+                if tries == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def find_event(self, source: str, event_id: str) -> tuple[DeliveryRecord, float] | None:
+        """The delivery ``source``'s event led to, and when the event was recorded."""
+
+        async def _read(conn: WriteConnection) -> Any:
+            params = {"source": source, "event_id": event_id}
+            return (await conn.execute(_FIND_EVENT, params)).mappings().first()
+
+        row = await self.read(_read)
+        if row is None:
+            return None
+        return DeliveryRecord.from_row(row), float(row["event_created_at"])
+
+    async def seen_events(
+        self, source: str, event_ids: Sequence[str]
+    ) -> tuple[set[str], DeliveryRecord | None]:
+        """Which of ``event_ids`` were recorded before; when all were, the delivery the
+        first one leads to."""
+
+        async def _read(conn: WriteConnection) -> tuple[set[str], Any]:
+            params = {"source": source, "event_ids": list(event_ids)}
+            seen = {str(row[0]) for row in await conn.execute(_SEEN_EVENTS, params)}
+            if len(seen) < len(event_ids):
+                return seen, None
+            params = {"source": source, "event_id": event_ids[0]}
+            return seen, (await conn.execute(_FIND_EVENT, params)).mappings().first()
+
+        seen, row = await self.read(_read)
+        return seen, DeliveryRecord.from_row(row) if row is not None else None
+
+    async def get(self, delivery_id: str) -> DeliveryRecord | None:
+        async def _read(conn: WriteConnection) -> Any:
+            return (await conn.execute(_GET, {"id": delivery_id})).mappings().first()
+
+        row = await self.read(_read)
+        return DeliveryRecord.from_row(row) if row is not None else None
+
+    async def history(self, delivery_id: str, *, limit: int = 200) -> list[Attempt]:
+        """The delivery's tries at Rocket.Chat, newest first (at most ``limit``)."""
+        attempts = delivery_attempts.c
+
+        async def _read(conn: WriteConnection) -> Any:
+            query = (
+                select(delivery_attempts)
+                .where(attempts.delivery_id == delivery_id)
+                .order_by(attempts.started_at.desc(), attempts.id.desc())
+                .limit(limit)
+            )
+            return (await conn.execute(query)).mappings().all()
+
+        return [Attempt.from_row(row) for row in await self.read(_read)]
+
+    async def select_deliveries(
+        self,
+        *,
+        status: str | None = None,
+        source: str | None = None,
+        team: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        since: float | None = None,
+    ) -> list[DeliveryRecord]:
+        query = select(deliveries).order_by(d.created_at.desc()).limit(limit).offset(offset)
+        if status:
+            query = query.where(d.status == status)
+        if source:
+            query = query.where(or_(d.source == source, d.source.like(source + ":%")))
+        if team:  # a Slack workspace (or Enterprise Grid org) id
+            query = query.where(d.team == team)
+        if since is not None:
+            query = query.where(d.created_at >= since)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [DeliveryRecord.from_row(r) for r in rows]
+
+    async def counts(self, *, since: float | None = None) -> dict[str, dict[str, int]]:
+        """``{source: {status: n}}``."""
+        query = select(d.source, d.status, func.count()).group_by(d.source, d.status)
+        if since is not None:
+            query = query.where(d.created_at >= since)
+        result: dict[str, dict[str, int]] = {}
+        async with self.engine.connect() as conn:
+            for source, status, count in (await conn.execute(query)).all():
+                result.setdefault(source, {})[status] = int(count)
+        return result
+
+    async def next_due(self) -> float | None:
+        """The earliest ``next_attempt_at`` among pending deliveries (None: none pending)."""
+
+        async def _read(conn: WriteConnection) -> Any:
+            return (await conn.execute(_NEXT_DUE)).scalar()
+
+        found = await self.read(_read)
+        return float(found) if found is not None else None
+
+    async def oldest_pending(self) -> float | None:
+        """``created_at`` of the oldest pending delivery."""
+        async with self.engine.connect() as conn:
+            found = await conn.scalar(select(func.min(d.created_at)).where(d.status == PENDING))
+        return float(found) if found is not None else None
+
+    async def recent_attempts(self, since: float) -> list[tuple[str, int, float, float]]:
+        """Tries at Rocket.Chat since ``since``, by outcome: count, mean and longest seconds
+        (from every process: worker dynos' included)."""
+        attempts = delivery_attempts.c
+        query = (
+            select(
+                attempts.outcome,
+                func.count(),
+                func.avg(attempts.duration),
+                func.max(attempts.duration),
+            )
+            .where(attempts.started_at >= since)
+            .group_by(attempts.outcome)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(str(o), int(n), float(mean or 0.0), float(top or 0.0)) for o, n, mean, top in rows]
+
+    async def unnotified(self, *, before: float, limit: int) -> list[DeliveryRecord]:
+        """Final outcomes last changed before ``before`` whose callbacks were never called."""
+        async with self.engine.connect() as conn:
+            rows = (
+                (
+                    await conn.execute(
+                        select(deliveries)
+                        .where(_UNNOTIFIED)
+                        .where(d.updated_at < before)
+                        .order_by(d.updated_at)
+                        .limit(limit)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        return [DeliveryRecord.from_row(row) for row in rows]
+
+    # -- taking deliveries ---------------------------------------------------------------
+
+    async def take(
+        self, delivery_id: str, *, owner: str, now: float, lease: float
+    ) -> DeliveryRecord | None:
+        """Lease one pending delivery to ``owner`` (the fast path), unless its person is
+        being delivered already."""
+
+        async def _tx(conn: WriteConnection) -> Any:
+            query = (
+                update(deliveries)
+                .where(d.id == delivery_id, d.status == PENDING)
+                .where(~_token_busy(now))
+                .values(
+                    status=DELIVERING, lease_owner=owner, lease_until=now + lease, updated_at=now
+                )
+                .returning(*deliveries.c)
+            )
+            return (await conn.execute(query)).mappings().first()
+
+        row = await self.write(_tx)
+        return DeliveryRecord.from_row(row) if row is not None else None
+
+    async def claim(
+        self,
+        *,
+        owner: str,
+        limit: int,
+        now: float,
+        lease: float,
+        take_over: bool,
+    ) -> list[DeliveryRecord]:
+        """Lease up to ``limit`` due deliveries to ``owner`` (none whose person is busy).
+
+        ``take_over``: also take rows whose worker died (lease expired), recording the
+        lost attempt; one whose person has a newer pending delivery is folded into it.
+        """
+        expired = and_(d.status == DELIVERING, d.lease_until < now)
+        waiting = and_(d.status == PENDING, d.next_attempt_at <= now)
+        not_busy = ~_token_busy(now)
+        due = or_(waiting, expired)
+
+        async def _tx(conn: WriteConnection) -> Any:
+            ids: list[str] = []
+            if take_over:
+                ids = await self._take_over_expired(conn, expired, not_busy, limit, now)
+            if len(ids) < limit:
+                # Two index range scans rather than one OR: the pending one walks
+                # ix_deliveries_due in next_attempt_at order and stops at the limit, so a
+                # claim costs the same with 10 or 100,000 contacts queued.
+                pending_query = (
+                    select(d.id)
+                    .where(waiting)
+                    .where(not_busy)
+                    .order_by(d.next_attempt_at)
+                    .limit(limit - len(ids))
+                    .with_for_update(skip_locked=True)
+                )
+                ids += [r[0] for r in (await conn.execute(pending_query)).all()]
+            if not ids:
+                return []
+            query = (
+                update(deliveries)
+                .where(d.id.in_(ids), due)
+                .values(
+                    status=DELIVERING, lease_owner=owner, lease_until=now + lease, updated_at=now
+                )
+                .returning(*deliveries.c)
+            )
+            return (await conn.execute(query)).mappings().all()
+
+        return [DeliveryRecord.from_row(r) for r in await self.write(_tx)]
+
+    async def _take_over_expired(
+        self, conn: WriteConnection, expired: Any, not_busy: Any, limit: int, now: float
+    ) -> list[str]:
+        """Rows whose worker died (lease expired): the ids to deliver again. One whose
+        person has a newer pending delivery is folded into that one instead, since it
+        carries everything and must not be overwritten by older details afterwards."""
+        query = (
+            select(deliveries)
+            .where(expired)
+            .where(not_busy)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        ids: list[str] = []
+        for row in (await conn.execute(query)).mappings().all():
+            record = DeliveryRecord.from_row(row)
+            lost = Attempt(
+                started_at=record.updated_at,  # when that worker claimed it
+                duration=now - record.updated_at,
+                outcome="abandoned",
+                error="the worker delivering it stopped before recording Rocket.Chat's answer "
+                "(lease expired); delivered again, by the same contact token",
+                worker=record.lease_owner,
+            )
+            await conn.execute(_INSERT_ATTEMPT, lost.values(record.id))
+            other = await self._pending_sibling(conn, record)
+            if other is None:
+                ids.append(record.id)
+            else:
+                await self._fold_into(conn, record, other, owner=None, now=now)
+        return ids
+
+    async def heartbeat(self, *, owner: str, ids: Sequence[str], until: float) -> None:
+        """Extend the leases of ``owner``'s rows still in flight."""
+
+        async def _tx(conn: WriteConnection) -> None:
+            await conn.execute(
+                update(deliveries)
+                .where(d.id.in_(list(ids)), d.lease_owner == owner, d.status == DELIVERING)
+                .values(lease_until=until)
+            )
+
+        await self.write(_tx)
+
+    async def hand_back(self, *, owner: str, now: float) -> None:
+        """``owner``'s claimed rows become pending again (or fold into a newer sibling)."""
+
+        async def _tx(conn: WriteConnection) -> None:
+            query = select(deliveries).where(d.lease_owner == owner, d.status == DELIVERING)
+            for row in (await conn.execute(query)).mappings().all():
+                record = DeliveryRecord.from_row(row)
+                other = await self._pending_sibling(conn, record)
+                if other is not None:
+                    await self._fold_into(conn, record, other, owner=owner, now=now)
+                    continue
+                await conn.execute(
+                    update(deliveries)
+                    .where(d.id == record.id, d.lease_owner == owner)
+                    .values(status=PENDING, lease_owner=None, lease_until=None, updated_at=now)
+                )
+
+        await self._write_retrying(_tx)
+
+    # -- recording what happened ---------------------------------------------------------
+
+    async def remember_contact_id(self, delivery_id: str, contact_id: str, now: float) -> None:
+        """Rocket.Chat gave the contact an id (before the outcome is recorded)."""
+
+        async def _tx(conn: WriteConnection) -> None:
+            await conn.execute(
+                update(deliveries)
+                .where(d.id == delivery_id)
+                .values(contact_id=contact_id, updated_at=now)
+            )
+
+        await self.write(_tx)
+
+    async def release(
+        self,
+        record: DeliveryRecord,
+        *,
+        owner: str,
+        now: float,
+        next_attempt_at: float,
+        last_error: str | None,
+        attempts: int | None = None,
+        attempt: Attempt | None = None,
+    ) -> None:
+        """Hand a claimed row back as pending (or fold it into a newer pending one),
+        recording the ``attempt`` that ended this way, if there was one."""
+        values: dict[str, Any] = {
+            "status": PENDING,
+            "lease_owner": None,
+            "lease_until": None,
+            "next_attempt_at": next_attempt_at,
+            "last_error": last_error,
+            "updated_at": now,
+        }
+        if attempts is not None:
+            values["attempts"] = attempts
+
+        async def _tx(conn: WriteConnection) -> None:
+            # Another pending row for this person may have arrived meanwhile: it carries
+            # everything we know, so fold ours into it.
+            other = await self._pending_sibling(conn, record)
+            if other is not None:
+                await self._fold_into(conn, record, other, owner=owner, now=now)
+            else:
+                changed = await conn.execute(
+                    update(deliveries)
+                    .where(d.id == record.id, d.lease_owner == owner)
+                    .values(**values)
+                )
+                if changed.rowcount == 0:
+                    return  # our lease was taken over: the attempt is not ours to tell
+            if attempt is not None:
+                await conn.execute(_INSERT_ATTEMPT, attempt.values(record.id))
+
+        await self._write_retrying(_tx)
+
+    async def finish(
+        self, values: Mapping[str, Any], attempt: Attempt | None
+    ) -> tuple[str | None, str | None] | None:
+        """Record a final outcome (``_FINISH``'s ``b_*`` parameters) while ``b_owner``
+        holds the lease: the stored contact id and strategy, or None when the lease was
+        taken over meanwhile (the other worker reports the outcome)."""
+
+        async def _tx(conn: WriteConnection) -> Any:
+            row = (await conn.execute(_FINISH, dict(values))).first()
+            if row is not None and attempt is not None:
+                await conn.execute(_INSERT_ATTEMPT, attempt.values(str(values["b_id"])))
+            return row
+
+        row = await self.write(_tx)
+        return (row.contact_id, row.strategy) if row is not None else None
+
+    async def postpone_due(self, until: float) -> None:
+        """No pending delivery is due before ``until`` (a rate-limited window)."""
+
+        async def _tx(conn: WriteConnection) -> None:
+            await conn.execute(
+                update(deliveries)
+                .where(d.status == PENDING, d.next_attempt_at < until)
+                .values(next_attempt_at=until)
+            )
+
+        await self.write(_tx)
+
+    async def due_now(self, now: float) -> int:
+        """Rocket.Chat is back after an outage: every pending delivery waiting out a retry
+        backoff is due at once (their failures were the outage's, not theirs)."""
+
+        async def _tx(conn: WriteConnection) -> int:
+            changed = await conn.execute(
+                update(deliveries)
+                .where(d.status == PENDING, d.next_attempt_at > now, d.attempts > 0)
+                .values(next_attempt_at=now)
+            )
+            return int(changed.rowcount)
+
+        return await self.write(_tx)
+
+    async def claim_notification(self, delivery_id: str, now: float) -> bool:
+        """Take the right to tell a delivery's outcome (only one process wins it)."""
+
+        async def _tx(conn: WriteConnection) -> int:
+            claimed = await conn.execute(
+                update(deliveries)
+                .where(d.id == delivery_id, d.notified_at.is_(None))
+                .values(notified_at=now)
+            )
+            return int(claimed.rowcount)
+
+        return bool(await self.write(_tx))
+
+    async def retry(self, delivery_id: str, now: float) -> bool:
+        """Put a failed delivery back in the queue (attempts reset), unless the person
+        has a waiting one already."""
+        waiting = deliveries.alias("waiting")
+
+        async def _tx(conn: WriteConnection) -> int:
+            changed = await conn.execute(
+                update(deliveries)
+                .where(d.id == delivery_id, d.status == FAILED)
+                .where(~exists().where(waiting.c.token == d.token, waiting.c.status == PENDING))
+                .values(
+                    status=PENDING,
+                    attempts=0,
+                    next_attempt_at=now,
+                    queued_at=now,  # the give-up clock starts again; created_at stays
+                    updated_at=now,
+                    notified_at=None,
+                )
+            )
+            return int(changed.rowcount)
+
+        return bool(await self.write(_tx))
+
+    # -- folding a row into a newer one of the same person ---------------------------
+
+    @staticmethod
+    async def _pending_sibling(
+        conn: WriteConnection, record: DeliveryRecord
+    ) -> Mapping[Any, Any] | None:
+        if record.token is None:
+            return None
+        query = (
+            select(deliveries)
+            .where(d.token == record.token, d.status == PENDING, d.id != record.id)
+            .with_for_update()
+        )
+        return (await conn.execute(query)).mappings().first()
+
+    @staticmethod
+    async def _fold_into(
+        conn: WriteConnection,
+        record: DeliveryRecord,
+        other: Mapping[Any, Any],
+        *,
+        owner: str | None,
+        now: float,
+    ) -> bool:
+        """Mark ``record`` merged into the pending delivery ``other`` of the same person.
+
+        ``other`` is newer: its fields win, ours fill the gaps. It takes over our callbacks
+        (each still told the outcome once) and our source events (a retried event gets its
+        answer). ``owner``: we hold ``record``'s lease; None: it must be an expired one.
+        """
+        condition = (
+            d.lease_owner == owner
+            if owner is not None
+            else and_(d.status == DELIVERING, d.lease_until < now)
+        )
+        changed = await conn.execute(
+            update(deliveries)
+            .where(d.id == record.id, condition)
+            .values(
+                status=MERGED,
+                last_error=f"merged into delivery {other['id']}, which carries its details",
+                lease_owner=None,
+                lease_until=None,
+                updated_at=now,
+            )
+        )
+        if not changed.rowcount:
+            return False
+        _, carried = merge_into(
+            other,
+            record.contact or contact_of(other["fields"]),
+            callbacks=record.callbacks,
+            contact_manager=record.contact_manager,
+            contact_id=record.contact_id,
+            newer_wins=False,
+        )
+        carried["updated_at"] = now
+        await conn.execute(update(deliveries).where(d.id == other["id"]).values(**carried))
+        await conn.execute(
+            update(delivery_events)
+            .where(delivery_events.c.delivery_id == record.id)
+            .values(delivery_id=other["id"])
+        )
+        return True
