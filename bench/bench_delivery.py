@@ -179,9 +179,9 @@ def service_env(rocketchat_url: str, database_url: str, **extra: str) -> dict[st
 def seed(database_url: str, count: int) -> None:
     """``count`` pending deliveries, inserted in one transaction (the bench's setup)."""
     from adapter.core.contact import Contact
-    from adapter.core.records import PENDING, Submission
-    from adapter.delivery.queue import DeliveryQueue
-    from adapter.ledger.schema import create_engine, deliveries, migrate
+    from adapter.core.records import PENDING, Submission, new_row
+    from adapter.ledger.engine import create_engine
+    from adapter.ledger.schema import deliveries, migrate
     from adapter.rocketchat.sansio import contact_token
 
     async def main() -> None:
@@ -195,9 +195,7 @@ def seed(database_url: str, count: int) -> None:
             token = contact_token(email=email, phone=None, person_key=None)
             submission = Submission(source="api", fields={})
             rows.append(
-                DeliveryQueue._row(
-                    submission, uuid.uuid4().hex, PENDING, contact.as_dict(), token, now
-                )
+                new_row(submission, uuid.uuid4().hex, PENDING, contact.as_dict(), token, now)
             )
         async with engine.begin() as conn:
             await conn.execute(deliveries.insert(), rows)

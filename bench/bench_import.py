@@ -208,15 +208,16 @@ def measure_one_by_one(url: str, rows: int, sync: str) -> float:
     """Good rows through ``submit(wait=0)`` one at a time: the path without batching."""
     from adapter.core.records import Submission
     from adapter.delivery.queue import DeliveryQueue
-    from adapter.ledger.schema import create_engine, migrate
-    from adapter.web.app import build_client
+    from adapter.ledger.engine import create_engine
+    from adapter.ledger.schema import migrate
+    from adapter.rocketchat.client import RocketChatClient
 
     settings = settings_for(url, sync)
 
     async def run() -> float:
         engine = create_engine(settings.database_url, sqlite_synchronous=sync)
         await migrate(engine)
-        client = build_client(settings)
+        client = RocketChatClient.from_settings(settings)
         queue = DeliveryQueue(engine, client, settings)
         try:
             started = time.perf_counter()

@@ -93,16 +93,17 @@ def seed(database_url: str, count: int) -> None:
     """``count`` accepted contacts, through the queue's bulk accept (no fast path)."""
     from adapter.core.records import Submission
     from adapter.delivery.queue import DeliveryQueue
-    from adapter.ledger.schema import create_engine, migrate
+    from adapter.ledger.engine import create_engine
+    from adapter.ledger.schema import migrate
+    from adapter.rocketchat.client import RocketChatClient
     from adapter.settings import load_settings
-    from adapter.web.app import build_client
 
     settings = load_settings(database_url=database_url, fast_path_budget=0)
 
     async def accept() -> None:
         engine = create_engine(settings.database_url)
         await migrate(engine)
-        client = build_client(settings)
+        client = RocketChatClient.from_settings(settings)
         queue = DeliveryQueue(engine, client, settings)
         try:
             batch: list[Submission] = []

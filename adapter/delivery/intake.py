@@ -10,10 +10,14 @@ come from :mod:`adapter.ledger.intake`; merging rules from :mod:`adapter.core.re
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
+
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from adapter.core.contact import Contact, ContactError, validate_contact
 from adapter.core.records import (
@@ -31,10 +35,19 @@ from adapter.core.records import (
 )
 from adapter.ledger import intake as sql
 from adapter.ledger.store import LedgerStore, WriteConnection
+from adapter.ops import metrics
 from adapter.rocketchat.sansio import contact_token
 from adapter.settings import Settings
 
-__all__ = ["Checked", "accept", "accept_many", "validate"]
+__all__ = [
+    "Checked",
+    "accept",
+    "accept_many",
+    "check_many",
+    "seen_before",
+    "submit_many",
+    "validate",
+]
 
 Checked = tuple[int, Contact, dict[str, str]]  # index in the batch, the contact, its warnings
 
@@ -51,6 +64,27 @@ def validate(
         custom_fields=raw.get("custom_fields") or {},
         drop_invalid_optional=submission.drop_invalid_optional,
     )
+
+
+async def seen_before(
+    store: LedgerStore, submission: Submission
+) -> tuple[Submission, DeliveryRecord | None]:
+    """The delivery this submission duplicates (every event id of it seen before), or
+    None with the submission left to accept (less the ids seen, when it has several)."""
+    if submission.also_event_ids:
+        ids = submission.event_ids
+        if not ids:
+            return replace(submission, also_event_ids=()), None
+        seen, record = await store.seen_events(submission.source, ids)
+        if record is not None:
+            return submission, record
+        # (Every id seen but no delivery found cannot happen: deliveries are never deleted.)
+        unseen = [i for i in ids if i not in seen] or list(ids)
+        return replace(submission, event_id=unseen[0], also_event_ids=tuple(unseen[1:])), None
+    if submission.event_id:
+        found = await store.find_event(submission.source, submission.event_id)
+        return submission, found[0] if found is not None else None
+    return submission, None
 
 
 async def accept(
@@ -209,11 +243,40 @@ def check_many(
     return outcomes, checked
 
 
+async def submit_many(
+    store: LedgerStore,
+    settings: Settings,
+    submissions: Sequence[Submission],
+    outcome_of: Callable[..., Outcome],
+) -> list[Outcome]:
+    """Validate and store a batch (see ``DeliveryQueue.submit_many``): one outcome each."""
+    outcomes, checked = check_many(submissions, settings)
+    for outcome, submission in zip(outcomes, submissions, strict=True):
+        if outcome.errors:
+            metrics.CONTACTS.labels(submission.channel, "rejected").inc()
+    if not checked:
+        return outcomes
+    for attempt in range(3):
+        try:
+            accepted = await accept_many(store, submissions, checked, outcome_of)
+            break
+        except (IntegrityError, OperationalError):
+            # A race with a concurrent accept rolled the batch back: run it again.
+            if attempt == 2:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))  # noqa: sleep-ok - back off a race
+    for index, outcome in accepted.items():
+        outcomes[index] = outcome
+        label = "duplicate" if outcome.duplicate else "accepted"
+        metrics.CONTACTS.labels(submissions[index].channel, label).inc()
+    return outcomes
+
+
 async def accept_many(
     store: LedgerStore,
     submissions: Sequence[Submission],
     checked: Sequence[Checked],
-    outcome_of: Any,
+    outcome_of: Callable[..., Outcome],
 ) -> dict[int, Outcome]:
     """Store the ``checked`` submissions in one transaction: ``{index: outcome}``.
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapter.core.errors import ConfigurationError, ContactRejected, RocketChatError
@@ -177,21 +177,7 @@ class DeliveryQueue:
     async def _seen_before(
         self, submission: Submission
     ) -> tuple[Submission, DeliveryRecord | None]:
-        """The delivery this submission duplicates (every event id of it seen before), or
-        None with the submission left to accept (less the ids seen, when it has several)."""
-        if submission.also_event_ids:
-            ids = submission.event_ids
-            if not ids:
-                return replace(submission, also_event_ids=()), None
-            seen, record = await self.store.seen_events(submission.source, ids)
-            if record is not None:
-                return submission, record
-            # (Every id seen but no delivery found cannot happen: deliveries are never deleted.)
-            unseen = [i for i in ids if i not in seen] or list(ids)
-            return replace(submission, event_id=unseen[0], also_event_ids=tuple(unseen[1:])), None
-        if submission.event_id:
-            return submission, await self.find_event(submission.source, submission.event_id)
-        return submission, None
+        return await intake.seen_before(self.store, submission)
 
     async def find_event(
         self, source: str, event_id: str, *, since: float | None = None
@@ -231,26 +217,7 @@ class DeliveryQueue:
         ``keep_rejected``, a ``callback`` or ``also_event_ids`` is refused (use ``submit``).
         A race with a concurrent accept rolls the batch back and runs it again.
         """
-        outcomes, checked = intake.check_many(submissions, self.settings)
-        for outcome, submission in zip(outcomes, submissions, strict=True):
-            if outcome.errors:
-                metrics.CONTACTS.labels(submission.channel, "rejected").inc()
-        if not checked:
-            return outcomes
-        for attempt in range(3):
-            try:
-                accepted = await intake.accept_many(
-                    self.store, submissions, checked, self.outcome_of
-                )
-                break
-            except (IntegrityError, OperationalError):
-                if attempt == 2:
-                    raise
-                await asyncio.sleep(0.05 * (attempt + 1))  # noqa: sleep-ok - back off a race
-        for index, outcome in accepted.items():
-            outcomes[index] = outcome
-            label = "duplicate" if outcome.duplicate else "accepted"
-            metrics.CONTACTS.labels(submissions[index].channel, label).inc()
+        outcomes = await intake.submit_many(self.store, self.settings, submissions, self.outcome_of)
         self.wakeup.set()
         return outcomes
 
@@ -565,9 +532,7 @@ class DeliveryQueue:
         """Tell the channel that asked about a final outcome, once per callback."""
         await self.notifications.notify(record, callbacks=callbacks)
 
-    async def notify_missed(
-        self, *, older_than: float = NOTIFY_GRACE, limit: int = 50
-    ) -> int:
+    async def notify_missed(self, *, older_than: float = NOTIFY_GRACE, limit: int = 50) -> int:
         """Tell final outcomes whose callbacks were never called (the process died first)."""
         return await self.notifications.missed(older_than=older_than, limit=limit)
 

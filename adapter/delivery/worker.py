@@ -51,6 +51,11 @@ class DeliveryWorker:
         self._next_sweep = time.monotonic() + _NOTIFY_SWEEP_INTERVAL
         self._next_due: float | None = None  # the earliest pending row, after an empty claim
 
+    @property
+    def in_flight(self) -> int:
+        """Deliveries claimed by this worker and not finished yet."""
+        return len(self._in_flight)
+
     def stop(self) -> None:
         self._stopping.set()
         self.queue.wakeup.set()

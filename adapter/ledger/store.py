@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, bindparam, exists, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -32,6 +32,7 @@ from adapter.core.records import (
     merge_into,
 )
 from adapter.ledger.engine import sqlite_writer_engine
+from adapter.ledger.reads import LedgerReads
 from adapter.ledger.schema import deliveries, delivery_attempts, delivery_events
 from adapter.ledger.sqlite_writer import SQLiteWriter, WriteConnection
 
@@ -74,8 +75,6 @@ _SEEN_EVENTS = select(delivery_events.c.event_id).where(
     delivery_events.c.event_id.in_(bindparam("event_ids", expanding=True)),
 )
 _GET = select(deliveries).where(d.id == bindparam("id"))
-_UNNOTIFIED = text("notified_at IS NULL AND status IN ('delivered', 'failed')")  # partial index
-_NEXT_DUE = select(func.min(d.next_attempt_at)).where(d.status == PENDING)
 
 
 def _token_busy(now: float) -> Any:
@@ -89,7 +88,7 @@ def _token_busy(now: float) -> Any:
     )
 
 
-class LedgerStore:
+class LedgerStore(LedgerReads):
     """Reads and writes of the deliveries ledger for one process."""
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -174,106 +173,6 @@ class LedgerStore:
 
         row = await self.read(_read)
         return DeliveryRecord.from_row(row) if row is not None else None
-
-    async def history(self, delivery_id: str, *, limit: int = 200) -> list[Attempt]:
-        """The delivery's tries at Rocket.Chat, newest first (at most ``limit``)."""
-        attempts = delivery_attempts.c
-
-        async def _read(conn: WriteConnection) -> Any:
-            query = (
-                select(delivery_attempts)
-                .where(attempts.delivery_id == delivery_id)
-                .order_by(attempts.started_at.desc(), attempts.id.desc())
-                .limit(limit)
-            )
-            return (await conn.execute(query)).mappings().all()
-
-        return [Attempt.from_row(row) for row in await self.read(_read)]
-
-    async def select_deliveries(
-        self,
-        *,
-        status: str | None = None,
-        source: str | None = None,
-        team: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-        since: float | None = None,
-    ) -> list[DeliveryRecord]:
-        query = select(deliveries).order_by(d.created_at.desc()).limit(limit).offset(offset)
-        if status:
-            query = query.where(d.status == status)
-        if source:
-            query = query.where(or_(d.source == source, d.source.like(source + ":%")))
-        if team:  # a Slack workspace (or Enterprise Grid org) id
-            query = query.where(d.team == team)
-        if since is not None:
-            query = query.where(d.created_at >= since)
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        return [DeliveryRecord.from_row(r) for r in rows]
-
-    async def counts(self, *, since: float | None = None) -> dict[str, dict[str, int]]:
-        """``{source: {status: n}}``."""
-        query = select(d.source, d.status, func.count()).group_by(d.source, d.status)
-        if since is not None:
-            query = query.where(d.created_at >= since)
-        result: dict[str, dict[str, int]] = {}
-        async with self.engine.connect() as conn:
-            for source, status, count in (await conn.execute(query)).all():
-                result.setdefault(source, {})[status] = int(count)
-        return result
-
-    async def next_due(self) -> float | None:
-        """The earliest ``next_attempt_at`` among pending deliveries (None: none pending)."""
-
-        async def _read(conn: WriteConnection) -> Any:
-            return (await conn.execute(_NEXT_DUE)).scalar()
-
-        found = await self.read(_read)
-        return float(found) if found is not None else None
-
-    async def oldest_pending(self) -> float | None:
-        """``created_at`` of the oldest pending delivery."""
-        async with self.engine.connect() as conn:
-            found = await conn.scalar(select(func.min(d.created_at)).where(d.status == PENDING))
-        return float(found) if found is not None else None
-
-    async def recent_attempts(self, since: float) -> list[tuple[str, int, float, float]]:
-        """Tries at Rocket.Chat since ``since``, by outcome: count, mean and longest seconds
-        (from every process: worker dynos' included)."""
-        attempts = delivery_attempts.c
-        query = (
-            select(
-                attempts.outcome,
-                func.count(),
-                func.avg(attempts.duration),
-                func.max(attempts.duration),
-            )
-            .where(attempts.started_at >= since)
-            .group_by(attempts.outcome)
-        )
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [(str(o), int(n), float(mean or 0.0), float(top or 0.0)) for o, n, mean, top in rows]
-
-    async def unnotified(self, *, before: float, limit: int) -> list[DeliveryRecord]:
-        """Final outcomes last changed before ``before`` whose callbacks were never called."""
-        async with self.engine.connect() as conn:
-            rows = (
-                (
-                    await conn.execute(
-                        select(deliveries)
-                        .where(_UNNOTIFIED)
-                        .where(d.updated_at < before)
-                        .order_by(d.updated_at)
-                        .limit(limit)
-                    )
-                )
-                .mappings()
-                .all()
-            )
-        return [DeliveryRecord.from_row(row) for row in rows]
 
     # -- taking deliveries ---------------------------------------------------------------
 
