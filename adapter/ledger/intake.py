@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, case, select, update
+from sqlalchemy import bindparam, case, or_, select, update
 
 from adapter.core.records import DELIVERED, DELIVERING, FAILED, PENDING, REJECTED, DeliveryRecord
 from adapter.ledger.schema import deliveries, delivery_events, people
@@ -39,7 +39,12 @@ _INSERT_EVENT = delivery_events.insert()
 
 _LATEST_FOR_TOKEN = (
     select(deliveries)
-    .where(d.token == bindparam("token"), d.status.in_((PENDING, DELIVERED, DELIVERING, FAILED)))
+    # Equalities, not IN (…): an IN list is an "expanding" parameter that SQLAlchemy
+    # renders again on every execution; this runs once per accepted contact.
+    .where(
+        d.token == bindparam("token"),
+        or_(*(d.status == status for status in (PENDING, DELIVERED, DELIVERING, FAILED))),
+    )
     .order_by(case((d.status == PENDING, 0), else_=1), d.created_at.desc())
     .limit(1)
     .with_for_update()
