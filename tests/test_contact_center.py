@@ -21,7 +21,7 @@ import pytest
 from adapter.core.contact import Contact
 from adapter.core.errors import ConfigurationError, ContactRejected
 from adapter.rocketchat.client import RocketChatClient
-from adapter.rocketchat.contact_center import (
+from adapter.rocketchat.contacts_sansio import (
     create_body,
     merge_values,
     pick_match,
