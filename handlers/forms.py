@@ -40,10 +40,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from adapter.channels import BodyTooLarge, ChannelContext, client_address, read_body
+from adapter.channels import BodyTooLarge, ChannelContext, client_address, error_response, read_body
 from adapter.delivery.queue import Outcome, Submission
 from adapter.settings import Settings, SettingsError
-from adapter.web.app import error_response
 from handlers.api import outcome_response
 
 __all__ = ["FormConfig", "FormsChannel", "RateLimiter", "channel", "load_forms", "origin_of"]

@@ -46,7 +46,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from adapter.channels import BodyTooLarge, ChannelContext, read_body
+from adapter.channels.base import ChannelContext
+from adapter.channels.http import BodyTooLarge, read_body
 from adapter.core.payloads import TOO_DEEP, Lookup, PayloadError, no_contact_reason
 from adapter.delivery.queue import Outcome, Submission
 from adapter.settings import SettingsError, check_required_fields

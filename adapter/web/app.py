@@ -20,7 +20,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from adapter.channels import ChannelContext, discover_channels, notify_channel
+from adapter.channels.base import ChannelContext, discover_channels, notify_channel
+from adapter.channels.http import bearer_ok, error_response
 from adapter.delivery.queue import DeliveryQueue, DeliveryWorker
 from adapter.ledger.schema import engine_for, migrate
 from adapter.ops import metrics
@@ -28,28 +29,11 @@ from adapter.ops.logs import configure_logging
 from adapter.rocketchat.client import RocketChatClient
 from adapter.settings import Settings, SettingsError, load_settings
 from adapter.web.admin import admin_routes as admin_page_routes
+from adapter.web.admin_api import admin_routes
 
-__all__ = ["bearer_ok", "build_client", "create_app", "error_response"]
+__all__ = ["build_client", "create_app"]
 
 log = structlog.get_logger("adapter.app")
-
-
-def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
-    """Every error a user meets: what happened and what to do, as JSON."""
-    return JSONResponse({"error": message, **extra}, status_code=status)
-
-
-def bearer_ok(request: Request, secret: str | None) -> bool:
-    """Constant-time check of an ``Authorization: Bearer …`` header."""
-    import hmac
-
-    if not secret:
-        return False
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode(), secret.encode()
-    )
 
 
 def build_client(settings: Settings) -> RocketChatClient:
@@ -87,8 +71,6 @@ class RequestIdMiddleware:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the service for ``settings`` (read from the environment when omitted)."""
-    from adapter.web.admin_api import admin_routes
-
     settings = settings or load_settings()
     engine = engine_for(settings)
     client = build_client(settings)
