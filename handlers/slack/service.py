@@ -37,7 +37,6 @@ from slack_bolt.request.async_internals import build_async_context
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlalchemy import bindparam, select
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -46,8 +45,6 @@ from adapter.core.contact import ContactError, FieldError, normalize_email
 from adapter.core.contact import validate_contact as validate
 from adapter.core.extract import Extraction, extract_contact
 from adapter.delivery.queue import Outcome, Submission
-from adapter.ledger.schema import delivery_events
-from adapter.ledger.sqlite_writer import WriteConnection
 from handlers.slack import blocks
 from handlers.slack.config import BOT_SCOPES, SlackConfig
 from handlers.slack.oauth import (
@@ -68,9 +65,6 @@ ACK_BUDGET = 1.5  # longest fast-path wait inside Slack's 3 s
 ACK_DEADLINE = 2.5  # answer by then after the request arrived, whatever the database does
 RECEIVED_AT = "contact_adapter_received_at"  # bolt context key: time.monotonic() on arrival
 DUPLICATE_WINDOW = 60  # the same command within a minute registers once
-_RECENT = select(delivery_events.c.delivery_id, delivery_events.c.created_at).where(
-    delivery_events.c.source == SOURCE, delivery_events.c.event_id == bindparam("event_id")
-)
 INSTALL_PATH = "/slack/install"
 REDIRECT_PATH = "/slack/oauth_redirect"
 STATE_SECONDS = 600
@@ -374,14 +368,7 @@ class SlackService:
 
     async def _recent(self, event_id: str, now: float) -> Outcome | None:
         """The delivery of the same command sent less than a minute ago, if any."""
-
-        async def _read(conn: WriteConnection) -> Any:
-            return (await conn.execute(_RECENT, {"event_id": event_id})).first()
-
-        row = await self.queue.read(_read)
-        if row is None or row.created_at < now - DUPLICATE_WINDOW:
-            return None
-        record = await self.queue.get(row.delivery_id)
+        record = await self.queue.find_event(SOURCE, event_id, since=now - DUPLICATE_WINDOW)
         if record is None:
             return None
         return Outcome(
