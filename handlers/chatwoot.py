@@ -26,22 +26,21 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from adapter.channels import check_timestamp, verify_hmac
-from adapter.channels.webhooks import (
+from adapter.channels import (
+    PayloadError,
     WebhookChannel,
     WebhookEvent,
     WebhookProvider,
     WebhookRequest,
     body_digest,
-)
-from adapter.core.payloads import (
-    PayloadError,
+    check_timestamp,
     dig,
     json_object,
     mapped_value,
     no_contact_reason,
     real_name,
     scalar_text,
+    verify_hmac,
 )
 
 __all__ = ["ChatwootProvider", "channel"]

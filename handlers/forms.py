@@ -40,9 +40,17 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from adapter.channels import BodyTooLarge, ChannelContext, client_address, error_response, read_body
-from adapter.delivery.queue import Outcome, Submission
-from adapter.settings import Settings, SettingsError
+from adapter.channels import (
+    BodyTooLarge,
+    ChannelContext,
+    Outcome,
+    Settings,
+    SettingsError,
+    Submission,
+    client_address,
+    error_response,
+    read_body,
+)
 from handlers.api import outcome_response
 
 __all__ = ["FormConfig", "FormsChannel", "RateLimiter", "channel", "load_forms", "origin_of"]

@@ -37,10 +37,13 @@ import hashlib
 import hmac
 from typing import Any
 
-from adapter.channels import constant_time_equal
-from adapter.channels.webhooks import WebhookChannel, WebhookEvent, WebhookProvider, WebhookRequest
-from adapter.core.payloads import (
+from adapter.channels import (
     PayloadError,
+    WebhookChannel,
+    WebhookEvent,
+    WebhookProvider,
+    WebhookRequest,
+    constant_time_equal,
     custom_value,
     dig,
     event_kind,

@@ -28,16 +28,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from adapter.channels import constant_time_equal
-from adapter.channels.webhooks import (
+from adapter.channels import (
+    PayloadError,
     WebhookChannel,
     WebhookEvent,
     WebhookProvider,
     WebhookRequest,
     body_digest,
-)
-from adapter.core.payloads import (
-    PayloadError,
+    constant_time_equal,
     custom_value,
     json_object,
     mapped_value,

@@ -21,22 +21,20 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from adapter.channels import verify_hmac
-from adapter.channels.webhooks import (
+from adapter.channels import (
+    PayloadError,
     WebhookChannel,
     WebhookEvent,
     WebhookProvider,
     WebhookRequest,
     body_digest,
-)
-from adapter.core.payloads import (
-    PayloadError,
     dig,
     json_object,
     no_contact_reason,
     phone_in_text,
     real_name,
     scalar_text,
+    verify_hmac,
 )
 
 __all__ = ["TawkToProvider", "channel"]

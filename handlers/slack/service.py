@@ -40,11 +40,17 @@ from slack_sdk.web.async_client import AsyncWebClient
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapter.channels import ChannelContext
-from adapter.core.contact import ContactError, FieldError, normalize_email
-from adapter.core.contact import validate_contact as validate
-from adapter.core.extract import Extraction, extract_contact
-from adapter.delivery.queue import Outcome, Submission
+from adapter.channels import (
+    ChannelContext,
+    ContactError,
+    Extraction,
+    FieldError,
+    Outcome,
+    Submission,
+    extract_contact,
+    normalize_email,
+)
+from adapter.channels import validate_contact as validate
 from handlers.slack import blocks
 from handlers.slack.config import BOT_SCOPES, SlackConfig
 from handlers.slack.oauth import (
