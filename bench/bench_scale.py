@@ -91,31 +91,23 @@ def contact_posts(url: str) -> int:
 
 def seed(database_url: str, count: int) -> None:
     """``count`` accepted contacts, through the queue's bulk accept (no fast path)."""
-    from adapter.delivery.queue import DeliveryQueue, Submission
-    from adapter.ledger.schema import create_engine, migrate
+    from adapter.delivery.queue import Submission
+    from adapter.ops.runtime import open_runtime
     from adapter.settings import load_settings
-    from adapter.web.app import build_client
 
     settings = load_settings(database_url=database_url, fast_path_budget=0)
 
     async def accept() -> None:
-        engine = create_engine(settings.database_url)
-        await migrate(engine)
-        client = build_client(settings)
-        queue = DeliveryQueue(engine, client, settings)
-        try:
+        async with open_runtime(settings) as runtime:
             batch: list[Submission] = []
             for i in range(count):
                 fields = {"name": f"Guest Number{i}", "email": f"scale{i}@example.com"}
                 fields["phone"] = f"+1415555{i % 10000:04d}"
                 batch.append(Submission(source="api", fields=fields))
                 if len(batch) == 500 or i == count - 1:
-                    outcomes = await queue.submit_many(batch)
+                    outcomes = await runtime.queue.submit_many(batch)
                     assert all(o.delivery_id for o in outcomes), outcomes[:3]
                     batch = []
-        finally:
-            await client.aclose()
-            await engine.dispose()
 
     asyncio.run(accept())
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -20,12 +20,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from adapter.channels.base import ChannelContext, discover_channels, notify_channel
+from adapter.channels.base import connect_channels
 from adapter.channels.http import bearer_ok, error_response
-from adapter.delivery.queue import DeliveryQueue, DeliveryWorker
-from adapter.ledger.schema import engine_for, migrate
+from adapter.delivery.queue import DeliveryWorker
 from adapter.ops import metrics
 from adapter.ops.logs import configure_logging
+from adapter.ops.runtime import Runtime
 from adapter.rocketchat.client import RocketChatClient
 from adapter.settings import Settings, SettingsError, load_settings
 from adapter.web.admin import admin_routes as admin_page_routes
@@ -37,7 +37,8 @@ log = structlog.get_logger("adapter.app")
 
 
 def build_client(settings: Settings) -> RocketChatClient:
-    """Deprecated alias of :meth:`RocketChatClient.from_settings`."""
+    """Deprecated alias of :meth:`RocketChatClient.from_settings` (kept until
+    tests/delivery_support.py and tests/test_delivery.py stop importing it)."""
     return RocketChatClient.from_settings(settings)
 
 
@@ -72,43 +73,40 @@ class RequestIdMiddleware:
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the service for ``settings`` (read from the environment when omitted)."""
     settings = settings or load_settings()
-    engine = engine_for(settings)
-    client = build_client(settings)
-    queue = DeliveryQueue(engine, client, settings)
-    context = ChannelContext(settings=settings, queue=queue)
-    channels = discover_channels()
-    for channel in channels:
-        queue.notifiers[channel.name] = _notifier(channels, context)
+    # Built now (the routes need the queue), migrated at start-up, closed at shutdown.
+    runtime = Runtime.build(settings)
+    queue, client = runtime.queue, runtime.client
+    context, channels = connect_channels(settings, queue)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await migrate(engine)
-        for channel in channels:
-            startup = getattr(channel, "startup", None)
-            if startup is not None:
-                await startup(context)
-        worker: DeliveryWorker | None = None
-        task = None
-        if settings.inprocess_worker:
-            import asyncio
-
-            worker = DeliveryWorker(queue)
-            task = asyncio.create_task(worker.run())
-            _stop_on_signal(worker.stop)  # shutdown: no claim after SIGTERM (see its docstring)
-        log.info("started", version=_version(), channels=",".join(c.name for c in channels))
         try:
-            yield
-        finally:
-            if worker is not None and task is not None:
-                worker.stop()
-                await task
+            await runtime.migrate()
             for channel in channels:
-                shutdown = getattr(channel, "shutdown", None)
-                if shutdown is not None:
-                    await shutdown(context)
-            await client.aclose()
-            queue.close()
-            await engine.dispose()
+                startup = getattr(channel, "startup", None)
+                if startup is not None:
+                    await startup(context)
+            worker: DeliveryWorker | None = None
+            task = None
+            if settings.inprocess_worker:
+                import asyncio
+
+                worker = DeliveryWorker(queue)
+                task = asyncio.create_task(worker.run())
+                _stop_on_signal(worker.stop)  # no claim after SIGTERM (see its docstring)
+            log.info("started", version=_version(), channels=",".join(c.name for c in channels))
+            try:
+                yield
+            finally:
+                if worker is not None and task is not None:
+                    worker.stop()
+                    await task
+                for channel in channels:
+                    shutdown = getattr(channel, "shutdown", None)
+                    if shutdown is not None:
+                        await shutdown(context)
+        finally:
+            await runtime.aclose()
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -167,6 +165,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers={Exception: _internal_error, 404: _not_found, 405: _not_allowed},
     )
     app.state.settings = settings
+    app.state.runtime = runtime
     app.state.queue = queue
     app.state.client = client
     app.state.context = context
@@ -204,13 +203,6 @@ def _stop_on_signal(stop: Callable[[], None]) -> None:
             previous(signum, frame)
 
         signal.signal(sig, handler)
-
-
-def _notifier(channels: list[Any], context: ChannelContext) -> Callable[[Any], Awaitable[None]]:
-    async def notify(record: Any) -> None:
-        await notify_channel(channels, context, record)
-
-    return notify
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
