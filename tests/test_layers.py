@@ -62,7 +62,6 @@ LONG_TODAY = frozenset(
     {
         "adapter/delivery/queue.py",
         "adapter/rocketchat/client.py",
-        "handlers/forms.py",
     }
 )
 
