@@ -207,23 +207,16 @@ def measure_import(url: str, path: Path, sync: str) -> tuple[float, str]:
 def measure_one_by_one(url: str, rows: int, sync: str) -> float:
     """Good rows through ``submit(wait=0)`` one at a time: the path without batching."""
     from adapter.core.records import Submission
-    from adapter.delivery.queue import DeliveryQueue
-    from adapter.ledger.engine import create_engine
-    from adapter.ledger.schema import migrate
-    from adapter.rocketchat.client import RocketChatClient
+    from adapter.ops.runtime import open_runtime
 
-    settings = settings_for(url, sync)
+    settings = settings_for(url, sync)  # its engine: SQLITE_SYNCHRONOUS=sync
 
     async def run() -> float:
-        engine = create_engine(settings.database_url, sqlite_synchronous=sync)
-        await migrate(engine)
-        client = RocketChatClient.from_settings(settings)
-        queue = DeliveryQueue(engine, client, settings)
-        try:
+        async with open_runtime(settings) as runtime:
             started = time.perf_counter()
             for i in range(rows):
                 fields = {"name": f"Lead {i} Person", "email": f"lead{i}@example.com"}
-                await queue.submit(
+                await runtime.queue.submit(
                     Submission(
                         source="import:baseline",
                         fields={**fields, "phone": phone(i)},
@@ -232,9 +225,6 @@ def measure_one_by_one(url: str, rows: int, sync: str) -> float:
                     wait=0,
                 )
             return rows / (time.perf_counter() - started)
-        finally:
-            await client.aclose()
-            await engine.dispose()
 
     return asyncio.run(run())
 

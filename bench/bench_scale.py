@@ -92,32 +92,22 @@ def contact_posts(url: str) -> int:
 def seed(database_url: str, count: int) -> None:
     """``count`` accepted contacts, through the queue's bulk accept (no fast path)."""
     from adapter.core.records import Submission
-    from adapter.delivery.queue import DeliveryQueue
-    from adapter.ledger.engine import create_engine
-    from adapter.ledger.schema import migrate
-    from adapter.rocketchat.client import RocketChatClient
+    from adapter.ops.runtime import open_runtime
     from adapter.settings import load_settings
 
     settings = load_settings(database_url=database_url, fast_path_budget=0)
 
     async def accept() -> None:
-        engine = create_engine(settings.database_url)
-        await migrate(engine)
-        client = RocketChatClient.from_settings(settings)
-        queue = DeliveryQueue(engine, client, settings)
-        try:
+        async with open_runtime(settings) as runtime:
             batch: list[Submission] = []
             for i in range(count):
                 fields = {"name": f"Guest Number{i}", "email": f"scale{i}@example.com"}
                 fields["phone"] = f"+1415555{i % 10000:04d}"
                 batch.append(Submission(source="api", fields=fields))
                 if len(batch) == 500 or i == count - 1:
-                    outcomes = await queue.submit_many(batch)
+                    outcomes = await runtime.queue.submit_many(batch)
                     assert all(o.delivery_id for o in outcomes), outcomes[:3]
                     batch = []
-        finally:
-            await client.aclose()
-            await engine.dispose()
 
     asyncio.run(accept())
 

@@ -18,9 +18,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from adapter.channels import BodyTooLarge, ChannelContext, read_body
-from adapter.core.records import Outcome, Submission
-from adapter.web.app import bearer_ok, error_response
+from adapter.channels import (
+    BodyTooLarge,
+    ChannelContext,
+    Outcome,
+    Submission,
+    bearer_ok,
+    error_response,
+    read_body,
+)
 
 
 def _json_answer(description: str, schema: str) -> dict[str, Any]:

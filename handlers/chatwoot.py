@@ -26,22 +26,20 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from adapter.channels import check_timestamp, verify_hmac
-from adapter.channels.webhooks import (
+from adapter.channels import (
+    PayloadError,
     WebhookChannel,
     WebhookEvent,
     WebhookProvider,
     WebhookRequest,
     body_digest,
-)
-from adapter.core.payloads import (
-    PayloadError,
+    check_timestamp,
     dig,
     json_object,
     mapped_value,
-    no_contact_reason,
     real_name,
     scalar_text,
+    verify_hmac,
 )
 
 __all__ = ["ChatwootProvider", "channel"]
@@ -110,8 +108,6 @@ class ChatwootProvider(WebhookProvider):
         name = real_name(given("NAME", "name"), _PLACEHOLDER_NAME)
         email, phone = given("EMAIL", "email"), given("PHONE", "phone_number")
         fields = {"name": name, "email": email, "phone": phone}
-        if why := no_contact_reason(fields, "the contact has no email or phone yet"):
-            return WebhookEvent(None, ignored=why, event_type=event)
 
         account = scalar_text(dig(data, "account", "id")) or scalar_text(
             dig(person, "account", "id")
@@ -141,12 +137,13 @@ class ChatwootProvider(WebhookProvider):
             event_id = f"{account or '-'}:{event}:{object_id}"
         else:
             event_id = request.headers.get("x-chatwoot-delivery") or body_digest(request.body)
-        return WebhookEvent(
+        return WebhookEvent.unless_unreachable(
             event_id,
-            fields=fields,
+            fields,
             person_key=person_key,
             custom_fields=extras,
             event_type=event,
+            reason="the contact has no email or phone yet",
         )
 
 

@@ -33,22 +33,22 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from adapter.channels import check_timestamp, constant_time_equal, verify_hmac
-from adapter.channels.webhooks import (
+from adapter.channels import (
+    PayloadError,
     WebhookChannel,
     WebhookEvent,
     WebhookProvider,
     WebhookRequest,
     body_digest,
-)
-from adapter.core.payloads import (
-    PayloadError,
+    check_timestamp,
+    constant_time_equal,
     dig,
     json_object,
     mapped_value,
     real_name,
     scalar_text,
     stringified,
+    verify_hmac,
 )
 
 __all__ = ["CrispProvider", "channel"]

@@ -17,22 +17,21 @@ with a fresh timestamp).
 
 from __future__ import annotations
 
-from adapter.channels import check_timestamp, verify_hmac
-from adapter.channels.webhooks import (
+from adapter.channels import (
+    Answer,
     WebhookChannel,
     WebhookEvent,
     WebhookProvider,
     WebhookRequest,
     body_digest,
-)
-from adapter.core.payloads import (
-    Answer,
+    check_timestamp,
     custom_value,
     json_object,
     map_answers,
     member,
     norm,
     text_value,
+    verify_hmac,
 )
 
 __all__ = ["GenericProvider", "channel"]

@@ -17,7 +17,7 @@ each: ``firstname`` and ``lastname`` (the name is both, space-separated), ``emai
 and a last name become one name only when they come in one request (a request with one of
 them gives that part alone; the core merges per field, not per part). The channel accepts
 one contact's events of a request as one submission standing for all their event ids (one
-delivery, every event answered with it: adapter.webhooks), and the person
+delivery, every event answered with it: adapter.channels.webhooks), and the person
 ``portalId:objectId`` merges it with what earlier requests said. Other subscriptions and
 other properties are ignored. Event id: ``portalId:subscriptionId:eventId``, per event (a
 retried event is accepted once whatever batch it comes in).
@@ -35,8 +35,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from adapter.channels.webhooks import WebhookChannel, WebhookEvent, WebhookProvider, WebhookRequest
-from adapter.core.payloads import TOO_DEEP, PayloadError, json_kind, scalar_text
+from adapter.channels import (
+    TOO_DEEP,
+    PayloadError,
+    WebhookChannel,
+    WebhookEvent,
+    WebhookProvider,
+    WebhookRequest,
+    json_kind,
+    scalar_text,
+)
 
 __all__ = ["HubSpotProvider", "channel", "hubspot_signature", "signed_uri"]
 

@@ -37,17 +37,19 @@ import hashlib
 import hmac
 from typing import Any
 
-from adapter.channels import constant_time_equal
-from adapter.channels.webhooks import WebhookChannel, WebhookEvent, WebhookProvider, WebhookRequest
-from adapter.core.payloads import (
+from adapter.channels import (
     PayloadError,
+    WebhookChannel,
+    WebhookEvent,
+    WebhookProvider,
+    WebhookRequest,
+    constant_time_equal,
     custom_value,
     dig,
     event_kind,
     json_object,
     mapped_value,
     member,
-    no_contact_reason,
     scalar_text,
 )
 
@@ -117,8 +119,6 @@ class IntercomProvider(WebhookProvider):
             "email": given("EMAIL", "email"),
             "phone": given("PHONE", "phone"),
         }
-        if why := no_contact_reason(fields, "the contact has no email or phone yet"):
-            return self._ignored(notification_id, topic, why)
 
         contact_id = custom_value(item.get("id"))
         extras: dict[str, str] = {}
@@ -136,12 +136,13 @@ class IntercomProvider(WebhookProvider):
         if event_id is None and contact_id:
             updated = scalar_text(item.get("updated_at")) or "-"
             event_id = f"{contact_id}:{topic}:{updated}"
-        return WebhookEvent(
+        return WebhookEvent.unless_unreachable(
             event_id,
-            fields=fields,
+            fields,
             person_key=contact_id,
             custom_fields=extras,
             event_type=topic,
+            reason="the contact has no email or phone yet",
         )
 
     @staticmethod

@@ -35,17 +35,15 @@ from typing import Any
 from python_multipart import FormParser
 from python_multipart.multipart import Field, File, parse_options_header
 
-from adapter.channels import constant_time_equal
-from adapter.channels.webhooks import (
+from adapter.channels import (
+    Answer,
+    PayloadError,
     WebhookChannel,
     WebhookEvent,
     WebhookProvider,
     WebhookRequest,
     body_digest,
-)
-from adapter.core.payloads import (
-    Answer,
-    PayloadError,
+    constant_time_equal,
     custom_value,
     json_object,
     map_answers,

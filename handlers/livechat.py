@@ -25,16 +25,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from adapter.channels import constant_time_equal
-from adapter.channels.webhooks import (
+from adapter.channels import (
+    Answer,
+    PayloadError,
     WebhookChannel,
     WebhookEvent,
     WebhookProvider,
     WebhookRequest,
-)
-from adapter.core.payloads import (
-    Answer,
-    PayloadError,
+    constant_time_equal,
     custom_value,
     dig,
     json_object,

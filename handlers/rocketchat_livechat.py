@@ -28,20 +28,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from adapter.channels import constant_time_equal
-from adapter.channels.webhooks import (
+from adapter.channels import (
+    PayloadError,
     WebhookChannel,
     WebhookEvent,
     WebhookProvider,
     WebhookRequest,
     body_digest,
-)
-from adapter.core.payloads import (
-    PayloadError,
+    constant_time_equal,
     custom_value,
     json_object,
     mapped_value,
-    no_contact_reason,
     phone_in_text,
     scalar_text,
 )
@@ -104,8 +101,6 @@ class RocketChatLivechatProvider(WebhookProvider):
         if phone is None and kind == OFFLINE:
             phone = phone_in_text(data.get("message"))
         fields = {"name": name, "email": email, "phone": phone}
-        if why := no_contact_reason(fields, "the visitor left no email or phone"):
-            return WebhookEvent(None, ignored=why, event_type=kind)
 
         visitor_id = scalar_text(visitor.get("_id"))
         extras = {
@@ -118,13 +113,14 @@ class RocketChatLivechatProvider(WebhookProvider):
         department = scalar_text(visitor.get("department")) or scalar_text(data.get("departmentId"))
         if department:
             extras["department"] = department
-        return WebhookEvent(
+        return WebhookEvent.unless_unreachable(
             body_digest(request.body),
-            fields=fields,
+            fields,
             person_key=visitor_id,
             custom_fields=extras,
             event_type=kind,
             never_sends=frozenset({"phone"}) if kind == OFFLINE else frozenset(),
+            reason="the visitor left no email or phone",
         )
 
 

@@ -23,16 +23,14 @@ import hashlib
 import hmac
 from typing import Any
 
-from adapter.channels import constant_time_equal
-from adapter.channels.webhooks import (
+from adapter.channels import (
+    Answer,
+    PayloadError,
     WebhookChannel,
     WebhookEvent,
     WebhookProvider,
     WebhookRequest,
-)
-from adapter.core.payloads import (
-    Answer,
-    PayloadError,
+    constant_time_equal,
     custom_value,
     event_kind,
     json_object,

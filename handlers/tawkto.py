@@ -21,22 +21,19 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from adapter.channels import verify_hmac
-from adapter.channels.webhooks import (
+from adapter.channels import (
+    PayloadError,
     WebhookChannel,
     WebhookEvent,
     WebhookProvider,
     WebhookRequest,
     body_digest,
-)
-from adapter.core.payloads import (
-    PayloadError,
     dig,
     json_object,
-    no_contact_reason,
     phone_in_text,
     real_name,
     scalar_text,
+    verify_hmac,
 )
 
 __all__ = ["TawkToProvider", "channel"]
@@ -91,8 +88,6 @@ class TawkToProvider(WebhookProvider):
         email = scalar_text(person.get("email"))
         phone = scalar_text(person.get("phone")) or phone
         fields = {"name": name, "email": email, "phone": phone}
-        if why := no_contact_reason(fields, "the visitor left no email or phone"):
-            return WebhookEvent(None, ignored=why, event_type=event)
         if chat_id:
             extras["tawkto_chat_id"] = chat_id
             person_key = f"chat:{chat_id}"
@@ -102,12 +97,13 @@ class TawkToProvider(WebhookProvider):
         for key in ("city", "country"):
             if value := scalar_text(person.get(key)):
                 extras[key] = value
-        return WebhookEvent(
+        return WebhookEvent.unless_unreachable(
             request.headers.get(EVENT_ID_HEADER) or body_digest(request.body),
-            fields=fields,
+            fields,
             person_key=person_key,
             custom_fields=extras,
             event_type=event,
+            reason="the visitor left no email or phone",
         )
 
 

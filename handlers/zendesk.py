@@ -41,16 +41,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from adapter.channels.webhooks import (
+from adapter.channels import (
+    Lookup,
+    PayloadError,
     WebhookChannel,
     WebhookEvent,
     WebhookProvider,
     WebhookRequest,
     body_digest,
-)
-from adapter.core.payloads import (
-    Lookup,
-    PayloadError,
     json_kind,
     json_object,
     scalar_text,

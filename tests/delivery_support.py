@@ -305,8 +305,8 @@ def seed(database_url: str, indexes: Sequence[int]) -> list[str]:
     from adapter.core.records import Submission
     from adapter.delivery.queue import DeliveryQueue
     from adapter.ledger.schema import create_engine, migrate
+    from adapter.rocketchat.client import RocketChatClient
     from adapter.settings import load_settings
-    from adapter.web.app import build_client
 
     settings = load_settings(
         database_url=database_url, rocketchat_url="http://127.0.0.1:9", fast_path_budget=0
@@ -315,7 +315,7 @@ def seed(database_url: str, indexes: Sequence[int]) -> list[str]:
     async def main() -> list[str]:
         engine = create_engine(database_url, sqlite_synchronous="NORMAL")
         await migrate(engine)
-        client = build_client(settings)
+        client = RocketChatClient.from_settings(settings)
         queue = DeliveryQueue(engine, client, settings)
         try:
             ids = []

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from adapter.settings import Settings
-from adapter.web.admin import _mask_message, mask_email, mask_name, mask_phone
+from adapter.web.masks import mask_email, mask_message, mask_name, mask_phone
 from tests.conftest import ADMIN_TOKEN, Service, csrf_of, wait_until
 from tests.rocketchat_standin import RocketChatStandIn
 
@@ -307,9 +307,9 @@ def test_masks() -> None:
     assert mask_phone("+442079460958") == "+44 *** *** **58"
     assert mask_phone("12") == "**"
     shown: dict[str, Any] = {
-        "email": _mask_message("email", "'chris@' is not a valid email address: it needs a domain"),
-        "phone": _mask_message("phone", "'+1 415 555 26' is not a valid phone number"),
-        "name": _mask_message("name", "is required"),
+        "email": mask_message("email", "'chris@' is not a valid email address: it needs a domain"),
+        "phone": mask_message("phone", "'+1 415 555 26' is not a valid phone number"),
+        "name": mask_message("name", "is required"),
     }
     assert shown["email"] == "'c***@' is not a valid email address: it needs a domain"
     assert "415 555" not in shown["phone"] and shown["phone"].endswith(

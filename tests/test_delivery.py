@@ -550,8 +550,8 @@ def _queue_and_worker(database_url: str, rocketchat_url: str, **overrides: Any) 
     from adapter.delivery.queue import DeliveryQueue
     from adapter.delivery.worker import DeliveryWorker
     from adapter.ledger.schema import create_engine
+    from adapter.rocketchat.client import RocketChatClient
     from adapter.settings import load_settings
-    from adapter.web.app import build_client
 
     settings = load_settings(
         database_url=database_url,
@@ -565,7 +565,7 @@ def _queue_and_worker(database_url: str, rocketchat_url: str, **overrides: Any) 
         **overrides,
     )
     engine = create_engine(database_url, sqlite_synchronous="NORMAL")
-    queue = DeliveryQueue(engine, build_client(settings), settings)
+    queue = DeliveryQueue(engine, RocketChatClient.from_settings(settings), settings)
     return queue, DeliveryWorker(queue)
 
 

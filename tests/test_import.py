@@ -279,9 +279,7 @@ def test_import_csv_in_batches_matches_one_big_batch(
     tmp_path: Path, make_settings: Callable[..., Settings]
 ) -> None:
     """Batch boundaries change nothing: duplicates and merges across batches count the same."""
-    from adapter.delivery.queue import DeliveryQueue
-    from adapter.ledger.schema import create_engine, migrate
-    from adapter.web.app import build_client
+    from adapter.ops.runtime import open_runtime
 
     leads = tmp_path / "leads.csv"
     with leads.open("w", newline="") as handle:
@@ -296,18 +294,11 @@ def test_import_csv_in_batches_matches_one_big_batch(
 
     async def run(batch_size: int, name: str) -> tuple[int, int, int, int]:
         settings = make_settings(database_url=f"sqlite:///{tmp_path / name}")
-        engine = create_engine(settings.database_url)
-        await migrate(engine)
-        client = build_client(settings)
-        try:
-            queue = DeliveryQueue(engine, client, settings)
-            report = await import_csv(leads, queue, batch_size=batch_size)
-            pending = await queue.list(status="pending", limit=1000)
+        async with open_runtime(settings) as runtime:
+            report = await import_csv(leads, runtime.queue, batch_size=batch_size)
+            pending = await runtime.queue.list(status="pending", limit=1000)
             assert all(r.fields["name"].endswith("Renamed") for r in pending)
             return report.accepted, report.duplicates, report.rejected, len(pending)
-        finally:
-            await client.aclose()
-            await engine.dispose()
 
     assert asyncio.run(run(7, "small.db")) == asyncio.run(run(500, "big.db")) == (40, 40, 0, 20)
 
@@ -315,10 +306,8 @@ def test_import_csv_in_batches_matches_one_big_batch(
 @pytest.mark.postgres
 def test_import_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
     """The same batch statements on PostgreSQL (``FOR UPDATE``, multi-row inserts)."""
-    from adapter.delivery.queue import DeliveryQueue
-    from adapter.ledger.schema import create_engine, migrate
+    from adapter.ops.runtime import open_runtime
     from adapter.settings import load_settings
-    from adapter.web.app import build_client
 
     leads = tmp_path / "leads.csv"
     with leads.open("w", newline="") as handle:
@@ -330,20 +319,13 @@ def test_import_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
     settings = load_settings(database_url=postgres_url)
 
     async def run() -> list[tuple[int, int, int]]:
-        engine = create_engine(settings.database_url)
-        await migrate(engine)
-        client = build_client(settings)
-        try:
-            queue = DeliveryQueue(engine, client, settings)
+        async with open_runtime(settings) as runtime:
             counts = []
             for _ in range(2):
-                report = await import_csv(leads, queue, batch_size=250)
+                report = await import_csv(leads, runtime.queue, batch_size=250)
                 counts.append((report.accepted, report.duplicates, report.rejected))
-            assert await queue.counts() == {"import:leads.csv": {"pending": 1_000}}
+            assert await runtime.queue.counts() == {"import:leads.csv": {"pending": 1_000}}
             return counts
-        finally:
-            await client.aclose()
-            await engine.dispose()
 
     # Rows 1,001-1,200 are new names for people already waiting: merged, not new deliveries.
     assert asyncio.run(run()) == [(1_200, 0, 1), (0, 1_200, 1)]

@@ -306,6 +306,17 @@ def test_unless_unreachable_ignores_an_event_without_email_or_phone() -> None:
     assert event == webhooks.WebhookEvent("e1", fields=fields, event_type="t")
 
 
+def test_unless_unreachable_says_why_in_the_providers_words() -> None:
+    why = "the visitor left no email or phone"
+    event = webhooks.WebhookEvent.unless_unreachable(
+        "e1", {"name": "Chris", "phone": ""}, event_type="chat:start", reason=why
+    )
+    assert event == webhooks.WebhookEvent("e1", ignored=why, event_type="chat:start")
+    fields = {"name": "Chris", "phone": "+14155552671"}
+    event = webhooks.WebhookEvent.unless_unreachable("e1", fields, event_type="t", reason=why)
+    assert event.ignored is None and event.fields == fields
+
+
 def test_event_kind_is_a_string_or_says_what_was_expected() -> None:
     assert event_kind({"eventType": "FORM_RESPONSE"}, "eventType", "a form") == "FORM_RESPONSE"
     with pytest.raises(PayloadError, match=r"^expected a form; eventType is missing$"):

@@ -19,10 +19,8 @@ import httpx
 import pytest
 
 from adapter.core.records import Submission
-from adapter.delivery.queue import DeliveryQueue
-from adapter.ledger.schema import create_engine, migrate
+from adapter.ops.runtime import open_runtime
 from adapter.settings import load_settings
-from adapter.web.app import build_client
 from tests.conftest import ADMIN_TOKEN, API_TOKEN, BOT
 from tests.dynos import Formation, RecordingStandIn, base_env, wait_for
 from tests.rocketchat_standin import RocketChatStandIn, StandInServer
@@ -82,19 +80,13 @@ def seed(database_url: str, count: int) -> list[str]:
     settings = load_settings(database_url=database_url, fast_path_budget=0)
 
     async def main() -> list[str]:
-        engine = create_engine(settings.database_url)
-        await migrate(engine)
-        client = build_client(settings)
-        queue = DeliveryQueue(engine, client, settings)
         ids = []
-        try:
+        async with open_runtime(settings) as runtime:
             for i in range(count):
-                outcome = await queue.submit(Submission(source="api", fields=guest(i)), wait=0)
+                submission = Submission(source="api", fields=guest(i))
+                outcome = await runtime.queue.submit(submission, wait=0)
                 assert outcome.delivery_id is not None, outcome
                 ids.append(outcome.delivery_id)
-        finally:
-            await client.aclose()
-            await engine.dispose()
         return ids
 
     return asyncio.run(main())

@@ -46,8 +46,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from adapter.channels import BodyTooLarge, ChannelContext, read_body
-from adapter.core.payloads import TOO_DEEP, Lookup, PayloadError, no_contact_reason
+from adapter.channels.base import ChannelContext
+from adapter.channels.http import BodyTooLarge, read_body
+from adapter.core.payloads import NO_CONTACT, TOO_DEEP, Lookup, PayloadError, no_contact_reason
 from adapter.core.records import Outcome, Submission
 from adapter.settings import SettingsError, check_required_fields
 
@@ -101,12 +102,14 @@ class WebhookEvent:
         person_key: str | None = None,
         custom_fields: Mapping[str, str] | None = None,
         never_sends: frozenset[str] = frozenset(),
+        reason: str = NO_CONTACT,
     ) -> WebhookEvent:
-        """The event carrying ``fields``; the same event ignored when they hold neither an
-        email nor a phone (see :func:`adapter.payloads.no_contact_reason`)."""
-        reason = no_contact_reason(fields)
-        if reason is not None:
-            return cls(event_id, ignored=reason, event_type=event_type)
+        """The event carrying ``fields``; the same event ignored, with ``reason`` ("the
+        visitor left no email or phone"), when they hold neither an email nor a phone (see
+        :func:`adapter.core.payloads.no_contact_reason`)."""
+        why = no_contact_reason(fields, reason)
+        if why is not None:
+            return cls(event_id, ignored=why, event_type=event_type)
         return cls(
             event_id,
             fields=fields,

@@ -48,6 +48,7 @@ from adapter.core.records import (
     FAILED,
     FINAL,
     PENDING,
+    STATUSES,
     Attempt,
     Callback,
     DeliveryRecord,
@@ -555,6 +556,17 @@ class DeliveryQueue:
     ) -> list[DeliveryRecord]:
         return await self.store.select_deliveries(
             status=status, source=source, team=team, limit=limit, offset=offset, since=since
+        )
+
+    async def stats(self) -> metrics.DeliveryStats:
+        """The ledger's figures for the metrics gauges (global: every process's work)."""
+        return metrics.DeliveryStats(
+            counts=await self.store.counts(),
+            statuses=STATUSES,
+            oldest_pending=await self.store.oldest_pending(),
+            outcomes=tuple(Attempt.OUTCOMES),
+            recent=await self.store.recent_attempts(time.time() - metrics.RECENT_WINDOW),
+            paused=self.gate.paused_reason is not None,
         )
 
     async def counts(self, *, since: float | None = None) -> dict[str, dict[str, int]]:

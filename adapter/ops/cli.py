@@ -86,35 +86,17 @@ def worker() -> None:
     configure_logging(settings.log_level, settings.log_format)
 
     async def main() -> None:
-        from adapter.channels import ChannelContext, discover_channels, notify_channel
-        from adapter.core.records import DeliveryRecord
-        from adapter.delivery.queue import DeliveryQueue
+        from adapter.channels import connect_channels
         from adapter.delivery.worker import DeliveryWorker
-        from adapter.ledger.schema import engine_for, migrate
-        from adapter.web.app import build_client
+        from adapter.ops.runtime import open_runtime
 
-        engine = engine_for(settings)
-        await migrate(engine)
-        client = build_client(settings)
-        queue = DeliveryQueue(engine, client, settings)
-        context = ChannelContext(settings=settings, queue=queue)
-        channels = discover_channels()
-
-        async def notify(record: DeliveryRecord) -> None:
-            await notify_channel(channels, context, record)
-
-        for channel in channels:
-            queue.notifiers[channel.name] = notify
-        runner = DeliveryWorker(queue)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, runner.stop)
-        try:
+        async with open_runtime(settings) as runtime:
+            connect_channels(settings, runtime.queue)  # Slack hears how its commands ended
+            runner = DeliveryWorker(runtime.queue)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, runner.stop)
             await runner.run()
-        finally:
-            await client.aclose()
-            queue.close()
-            await engine.dispose()
 
     asyncio.run(main())
 
@@ -173,30 +155,20 @@ def register(
 
     async def main() -> dict[str, Any]:
         from adapter.core.records import Submission
-        from adapter.delivery.queue import DeliveryQueue
-        from adapter.ledger.schema import engine_for
-        from adapter.ledger.schema import migrate as run_migrate
-        from adapter.web.app import build_client
+        from adapter.ops.runtime import open_runtime
 
-        engine = engine_for(settings)
-        await run_migrate(engine)
-        client = build_client(settings)
-        queue = DeliveryQueue(engine, client, settings)
-        try:
-            outcome = await queue.submit(
+        async with open_runtime(settings) as runtime:
+            outcome = await runtime.queue.submit(
                 Submission(source="cli", fields={"name": name, "email": email, "phone": phone}),
                 wait=wait,
             )
-            return {
-                "status": outcome.status,
-                "delivery_id": outcome.delivery_id,
-                "contact_id": outcome.contact_id,
-                "errors": dict(outcome.errors),
-                "error": outcome.last_error,
-            }
-        finally:
-            await client.aclose()
-            await engine.dispose()
+        return {
+            "status": outcome.status,
+            "delivery_id": outcome.delivery_id,
+            "contact_id": outcome.contact_id,
+            "errors": dict(outcome.errors),
+            "error": outcome.last_error,
+        }
 
     result = asyncio.run(main())
     if result["errors"]:
@@ -223,19 +195,10 @@ def _queue_call(fn: Callable[[Any], Awaitable[T]]) -> T:
     settings = _settings()
 
     async def main() -> T:
-        from adapter.delivery.queue import DeliveryQueue
-        from adapter.ledger.schema import engine_for
-        from adapter.ledger.schema import migrate as run_migrate
-        from adapter.web.app import build_client
+        from adapter.ops.runtime import open_runtime
 
-        engine = engine_for(settings)
-        await run_migrate(engine)
-        client = build_client(settings)
-        try:
-            return await fn(DeliveryQueue(engine, client, settings))
-        finally:
-            await client.aclose()
-            await engine.dispose()
+        async with open_runtime(settings) as runtime:
+            return await fn(runtime.queue)
 
     return asyncio.run(main())
 

@@ -535,19 +535,11 @@ def run_import(path: Path, settings: Settings, **options: Any) -> ImportReport:
     """Open the database named by ``settings`` and import ``path`` into it (the CLI's way)."""
 
     async def main() -> ImportReport:
-        from adapter.delivery.queue import DeliveryQueue
-        from adapter.ledger.schema import engine_for, migrate
-        from adapter.web.app import build_client
+        from adapter.ops.runtime import open_runtime
 
-        engine = engine_for(settings)
-        client = build_client(settings)
-        try:
-            if not options.get("dry_run"):
-                await migrate(engine)
-            return await import_csv(path, DeliveryQueue(engine, client, settings), **options)
-        finally:
-            await client.aclose()
-            await engine.dispose()
+        # A dry run stores nothing, so it needs no schema either.
+        async with open_runtime(settings, migrate=not options.get("dry_run")) as runtime:
+            return await import_csv(path, runtime.queue, **options)
 
     return asyncio.run(main())
 

@@ -1,5 +1,7 @@
 """Prometheus metrics for the service, on a registry of its own (``GET /metrics``).
 
+It imports nothing of the project: the ledger's figures come in as a :class:`DeliveryStats`.
+
 Two kinds, and the difference matters once there is more than one process:
 
 * **Counters and the latency histogram are per process.** ``contact_adapter_contacts_total``
@@ -24,12 +26,10 @@ Two kinds, and the difference matters once there is more than one process:
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-if TYPE_CHECKING:
-    from adapter.delivery.queue import DeliveryQueue
 
 __all__ = [
     "ATTEMPTS",
@@ -43,6 +43,7 @@ __all__ = [
     "RECENT_WINDOW",
     "REGISTRY",
     "ROCKETCHAT_LATENCY",
+    "DeliveryStats",
     "refresh",
 ]
 
@@ -107,17 +108,24 @@ PAUSED = Gauge(
 )
 
 
-async def refresh(queue: DeliveryQueue) -> None:
+@dataclass(frozen=True)
+class DeliveryStats:
+    """What the database-backed gauges show, read from the ledger (by every process)."""
+
+    counts: Mapping[str, Mapping[str, int]]  # {source: {status: n}}
+    statuses: Sequence[str]  # every status, shown as 0 when none is in it
+    oldest_pending: float | None  # created_at of the oldest pending delivery
+    outcomes: Sequence[str]  # every attempt outcome, shown as 0 when none happened
+    recent: Sequence[tuple[str, int, float, float]]  # outcome, count, mean s, longest s
+    paused: bool  # this process pauses delivery (credentials or permission refused)
+
+
+def refresh(stats: DeliveryStats, *, now: float | None = None) -> None:
     """Set the database-backed gauges (and this process's pause flag) before a scrape."""
-    from sqlalchemy import func, select
-
-    from adapter.core.records import PENDING, STATUSES, Attempt
-    from adapter.ledger.schema import deliveries, delivery_attempts
-
-    counts = await queue.counts()
-    totals = dict.fromkeys(STATUSES, 0)
+    now = time.time() if now is None else now
+    totals = dict.fromkeys(stats.statuses, 0)
     per_channel: dict[tuple[str, str], int] = {}
-    for source, per_status in counts.items():
+    for source, per_status in stats.counts.items():
         channel = source.split(":", 1)[0]
         for status, n in per_status.items():
             totals[status] = totals.get(status, 0) + n
@@ -127,29 +135,14 @@ async def refresh(queue: DeliveryQueue) -> None:
     DELIVERIES.clear()  # a channel whose rows are gone should not linger
     for (channel, status), n in per_channel.items():
         DELIVERIES.labels(channel, status).set(n)
-    attempts = delivery_attempts.c
-    recent = (
-        select(
-            attempts.outcome,
-            func.count(),
-            func.avg(attempts.duration),
-            func.max(attempts.duration),
-        )
-        .where(attempts.started_at >= time.time() - RECENT_WINDOW)
-        .group_by(attempts.outcome)
-    )
-    async with queue.engine.connect() as conn:
-        oldest = await conn.scalar(
-            select(func.min(deliveries.c.created_at)).where(deliveries.c.status == PENDING)
-        )
-        rows = (await conn.execute(recent)).all()
     RECENT_ATTEMPTS.clear()
     RECENT_ATTEMPT_SECONDS.clear()
-    for outcome in Attempt.OUTCOMES:  # every outcome present, 0 when none happened
+    for outcome in stats.outcomes:
         RECENT_ATTEMPTS.labels(outcome).set(0)
-    for outcome, count, mean, longest in rows:
+    for outcome, count, mean, longest in stats.recent:
         RECENT_ATTEMPTS.labels(outcome).set(count)
-        RECENT_ATTEMPT_SECONDS.labels(outcome, "mean").set(float(mean or 0.0))
-        RECENT_ATTEMPT_SECONDS.labels(outcome, "max").set(float(longest or 0.0))
-    OLDEST_PENDING.set(max(0.0, time.time() - float(oldest)) if oldest is not None else 0.0)
-    PAUSED.set(1 if queue.paused_reason else 0)
+        RECENT_ATTEMPT_SECONDS.labels(outcome, "mean").set(mean)
+        RECENT_ATTEMPT_SECONDS.labels(outcome, "max").set(longest)
+    oldest = stats.oldest_pending
+    OLDEST_PENDING.set(max(0.0, now - oldest) if oldest is not None else 0.0)
+    PAUSED.set(1 if stats.paused else 0)

@@ -3,32 +3,29 @@
 Behind ``ADMIN_TOKEN`` (off, with a 404 naming it, when unset). Logging in posts the
 token to a form; the answer is a signed session cookie (itsdangerous, keyed from the
 token, so every web process accepts it and changing the token ends every session)
-scoped to ``/admin``: HttpOnly, SameSite=Strict, Secure on https, 8 hours. Every POST
-carries the session's CSRF token in a hidden field (compared in constant time) and,
-when the browser sends one, an ``Origin`` that must be this site.
+scoped to ``/admin``: HttpOnly, SameSite=Strict, Secure on https, 8 hours (the cookies
+and the login throttle: :mod:`adapter.web.admin_session`). Every POST carries the
+session's CSRF token in a hidden field (compared in constant time) and, when the browser
+sends one, an ``Origin`` that must be this site.
 
 Pages are rendered on the server with Jinja2 (autoescaped), with inline CSS under a
 per-response CSP nonce and no script at all. Contact details are always shown
-redacted (``C**** D**``, ``c***@example.com``, ``+1 *** *** **71``); the full record is
-``GET /deliveries/{id}`` with ``Authorization: Bearer $ADMIN_TOKEN``.
+redacted (``C**** D**``, ``c***@example.com``, ``+1 *** *** **71``:
+:mod:`adapter.web.masks`); the full record is ``GET /deliveries/{id}`` with
+``Authorization: Bearer $ADMIN_TOKEN``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import re
 import secrets
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import jinja2
-from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -36,25 +33,12 @@ from starlette.routing import BaseRoute, Route
 from adapter.channels import ChannelContext, client_address
 from adapter.core.records import STATUSES, Attempt, DeliveryRecord
 from adapter.ops.logs import redact_text
+from adapter.web.admin_session import Sessions, Throttle, safe_next, same_secret
+from adapter.web.masks import mask_message, masked_fields
 
-__all__ = [
-    "LOGIN_COOKIE",
-    "PAGE_SIZE",
-    "SESSION_COOKIE",
-    "SESSION_MAX_AGE",
-    "admin_routes",
-    "mask_email",
-    "mask_name",
-    "mask_phone",
-]
+__all__ = ["PAGE_SIZE", "admin_routes"]
 
-SESSION_COOKIE = "oca_admin"
-LOGIN_COOKIE = "oca_admin_login"
-SESSION_MAX_AGE = 8 * 3600  # seconds a login lasts
-LOGIN_FORM_MAX_AGE = 3600  # seconds a login form stays valid
 PAGE_SIZE = 50
-LOGIN_FAILURES_ALLOWED = 10  # wrong tokens per client address…
-LOGIN_FAILURE_WINDOW = 300.0  # …per this many seconds, then 429
 DAY = 86_400.0
 PERIODS = {"24h": DAY, "7d": 7 * DAY, "all": None}
 NOTICES = {
@@ -76,89 +60,6 @@ _env = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-
-# -- redaction ------------------------------------------------------------------------
-
-
-def _mask_word(word: str) -> str:
-    return word[:1] + "*" * (len(word) - 1)
-
-
-def mask_name(name: str | None) -> str:
-    """``Chris Doe`` → ``C**** D**``."""
-    if not name or not str(name).strip():
-        return ""
-    return " ".join(_mask_word(w) for w in str(name).split())
-
-
-def mask_email(email: str | None) -> str:
-    """``chris@example.com`` → ``c***@example.com``."""
-    if not email or not str(email).strip():
-        return ""
-    local, at, domain = str(email).strip().rpartition("@")
-    if not at:
-        return _mask_word(domain[:1]) + "***"
-    return f"{local[:1]}***@{domain}"
-
-
-def mask_phone(phone: str | None) -> str:
-    """``+14155552671`` → ``+1 *** *** **71``: country code and the last two digits."""
-    if not phone or not str(phone).strip():
-        return ""
-    import phonenumbers
-
-    text = str(phone).strip()
-    prefix = ""
-    try:
-        number = phonenumbers.parse(text, None)
-        digits = phonenumbers.national_significant_number(number)
-        prefix = f"+{number.country_code} "
-    except phonenumbers.NumberParseException:
-        digits = re.sub(r"\D", "", text)
-    if len(digits) <= 2:
-        return prefix + "*" * len(digits)
-    masked = "*" * (len(digits) - 2) + digits[-2:]
-    groups = []
-    while len(masked) > 4:
-        groups.append(masked[:3])
-        masked = masked[3:]
-    groups.append(masked)
-    return prefix + " ".join(groups)
-
-
-def _mask_other(value: str | None) -> str:
-    return _mask_word(value) + "***" if value else ""
-
-
-_MASKS: dict[str, Callable[[str | None], str]] = {
-    "name": mask_name,
-    "email": mask_email,
-    "phone": mask_phone,
-}
-_QUOTED = re.compile(r"""^(?P<q>['"])(?P<value>.*?)(?P=q)(?P<rest>.*)$""", re.DOTALL)
-
-
-def _mask_message(fieldname: str, message: str) -> str:
-    """A field error names the value as given (``'chris@' is not…``): mask that value."""
-    match = _QUOTED.match(message)
-    if match is None:
-        return redact_text(message)
-    mask = _MASKS.get(fieldname, _mask_other)
-    return repr(mask(match["value"])) + redact_text(match["rest"])
-
-
-def _masked_fields(fields: Mapping[str, Any]) -> dict[str, str]:
-    custom = fields.get("custom_fields") or {}
-    return {
-        "name": mask_name(fields.get("name")),
-        "email": mask_email(fields.get("email")),
-        "phone": mask_phone(fields.get("phone")),
-        "phone_extension": "***" if fields.get("phone_extension") else "",
-        "custom_fields": ", ".join(
-            f"{key}: {_mask_word(str(value))}" for key, value in sorted(custom.items())
-        ),
-    }
-
 
 # -- formatting -----------------------------------------------------------------------
 
@@ -205,111 +106,6 @@ _env.filters.update(when=_when, iso=_iso, ago=_ago, took=_took)
 _env.globals.update(statuses=STATUSES)
 
 
-# -- sessions -------------------------------------------------------------------------
-
-
-class _Sessions:
-    """Signed, expiring cookies; the key is derived from ADMIN_TOKEN.
-
-    Two cookies: the session (``auth``: true, path ``/admin``) and the login form's
-    (path ``/admin/login``), which only carries that form's CSRF token. Keeping them apart
-    means showing the login form never overwrites a session the browser held back (a
-    SameSite=Strict cookie is not sent when arriving from a link on another site).
-    """
-
-    def __init__(self, token: str) -> None:
-        key = hmac.new(token.encode(), b"contact-adapter admin session", hashlib.sha256).digest()
-        self.serializer = URLSafeTimedSerializer(key, salt="admin-session")
-
-    @staticmethod
-    def _cookie(login: bool) -> tuple[str, str, int]:
-        if login:
-            return LOGIN_COOKIE, "/admin/login", LOGIN_FORM_MAX_AGE
-        return SESSION_COOKIE, "/admin", SESSION_MAX_AGE
-
-    def load(self, request: Request, *, login: bool = False) -> dict[str, Any] | None:
-        name, _, max_age = self._cookie(login)
-        raw = request.cookies.get(name)
-        if not raw:
-            return None
-        try:
-            data = self.serializer.loads(raw, max_age=max_age)
-        except BadSignature:  # includes expired
-            return None
-        if not isinstance(data, dict) or not isinstance(data.get("csrf"), str):
-            return None
-        if bool(data.get("auth")) == login:
-            return None
-        return data
-
-    def save(self, request: Request, response: Response, data: dict[str, Any]) -> None:
-        name, path, max_age = self._cookie(login=not data.get("auth"))
-        response.set_cookie(
-            name,
-            self.serializer.dumps(data),
-            max_age=max_age,
-            path=path,
-            secure=request.url.scheme == "https",
-            httponly=True,
-            samesite="strict",
-        )
-
-    def clear(self, request: Request, response: Response, *, login: bool = False) -> None:
-        name, path, _ = self._cookie(login)
-        response.delete_cookie(
-            name,
-            path=path,
-            secure=request.url.scheme == "https",
-            httponly=True,
-            samesite="strict",
-        )
-
-    @staticmethod
-    def new(*, auth: bool) -> dict[str, Any]:
-        return {"auth": auth, "csrf": secrets.token_urlsafe(32), "since": int(time.time())}
-
-
-def _digest(value: str) -> bytes:
-    return hashlib.sha256(value.encode()).digest()
-
-
-def _safe_next(value: str | None) -> str:
-    """Only a path inside /admin, so the login cannot send anyone elsewhere."""
-    if (
-        value
-        and value.startswith("/admin")
-        and not value.startswith("/admin/login")
-        and not any(c in value for c in "\\\r\n")
-    ):
-        return value
-    return "/admin"
-
-
-class _Throttle:
-    """At most LOGIN_FAILURES_ALLOWED wrong tokens per client per window (this process)."""
-
-    def __init__(self) -> None:
-        self.failures: dict[str, deque[float]] = {}
-
-    def blocked(self, client: str) -> float:
-        """Seconds until ``client`` may try again (0 when it may now)."""
-        recent = self.failures.get(client)
-        now = time.monotonic()
-        while recent and recent[0] < now - LOGIN_FAILURE_WINDOW:
-            recent.popleft()
-        if recent is not None and len(recent) >= LOGIN_FAILURES_ALLOWED:
-            return recent[0] + LOGIN_FAILURE_WINDOW - now
-        return 0.0
-
-    def failed(self, client: str) -> None:
-        if len(self.failures) > 10_000:
-            self.failures.clear()
-        self.failures.setdefault(client, deque()).append(time.monotonic())
-
-    def succeeded(self, client: str) -> None:
-        self.failures.pop(client, None)
-
-
 # -- the pages --------------------------------------------------------------------------
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -319,8 +115,8 @@ class _Admin:
     def __init__(self, context: ChannelContext) -> None:
         self.context = context
         self.queue = context.queue
-        self.throttle = _Throttle()
-        self._sessions: tuple[str, _Sessions] | None = None
+        self.throttle = Throttle()
+        self._sessions: tuple[str, Sessions] | None = None
 
     # plumbing
 
@@ -330,11 +126,11 @@ class _Admin:
         value = secret.get_secret_value() if secret is not None else ""
         return value or None
 
-    def sessions(self) -> _Sessions:
+    def sessions(self) -> Sessions:
         token = self.token
         assert token is not None
         if self._sessions is None or self._sessions[0] != token:
-            self._sessions = (token, _Sessions(token))
+            self._sessions = (token, Sessions(token))
         return self._sessions[1]
 
     def render(
@@ -444,7 +240,7 @@ class _Admin:
     def check_csrf(
         self, request: Request, session: dict[str, Any], given: Any
     ) -> HTMLResponse | None:
-        if isinstance(given, str) and hmac.compare_digest(_digest(given), _digest(session["csrf"])):
+        if isinstance(given, str) and same_secret(given, session["csrf"]):
             return None
         return self.message(
             request,
@@ -462,12 +258,12 @@ class _Admin:
         if self.token is None:
             return self.off(request)
         sessions = self.sessions()
-        next_path = _safe_next(request.query_params.get("next"))
+        next_path = safe_next(request.query_params.get("next"))
         if sessions.load(request) is not None:  # logged in already
             return RedirectResponse(next_path, status_code=303)
         session = sessions.load(request, login=True)
         fresh = session is None
-        session = session or _Sessions.new(auth=False)
+        session = session or Sessions.new(auth=False)
         notice = NOTICES.get(request.query_params.get("notice", ""))
         response = self.render(
             request, "login.html", session=session, next_path=next_path, notice=notice, error=None
@@ -484,11 +280,11 @@ class _Admin:
             return refused
         sessions = self.sessions()
         form = await request.form(max_files=0, max_fields=20)
-        next_path = _safe_next(str(form.get("next") or ""))
+        next_path = safe_next(str(form.get("next") or ""))
         session = sessions.load(request, login=True)
 
         def again(status_code: int, error: str) -> Response:
-            fresh = _Sessions.new(auth=False)
+            fresh = Sessions.new(auth=False)
             response = self.render(
                 request,
                 "login.html",
@@ -508,9 +304,7 @@ class _Admin:
                 "allow cookies for this site and try again.",
             )
         given_csrf = form.get("csrf_token")
-        if not isinstance(given_csrf, str) or not hmac.compare_digest(
-            _digest(given_csrf), _digest(session["csrf"])
-        ):
+        if not isinstance(given_csrf, str) or not same_secret(given_csrf, session["csrf"]):
             return again(403, "The login form was out of date: try again.")
         client = client_address(request)
         wait = self.throttle.blocked(client)
@@ -522,14 +316,12 @@ class _Admin:
             return response
         given = form.get("token")
         token = self.token
-        if not isinstance(given, str) or not hmac.compare_digest(
-            _digest(given.strip()), _digest(token)
-        ):
+        if not isinstance(given, str) or not same_secret(given.strip(), token):
             self.throttle.failed(client)
             return again(401, "That is not the admin token (ADMIN_TOKEN).")
         self.throttle.succeeded(client)
         response = RedirectResponse(next_path, status_code=303)
-        sessions.save(request, response, _Sessions.new(auth=True))  # a new id: no fixation
+        sessions.save(request, response, Sessions.new(auth=True))  # a new id: no fixation
         sessions.clear(request, response, login=True)
         return response
 
@@ -638,7 +430,7 @@ class _Admin:
             "attempts": record.attempts,
             "created_at": record.created_at,
             "last_error": redact_text(record.last_error or ""),
-            **_masked_fields(record.fields),
+            **masked_fields(record.fields),
         }
 
     async def delivery(self, request: Request, session: dict[str, Any]) -> Response:
@@ -673,8 +465,8 @@ class _Admin:
             session=session,
             record=record,
             row=self._row(record),
-            errors={k: _mask_message(k, str(v)) for k, v in (record.errors or {}).items()},
-            warnings={k: _mask_message(k, str(v)) for k, v in (record.warnings or {}).items()},
+            errors={k: mask_message(k, str(v)) for k, v in (record.errors or {}).items()},
+            warnings={k: mask_message(k, str(v)) for k, v in (record.warnings or {}).items()},
             contact_url=contact_url,
             history=history,
             refresh=refresh,

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from adapter.channels.http import bearer_ok, error_response
 from adapter.core.records import FAILED, PENDING, STATUSES
 from adapter.delivery.queue import DeliveryQueue
 from adapter.settings import Settings
@@ -27,7 +28,6 @@ MAX_LIMIT = 500
 
 def admin_routes(settings: Settings, queue: DeliveryQueue) -> list[BaseRoute]:
     """The admin routes for ``create_app``'s route list."""
-    from adapter.web.app import bearer_ok, error_response
 
     def refused(request: Request) -> Response | None:
         token = settings.admin_token.get_secret_value() if settings.admin_token else None

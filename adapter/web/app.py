@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -20,42 +20,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from adapter.channels import ChannelContext, discover_channels, notify_channel
-from adapter.delivery.queue import DeliveryQueue
+from adapter.channels.base import connect_channels
+from adapter.channels.http import bearer_ok, error_response
 from adapter.delivery.worker import DeliveryWorker
-from adapter.ledger.schema import engine_for, migrate
 from adapter.ops import metrics
 from adapter.ops.logs import configure_logging
-from adapter.rocketchat.client import RocketChatClient
+from adapter.ops.runtime import Runtime
 from adapter.settings import Settings, SettingsError, load_settings
 from adapter.web.admin import admin_routes as admin_page_routes
+from adapter.web.admin_api import admin_routes
 
-__all__ = ["bearer_ok", "build_client", "create_app", "error_response"]
+__all__ = ["create_app"]
 
 log = structlog.get_logger("adapter.app")
-
-
-def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
-    """Every error a user meets: what happened and what to do, as JSON."""
-    return JSONResponse({"error": message, **extra}, status_code=status)
-
-
-def bearer_ok(request: Request, secret: str | None) -> bool:
-    """Constant-time check of an ``Authorization: Bearer …`` header."""
-    import hmac
-
-    if not secret:
-        return False
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode(), secret.encode()
-    )
-
-
-def build_client(settings: Settings) -> RocketChatClient:
-    """Deprecated alias of :meth:`RocketChatClient.from_settings`."""
-    return RocketChatClient.from_settings(settings)
 
 
 class RequestIdMiddleware:
@@ -88,46 +65,41 @@ class RequestIdMiddleware:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the service for ``settings`` (read from the environment when omitted)."""
-    from adapter.web.admin_api import admin_routes
-
     settings = settings or load_settings()
-    engine = engine_for(settings)
-    client = build_client(settings)
-    queue = DeliveryQueue(engine, client, settings)
-    context = ChannelContext(settings=settings, queue=queue)
-    channels = discover_channels()
-    for channel in channels:
-        queue.notifiers[channel.name] = _notifier(channels, context)
+    # Built now (the routes need the queue), migrated at start-up, closed at shutdown.
+    runtime = Runtime.build(settings)
+    queue, client = runtime.queue, runtime.client
+    context, channels = connect_channels(settings, queue)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await migrate(engine)
-        for channel in channels:
-            startup = getattr(channel, "startup", None)
-            if startup is not None:
-                await startup(context)
-        worker: DeliveryWorker | None = None
-        task = None
-        if settings.inprocess_worker:
-            import asyncio
-
-            worker = DeliveryWorker(queue)
-            task = asyncio.create_task(worker.run())
-            _stop_on_signal(worker.stop)  # shutdown: no claim after SIGTERM (see its docstring)
-        log.info("started", version=_version(), channels=",".join(c.name for c in channels))
         try:
-            yield
-        finally:
-            if worker is not None and task is not None:
-                worker.stop()
-                await task
+            await runtime.migrate()
             for channel in channels:
-                shutdown = getattr(channel, "shutdown", None)
-                if shutdown is not None:
-                    await shutdown(context)
-            await client.aclose()
-            queue.close()
-            await engine.dispose()
+                startup = getattr(channel, "startup", None)
+                if startup is not None:
+                    await startup(context)
+            worker: DeliveryWorker | None = None
+            task = None
+            if settings.inprocess_worker:
+                import asyncio
+
+                worker = DeliveryWorker(queue)
+                task = asyncio.create_task(worker.run())
+                _stop_on_signal(worker.stop)  # no claim after SIGTERM (see its docstring)
+            log.info("started", version=_version(), channels=",".join(c.name for c in channels))
+            try:
+                yield
+            finally:
+                if worker is not None and task is not None:
+                    worker.stop()
+                    await task
+                for channel in channels:
+                    shutdown = getattr(channel, "shutdown", None)
+                    if shutdown is not None:
+                        await shutdown(context)
+        finally:
+            await runtime.aclose()
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -165,7 +137,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             return error_response(401, "send Authorization: Bearer <METRICS_TOKEN>")
         from prometheus_client import generate_latest
 
-        await metrics.refresh(queue)  # the database-backed gauges: global, not per process
+        metrics.refresh(await queue.stats())  # the database-backed gauges: global
         return Response(generate_latest(metrics.REGISTRY), media_type="text/plain; version=0.0.4")
 
     routes: list[BaseRoute] = [
@@ -186,6 +158,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers={Exception: _internal_error, 404: _not_found, 405: _not_allowed},
     )
     app.state.settings = settings
+    app.state.runtime = runtime
     app.state.queue = queue
     app.state.client = client
     app.state.context = context
@@ -223,13 +196,6 @@ def _stop_on_signal(stop: Callable[[], None]) -> None:
             previous(signum, frame)
 
         signal.signal(sig, handler)
-
-
-def _notifier(channels: list[Any], context: ChannelContext) -> Callable[[Any], Awaitable[None]]:
-    async def notify(record: Any) -> None:
-        await notify_channel(channels, context, record)
-
-    return notify
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:

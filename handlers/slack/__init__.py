@@ -25,9 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from adapter.channels import BodyTooLarge, ChannelContext, read_body
-from adapter.core.records import DeliveryRecord
-from adapter.web.app import error_response
+from adapter.channels import BodyTooLarge, ChannelContext, DeliveryRecord, error_response, read_body
 from handlers.slack import blocks
 from handlers.slack.config import SlackConfig
 from handlers.slack.sender import SlackSender

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from adapter.core.contact import CONTACT_FIELDS
+from adapter.channels import CONTACT_FIELDS
 
 __all__ = [
     "BLOCK_IDS",

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from adapter.settings import Settings, SettingsError
+from adapter.channels import Settings, SettingsError
 
 __all__ = [
     "DEFAULT_API_URL",

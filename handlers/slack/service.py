@@ -40,11 +40,17 @@ from slack_sdk.web.async_client import AsyncWebClient
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapter.channels import ChannelContext
-from adapter.core.contact import ContactError, FieldError, normalize_email
-from adapter.core.contact import validate_contact as validate
-from adapter.core.extract import Extraction, extract_contact
-from adapter.core.records import Outcome, Submission
+from adapter.channels import (
+    ChannelContext,
+    ContactError,
+    Extraction,
+    FieldError,
+    Outcome,
+    Submission,
+    extract_contact,
+    normalize_email,
+)
+from adapter.channels import validate_contact as validate
 from handlers.slack import blocks
 from handlers.slack.config import BOT_SCOPES, SlackConfig
 from handlers.slack.oauth import (
@@ -368,7 +374,6 @@ class SlackService:
 
     async def _recent(self, event_id: str, now: float) -> Outcome | None:
         """The delivery of the same command sent less than a minute ago, if any."""
-
         record = await self.queue.find_event(SOURCE, event_id, since=now - DUPLICATE_WINDOW)
         if record is None:
             return None

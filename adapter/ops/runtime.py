@@ -1,0 +1,72 @@
+"""One runtime set-up for every entry point: a process's database engine, Rocket.Chat client
+and delivery queue, built from the settings, and closed in order.
+
+The CLI commands and the importer use ``async with open_runtime(settings) as runtime``.
+The app needs the queue while it builds its routes, so it makes a :class:`Runtime` at build
+time (:meth:`Runtime.build`), migrates in its lifespan's start-up and closes the same object
+in its shutdown. Closing (:meth:`Runtime.aclose`) goes: the client (no call in flight
+after it), the queue (the SQLite writer's connections and thread, before the engine goes),
+then the engine; every step runs even when the body or an earlier step raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from adapter.delivery.queue import DeliveryQueue
+from adapter.ledger.schema import engine_for
+from adapter.ledger.schema import migrate as migrate_schema
+from adapter.rocketchat.client import RocketChatClient
+from adapter.settings import Settings
+
+__all__ = ["Runtime", "open_runtime"]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What one process needs to accept and deliver contacts."""
+
+    settings: Settings
+    engine: AsyncEngine
+    client: RocketChatClient
+    queue: DeliveryQueue
+
+    @classmethod
+    def build(cls, settings: Settings) -> Runtime:
+        """Engine, client and queue for ``settings``; nothing is connected yet (the client
+        and the engine connect on first use), so there is nothing to close until used."""
+        engine = engine_for(settings)
+        client = RocketChatClient.from_settings(settings)
+        return cls(settings, engine, client, DeliveryQueue(engine, client, settings))
+
+    async def migrate(self) -> int:
+        """Create or upgrade the schema; the version it is at."""
+        return await migrate_schema(self.engine)
+
+    async def aclose(self) -> None:
+        """Close the client, then the queue, then dispose of the engine, each even when an
+        earlier one raised (then raising once all ran)."""
+        try:
+            await self.client.aclose()
+        finally:
+            try:
+                self.queue.close()
+            finally:
+                await self.engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(settings: Settings, *, migrate: bool = True) -> AsyncIterator[Runtime]:
+    """The runtime for ``settings``, schema migrated first unless ``migrate`` is false
+    (a dry run touches no database); closed on the way out, whatever happened inside."""
+    runtime = Runtime.build(settings)
+    try:
+        if migrate:
+            await runtime.migrate()
+        yield runtime
+    finally:
+        await runtime.aclose()
