@@ -16,14 +16,18 @@ each bounded in time:
             role). Per state: contacts/s (10-90 % delivered, and from the state change),
             the most calls in flight at the stand-in at once (must never exceed 8) and
             whether every contact was registered exactly once. Baseline: ``wrk -c8 -t2``
-            POSTing valid registrations straight at the stand-in.
+            POSTing valid registrations straight at a stand-in of its own, for as long as
+            the steady drain took.
 ``idle``    Idle cost with Rocket.Chat refusing connections and 0 (baseline), 1, 3 and 100
-            contacts waiting: CPU of the service process (``serve`` with its in-process
-            worker, and ``worker`` alone) as % of one core from ``/proc/<pid>/stat``, and
+            contacts waiting (the four processes of a mode side by side, each on its own
+            database; the window starts ``--idle-warmup`` s after the last of them opened its
+            database): CPU of the service process (``serve`` with its in-process worker, and
+            ``worker`` alone) as % of one core from ``/proc/<pid>/stat``, and
             transactions per second per worker (PostgreSQL: ``pg_stat_database`` deltas, read
-            from another database so the readings add none; SQLite: the WAL write locks
-            the process takes, counted with strace in a window of their own after the CPU
-            window). Goal: < 1 % of a core and <= 1 claim transaction per second per worker.
+            from another database so the readings add none; SQLite: the write transactions,
+            each of which takes the WAL write lock, an fcntl that strace logs with timestamps
+            while seccomp-bpf lets every other syscall run untraced). Goal: < 1 % of a core
+            and <= 1 claim transaction per second per worker.
 ``accept``  ``POST /contacts`` (FAST_PATH_BUDGET=0, no worker, SQLITE_SYNCHRONOUS=FULL) against
             ``bench/accept_reference.py`` (the same checks, one group-committed SQLite insert,
             202) at 1, 16 and 64 wrk connections, a new person per request.
@@ -130,6 +134,36 @@ def process(
         log.close()
 
 
+def stop_together(stack: ExitStack, pids: list[int]) -> None:
+    """On leaving ``stack``, SIGTERM every one of ``pids`` at once and wait until each is
+    gone (before each ``process()`` exit waits for its own), so their shutdowns overlap.
+    ``pids`` are the services' own: under strace, strace's children (a SIGTERM to strace
+    would only detach it)."""
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        stat = Path(f"/proc/{pid}/stat")
+        return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+    def stop() -> None:
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in pids):
+            if time.monotonic() > deadline:
+                for pid in pids:
+                    if alive(pid):
+                        os.kill(pid, signal.SIGKILL)
+                break
+            time.sleep(POLL)
+
+    stack.callback(stop)
+
+
 def standin_args(port: int, *, rate_limit: int = 0, window_ms: int = 60_000) -> list[str]:
     return [
         sys.executable,
@@ -220,6 +254,7 @@ def queue_contacts(jobs: list[tuple[str, int, str]]) -> None:
             url = f"http://127.0.0.1:{port}"
             proc = stack.enter_context(process(args, f"{name}-queue", env=env))
             urls.append((url, proc))
+        stop_together(stack, [proc.pid for _, proc in urls])
         for (url, proc), (_, count, name) in zip(urls, jobs, strict=True):
             wait_until(lambda url=url: answers(url + "/healthz"), 30, name, proc)
             if count:
@@ -342,6 +377,19 @@ class Databases:
         rows = [line.split("|") for line in out.splitlines()]
         return {names[n]: (int(c), int(r)) for n, c, r in rows}
 
+    def connected(self, url: str, pid: int) -> bool:
+        """Has process ``pid`` opened this database yet (its start-up, imports included, is
+        over)? SQLite: one of its descriptors is the file; PostgreSQL: a backend serves it."""
+        if self.server is not None:
+            name = url.rsplit("/", 1)[1]
+            sql = f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}'"
+            return int(self.server.query(sql, "postgres") or 0) > 0
+        path = url.removeprefix("sqlite:///")
+        try:
+            return any(os.readlink(fd) == path for fd in Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            return False
+
     def close(self) -> None:
         if self.server is not None:
             self.server.stop()
@@ -416,7 +464,7 @@ def drain_steady(databases: Databases, count: int, deadline_s: float) -> Drain:
             drain.change = (time.time(), 0)
             watch(url, drain, count, time.monotonic() + deadline_s)
             settle(url, drain, count)
-    drain.note = "from worker start"
+    drain.note = f"rate between 10 % and 90 % of {count} registered"
     return drain
 
 
@@ -568,37 +616,49 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-WRITE_LOCK = re.compile(r"F_SETLKW?, \{l_type=F_WRLCK, l_whence=SEEK_SET, l_start=120, l_len=1")
+# SQLite in WAL mode takes the write lock (byte 120 of the ``-shm`` file, an fcntl F_WRLCK)
+# at each ``BEGIN IMMEDIATE``: every write transaction, empty or not, the claim's included.
+WRITE_LOCK = re.compile(
+    r"^\d+\s+(\d+\.\d+) fcntl\(\d+, F_SETLKW?, \{l_type=F_WRLCK, l_whence=SEEK_SET, "
+    r"l_start=120, l_len=1\}\) = 0",
+    re.MULTILINE,
+)
 
 
-def sqlite_write_transactions(pids: list[int], seconds: float) -> dict[int, int] | None:
-    """SQLite in WAL mode takes the write lock (byte 120 of the ``-shm`` file, an fcntl
-    F_WRLCK) at each ``BEGIN IMMEDIATE``: every write transaction, empty or not, the claim's
-    included. Counted with strace over ``seconds`` (strace slows the traced process, so this
-    window is separate from the CPU one)."""
+def traced(args: list[str], name: str) -> tuple[list[str], Path | None]:
+    """On SQLite, run the service under strace, stopping only at fcntl (seccomp-bpf: every
+    other syscall runs untraced), with timestamps; without strace, as it is."""
     if not STRACE:
-        return None
-    tracers = {}
-    for pid in pids:
-        out = LOGS / f"strace-{pid}.txt"
-        tracers[pid] = (
-            subprocess.Popen(
-                [STRACE, "-f", "-qq", "-e", "trace=fcntl", "-o", str(out), "-p", str(pid)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            ),
-            out,
-        )
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        time.sleep(POLL)
-    counts = {}
-    for pid, (tracer, out) in tracers.items():
-        tracer.send_signal(signal.SIGINT)
-        tracer.wait(10)
-        text = out.read_text() if out.exists() else ""
-        counts[pid] = len(WRITE_LOCK.findall(text))
-    return counts
+        return args, None
+    out = LOGS / f"{name}.strace"
+    prefix = [STRACE, "-f", "--seccomp-bpf", "-qq", "-ttt", "-e", "trace=fcntl", "-o", str(out)]
+    return [*prefix, *args], out
+
+
+def traced_pid(proc: subprocess.Popen[bytes]) -> int:
+    """The service's pid under strace: strace's child once it runs ``contact-adapter`` (strace
+    may fork a short-lived child of its own first, to check that seccomp-bpf works)."""
+    found: list[int] = []
+
+    def running() -> bool:
+        try:
+            pids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            for pid in pids:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if not argv[0].endswith(b"strace") and any(b"contact-adapter" in a for a in argv):
+                    found.append(int(pid))
+                    return True
+        except OSError:
+            pass
+        return False
+
+    wait_until(running, 20, "the service under strace", proc)
+    return found[0]
+
+
+def write_transactions(trace: Path, t0: float, t1: float) -> int:
+    text = trace.read_text() if trace.exists() else ""
+    return sum(1 for m in WRITE_LOCK.finditer(text) if t0 <= float(m.group(1)) < t1)
 
 
 @dataclass
@@ -607,12 +667,23 @@ class Idle:
     waiting: int
     database: str
     proc: subprocess.Popen[bytes] | None = None
+    pid: int = 0  # the service's (proc's, or its child's under strace)
+    trace: Path | None = None  # SQLite: the strace output
     cpu: float = 0.0  # fraction of one core over the window
     slices: list[float] = field(default_factory=list)  # the same per sixth of the window
     tx_per_s: float | None = None
     rollbacks_per_s: float | None = None  # PostgreSQL: the part of tx_per_s rolled back
     attempts_per_s: float = 0.0
     still_waiting: int = 0
+    window: tuple[float, float] = (0.0, 0.0)  # time.time() at its start and end
+
+    def launch(self, stack: ExitStack, args: list[str], env: dict[str, str]) -> None:
+        name = f"idle-{self.mode}-{self.waiting}"
+        if self.database.startswith("sqlite"):
+            args, self.trace = traced(args, name)
+        self.proc = stack.enter_context(process(args, name, env=env))
+        self.pid = traced_pid(self.proc) if self.trace else self.proc.pid
+        stop_together(stack, [self.pid])  # stopped even if a later launch fails
 
 
 def start_idle(
@@ -623,18 +694,17 @@ def start_idle(
     if mode == "worker":
         queue_contacts([(run.database, run.waiting, f"idle-worker-{run.waiting}") for run in runs])
         for run in runs:
-            env = service_env(closed_port(), run.database)
-            name = f"idle-worker-{run.waiting}"
-            run.proc = stack.enter_context(process([ADAPTER, "worker"], name, env=env))
+            run.launch(stack, [ADAPTER, "worker"], service_env(closed_port(), run.database))
+        stop_together(stack, [run.pid for run in runs])
         return runs
     # serve: the default web process, its in-process worker delivering; it queues at once.
     urls = []
     for run in runs:
         port = free_port()
         env = service_env(closed_port(), run.database, FAST_PATH_BUDGET="0")
-        args = [ADAPTER, "serve", "--port", str(port)]
-        run.proc = stack.enter_context(process(args, f"idle-serve-{run.waiting}", env=env))
+        run.launch(stack, [ADAPTER, "serve", "--port", str(port)], env)
         urls.append(f"http://127.0.0.1:{port}")
+    stop_together(stack, [run.pid for run in runs])
     for run, url in zip(runs, urls, strict=True):
         wait_until(lambda url=url: answers(url + "/healthz"), 30, "serve", run.proc)
         if run.waiting:
@@ -642,10 +712,12 @@ def start_idle(
     return runs
 
 
-def measure_idle(
-    databases: Databases, runs: list[Idle], seconds: float, warmup: float, strace_s: float
-) -> None:
+def measure_idle(databases: Databases, runs: list[Idle], seconds: float, warmup: float) -> None:
     procs = [run.proc for run in runs if run.proc is not None]
+    for run in runs:  # the warm-up counts from the end of the slowest start-up
+        wait_until(
+            lambda run=run: databases.connected(run.database, run.pid), 60, run.mode, run.proc
+        )
     warm_end = time.monotonic() + warmup
     while time.monotonic() < warm_end:
         for proc in procs:
@@ -656,27 +728,25 @@ def measure_idle(
     postgres = databases.kind == "postgres"
     tx0 = databases.transactions(urls) if postgres else {}
     t0 = time.time()
-    marks = [(time.monotonic(), {p.pid: cpu_seconds(p.pid) for p in procs})]
+    pids = [run.pid for run in runs]
+    marks = [(time.monotonic(), {pid: cpu_seconds(pid) for pid in pids})]
     for i in range(1, 7):
         end = marks[0][0] + seconds * i / 6
         while time.monotonic() < end:
             time.sleep(min(0.5, max(end - time.monotonic(), 0.001)))
-        marks.append((time.monotonic(), {p.pid: cpu_seconds(p.pid) for p in procs}))
+        marks.append((time.monotonic(), {pid: cpu_seconds(pid) for pid in pids}))
     t1 = time.time()
     tx1 = databases.transactions(urls) if postgres else {}
     span = marks[-1][0] - marks[0][0]
-    traced = None if postgres else sqlite_write_transactions([p.pid for p in procs], strace_s)
     for run in runs:
-        assert run.proc is not None
-        pid = run.proc.pid
+        pid = run.pid
         run.cpu = (marks[-1][1][pid] - marks[0][1][pid]) / span
         run.slices = [(b[1][pid] - a[1][pid]) / (b[0] - a[0]) for a, b in itertools.pairwise(marks)]
         if postgres:
             (c0, r0), (c1, r1) = tx0[run.database], tx1[run.database]
             run.tx_per_s = (c1 - c0 + r1 - r0) / (t1 - t0)
             run.rollbacks_per_s = (r1 - r0) / (t1 - t0)
-        elif traced is not None:
-            run.tx_per_s = traced[pid] / strace_s
+        run.window = (t0, t1)  # SQLite: the trace is read once strace has exited
         # Read after the window (on PostgreSQL it is a transaction of its own there).
         made = databases.scalar(
             run.database,
@@ -694,7 +764,6 @@ def measure_idle(
 
 def part_idle(database: str, seconds: float, warmup: float, modes: list[str]) -> None:
     counts = (0, 1, 3, 100)
-    strace_s = min(5.0, seconds / 2)
     print(
         f"\n[idle] Rocket.Chat refusing connections, 0 (baseline) / 1 / 3 / 100 contacts "
         f"waiting; {warmup:g} s warm-up, {seconds:g} s window ({database}); the four "
@@ -706,8 +775,12 @@ def part_idle(database: str, seconds: float, warmup: float, modes: list[str]) ->
         for mode in modes:
             with ExitStack() as stack:
                 runs = start_idle(stack, databases, mode, counts)
-                measure_idle(databases, runs, seconds, warmup, strace_s)
+                measure_idle(databases, runs, seconds, warmup)
                 results.extend(runs)
+            for run in runs:  # strace has flushed its output and exited with the service
+                if run.trace is not None:
+                    t0, t1 = run.window
+                    run.tx_per_s = write_transactions(run.trace, t0, t1) / (t1 - t0)
     finally:
         databases.close()
     tx_label = "tx/s" if database == "postgres" else "write tx/s"
@@ -738,8 +811,9 @@ def part_idle(database: str, seconds: float, warmup: float, modes: list[str]) ->
         )
     else:
         print(
-            f"      write tx/s: SQLite write locks taken (strace, {strace_s:g} s window after the"
-            " CPU one); read-only transactions are not counted (--database postgres counts all)"
+            "      write tx/s: SQLite write transactions (BEGIN IMMEDIATE takes the WAL write"
+            " lock, an fcntl strace logs with --seccomp-bpf, every other syscall untraced);"
+            " read-only ones are not counted (--database postgres counts all)"
         )
     print(
         "      sixths: CPU of each sixth of the window; attempts/s: delivery_attempts rows"
