@@ -533,53 +533,67 @@ def drain_ratelimited(
     return drain
 
 
+def wrk_baseline(seconds: int) -> tuple[WrkResult, dict[str, Any]]:
+    """wrk -c8 -t2 POSTing valid registrations (a new token and email each) with the bot's
+    credentials straight at a stand-in of its own (20 ms, limiter off)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with process(standin_args(port), "wrk-standin", health=url + "/_standin/state"):
+        body = '{"token":"wrk-%s-%d","name":"Guest","email":"w%s-%d@example.com"}'
+        headers = {"X-User-Id": BOT[0], "X-Auth-Token": BOT[1], "Content-Type": "application/json"}
+        result = wrk(url, CONTACT_ROUTE, body, headers, connections=CONCURRENCY, seconds=seconds)
+        return result, state(url)
+
+
 def part_drain(database: str, count: int, deadline_s: float, down_s: float) -> None:
     print(
         f"\n[drain] a worker (concurrency {CONCURRENCY}) drains {count} queued contacts into "
-        f"the stand-in answering in {LATENCY * 1000:.0f} ms ({database})"
+        f"the stand-in answering in {LATENCY * 1000:.0f} ms ({database}); each state is followed "
+        "by its wrk baseline"
     )
+    if not WRK:
+        print("    (no wrk: run `bash tests/system-deps.sh wrk` for the baselines)")
     databases = Databases(database)
+    baselines: list[WrkResult] = []
+    drains: list[Drain] = []
+    seconds = 0
     try:
-        drains = [drain_steady(databases, count, deadline_s)]
-        # The baseline: wrk for as long as the steady drain took, from its first
-        # registration to its last (at least 3 s).
-        steady = drains[0]
-        started = next((t for t, n in steady.marks if n > 0), steady.marks[0][0])
-        steady_span = steady.marks[-1][0] - started
-        seconds = max(3, round(steady_span))
-        ideal = WrkResult(0.0, 0)
-        if WRK:
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            with process(standin_args(port), "wrk-standin", health=url + "/_standin/state"):
-                body = '{"token":"wrk-%s-%d","name":"Guest","email":"w%s-%d@example.com"}'
-                headers = {
-                    "X-User-Id": BOT[0],
-                    "X-Auth-Token": BOT[1],
-                    "Content-Type": "application/json",
-                }
-                ideal = wrk(url, CONTACT_ROUTE, body, headers, connections=8, seconds=seconds)
-                wrk_state = state(url)
-            print(
-                f"    wrk -c8 -t2 at the stand-in for {seconds} s: {ideal.rate:.1f}/s "
-                f"({wrk_state['contact_posts']} registered, max {wrk_state['max_in_flight']} "
-                f"in flight{', ' + str(ideal.non_2xx) + ' non-2xx' if ideal.non_2xx else ''})"
-            )
-        else:
-            print("    (no wrk: run `bash tests/system-deps.sh wrk` for the baseline)")
-        drains.append(drain_outage(databases, count, deadline_s, down_s))
-        drains.append(drain_ratelimited(databases, count, deadline_s, 2, 2000))
+        for run in (
+            lambda: drain_steady(databases, count, deadline_s),
+            lambda: drain_outage(databases, count, deadline_s, down_s),
+            lambda: drain_ratelimited(databases, count, deadline_s, 2, 2000),
+        ):
+            drains.append(run())
+            if not seconds:
+                # The baselines last as long as the steady drain took, from its first
+                # registration to its last (at least 3 s).
+                steady = drains[0]
+                started = next((t for t, n in steady.marks if n > 0), steady.marks[0][0])
+                seconds = max(3, round(steady.marks[-1][0] - started))
+            if WRK:
+                result, after = wrk_baseline(seconds)
+                baselines.append(result)
+                print(
+                    f"    wrk -c{CONCURRENCY} -t2 for {seconds} s after {drains[-1].name}: "
+                    f"{result.rate:.1f}/s ({after['contact_posts']} registered, max "
+                    f"{after['max_in_flight']} in flight"
+                    + (f", {result.non_2xx} non-2xx" if result.non_2xx else "")
+                    + ")"
+                )
+            else:
+                baselines.append(WrkResult(0.0, 0))
     finally:
         databases.close()
-
-    def pct(rate: float) -> str:
-        return f"{rate / ideal.rate:6.1%}" if ideal.rate else "     -"
 
     print(
         f"    {'state':<20} {'10-90 %/s':>9} {'÷ wrk':>6} {'change→90 %/s':>13} {'÷ wrk':>6}"
         f" {'max in flight':>13} {'after':>5} {'registered once':>16}"
     )
-    for drain in drains:
+    for drain, ideal in zip(drains, baselines, strict=True):
+
+        def pct(rate: float, ideal: WrkResult = ideal) -> str:
+            return f"{rate / ideal.rate:6.1%}" if ideal.rate else "     -"
+
         middle, since = drain.rates(count)
         final = drain.final
         once = (
@@ -591,10 +605,11 @@ def part_drain(database: str, count: int, deadline_s: float, down_s: float) -> N
             f"{'yes' if once else 'NO'} {final.get('contact_tokens', 0)}/{count}"
             f" max×{final.get('max_posts_per_token', 0)}"
         )
-        since_text = f"{since:13.1f}" if drain.name[0] != "a" else f"{'(=10-90 %)':>13}"
+        steady = drain.name.startswith("a")
+        since_text = f"{'(=10-90 %)':>13}" if steady else f"{since:13.1f}"
         print(
             f"    {drain.name:<20} {middle:9.1f} {pct(middle)} {since_text}"
-            f" {pct(since) if drain.name[0] != 'a' else '     -'}"
+            f" {'     -' if steady else pct(since)}"
             f" {drain.max_in_flight:13d} {drain.max_in_flight_after:5d}"
             f" {registered:>16}" + ("  TIMED OUT" if drain.timed_out else "")
         )
@@ -602,8 +617,8 @@ def part_drain(database: str, count: int, deadline_s: float, down_s: float) -> N
         print(f"      {drain.name}: {drain.note}")
     print(
         "      10-90 %: between 10 % and 90 % of what was left at the state change registered;"
-        " change→90 %: from the change (worker start, stand-in up, limiter off) to 90 %;"
-        " 'after': max in flight after the change"
+        " change→90 %: from the change (stand-in up, limiter off) to 90 %; ÷ wrk: of the wrk"
+        " run right after that state; 'after': max in flight after the change"
     )
 
 
