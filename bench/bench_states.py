@@ -566,10 +566,10 @@ def part_drain(database: str, count: int, deadline_s: float, down_s: float) -> N
             drains.append(run())
             if not seconds:
                 # The baselines last as long as the steady drain took, from its first
-                # registration to its last (at least 3 s).
+                # registration to its last (3 to 6 s: ~4 s on an idle machine).
                 steady = drains[0]
                 started = next((t for t, n in steady.marks if n > 0), steady.marks[0][0])
-                seconds = max(3, round(steady.marks[-1][0] - started))
+                seconds = min(6, max(3, round(steady.marks[-1][0] - started)))
             if WRK:
                 result, after = wrk_baseline(seconds)
                 baselines.append(result)
