@@ -8,8 +8,13 @@ authentication and permission failures, the Meteor rate limiter and the three se
 
 It has no dependency on the service under test.  ``RocketChatStandIn(...).app`` is a
 Starlette ASGI app; ``StandInServer`` runs any ASGI app under uvicorn in a background
-thread.  Fault injection (``down``, ``fail_next``, ``latency``, ``error_rate``) is
-settable from the test thread or over HTTP (``/_standin/state``, ``/_standin/control``).
+thread.  Fault injection (``down``, ``fail_next``, ``latency``, ``error_rate``) and the
+rate limiter (``rate_limit``, ``window_ms``) are settable from the test thread or over HTTP
+(``/_standin/state``, ``/_standin/control``). The state also reports the calls in flight
+(``in_flight``, and ``max_in_flight`` since the start or the last ``reset_max_in_flight``),
+how often each contact token was registered (``contact_tokens``, ``max_posts_per_token``)
+and when the first call and the first registration arrived (``first_call_at``,
+``first_contact_post_at``: ``time.time()``), for benchmarks driving it from another process.
 
 Run standalone: ``python tests/rocketchat_standin.py --port 3000 --version 8.8``.
 """
@@ -573,6 +578,10 @@ class RocketChatStandIn:
         self._revoked: set[str] = set()
         self._guest_counter = 0
         self._posts_per_token: collections.Counter[str] = collections.Counter()
+        self.in_flight = 0  # calls being answered now (the latency included)
+        self.max_in_flight = 0
+        self.first_call_at: float | None = None
+        self.first_contact_post_at: float | None = None
         self._rules: dict[str, _RateRule] = {}
         self._schemas = _contact_schemas(self.version_tuple)
         self._routes = self._build_routes()
@@ -678,6 +687,21 @@ class RocketChatStandIn:
             }
             return contact_id
 
+    def set_rate_limit(self, limit: int | None, window_ms: int | None = None) -> None:
+        """Switch the limiter at run time: ``None`` (or 0) turns it off, so answers carry no
+        ``X-RateLimit-*`` headers, as for a user just granted the bot role; a number turns
+        it on with that many calls per window. The windows restart either way."""
+        with self._lock:
+            self.rate_limit = limit or None
+            if window_ms is not None:
+                self.window_ms = window_ms
+        self.reset_rate_limits()
+
+    def reset_max_in_flight(self) -> None:
+        """``max_in_flight`` from now on (starts again at the calls in flight now)."""
+        with self._lock:
+            self.max_in_flight = self.in_flight
+
     def contact_posts_per_token(self) -> collections.Counter[str]:
         with self._lock:
             return collections.Counter(self._posts_per_token)
@@ -702,9 +726,17 @@ class RocketChatStandIn:
                 "visitors": len(self.visitors),
                 "contacts": len(self.contacts),
                 "contact_posts": sum(self._posts_per_token.values()),
+                "contact_tokens": len(self._posts_per_token),
+                "max_posts_per_token": max(self._posts_per_token.values(), default=0),
+                "first_call_at": self.first_call_at,
+                "first_contact_post_at": self.first_contact_post_at,
+                "in_flight": self.in_flight,
+                "max_in_flight": self.max_in_flight,
                 "down": self.down,
                 "latency": self.latency,
                 "error_rate": self.error_rate,
+                "rate_limit": self.rate_limit or 0,
+                "window_ms": self.window_ms,
             }
 
     # ----------------------------------------------------------------- routing table
@@ -763,6 +795,18 @@ class RocketChatStandIn:
         path = request.url.path
         if path.startswith("/_standin/"):
             return await self._control(request)
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            if self.first_call_at is None:
+                self.first_call_at = time.time()
+        try:
+            return await self._answer(request, path)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    async def _answer(self, request: Request, path: str) -> Response:
         raw = await request.body()
         body = self._parse_body(request, raw)
         query = self._query_dict(request)
@@ -995,8 +1039,16 @@ class RocketChatStandIn:
             self.fail_next(int(payload["fail_next"]), int(payload.get("fail_status", 503)))
         if "version" in payload:
             self.set_version(str(payload["version"]))
+        if "rate_limit" in payload or "window_ms" in payload:
+            limit = payload.get("rate_limit", self.rate_limit)
+            window = payload.get("window_ms")
+            self.set_rate_limit(
+                int(limit) if limit else None, int(window) if window is not None else None
+            )
         if payload.get("reset_rate_limits"):
             self.reset_rate_limits()
+        if payload.get("reset_max_in_flight"):
+            self.reset_max_in_flight()
 
     # ----------------------------------------------------------------- /api/info, /me
 
@@ -1079,6 +1131,8 @@ class RocketChatStandIn:
         self._index_visitor(visitor)
         self._index_size = len(self.visitors)
         self._posts_per_token[token] += 1
+        if self.first_contact_post_at is None:
+            self.first_contact_post_at = time.time()
         return {"contact": visitor["_id"]}
 
     def _check_legacy_manager(self, username: str) -> None:

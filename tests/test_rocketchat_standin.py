@@ -306,6 +306,25 @@ def test_bypass_users_get_no_rate_limit_headers(make: Factory) -> None:
         assert not any(k.startswith("x-ratelimit") for k in r.headers)
 
 
+def test_rate_limit_switched_at_run_time(make: Factory) -> None:
+    """``{"rate_limit": 0}`` turns the limiter off (no headers, as for a user granted the bot
+    role); a number turns it on again with fresh windows."""
+    h = make(rate_limit=2, window_ms=60_000)
+    codes = [h.get("/api/v1/me", headers=AGENT).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    state = h.http.post("/_standin/control", json={"rate_limit": 0}).json()
+    assert state["rate_limit"] == 0
+    for _ in range(5):
+        r = h.get("/api/v1/me", headers=AGENT)
+        assert r.status_code == 200
+        assert not any(k.startswith("x-ratelimit") for k in r.headers)
+    state = h.http.post("/_standin/control", json={"rate_limit": 1, "window_ms": 5000}).json()
+    assert (state["rate_limit"], state["window_ms"]) == (1, 5000)
+    r = h.get("/api/v1/me", headers=AGENT)
+    assert (r.status_code, r.headers["x-ratelimit-limit"]) == (200, "1")
+    assert h.get("/api/v1/me", headers=AGENT).status_code == 429
+
+
 @pytest.mark.parametrize(("version", "status"), [("7.3", 429), ("7.5", 429), ("8.8", 403)])
 def test_check_order_rate_limit_vs_permission(make: Factory, version: str, status: int) -> None:
     """Era R/E: rate limit before permission; Era H: permission first (no headers on 403)."""
@@ -980,6 +999,43 @@ def test_latency_and_http_control(rc: Harness) -> None:
     state = rc.http.get("/_standin/state").json()
     assert state["visitors"] == 1 and state["contact_posts"] == 1
     assert all(not c.path.startswith("/_standin") for c in rc.rc.calls)
+
+
+def test_state_counts_calls_in_flight(rc: Harness) -> None:
+    rc.rc.latency = 0.3
+    assert rc.get("/_standin/state").json()["max_in_flight"] == 0
+    barrier = threading.Barrier(3)
+
+    def call() -> None:
+        with httpx.Client(base_url=rc.server.url, timeout=5) as client:
+            barrier.wait()
+            client.get("/api/info")
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    state = rc.get("/_standin/state").json()
+    assert (state["in_flight"], state["max_in_flight"]) == (0, 3)
+    state = rc.http.post("/_standin/control", json={"reset_max_in_flight": True}).json()
+    assert state["max_in_flight"] == 0
+
+
+def test_state_counts_posts_per_token(rc: Harness) -> None:
+    state = rc.get("/_standin/state").json()
+    assert state["first_call_at"] is None and state["first_contact_post_at"] is None
+    before = time.time()
+    rc.get("/api/info")
+    for token in ("a", "b", "a"):
+        rc.post(CONTACT, {"token": token, "name": "n"})
+    state = rc.get("/_standin/state").json()
+    assert (state["contact_posts"], state["contact_tokens"], state["max_posts_per_token"]) == (
+        3,
+        2,
+        2,
+    )
+    assert before <= state["first_call_at"] <= state["first_contact_post_at"] <= time.time()
 
 
 def test_recorded_calls(rc: Harness) -> None:
