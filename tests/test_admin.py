@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from adapter.core.redact import mask_email, mask_message, mask_name, mask_phone
 from adapter.settings import Settings
-from adapter.web.masks import mask_email, mask_message, mask_name, mask_phone
 from tests.conftest import ADMIN_TOKEN, Service, csrf_of, wait_until
 from tests.rocketchat_standin import RocketChatStandIn
 

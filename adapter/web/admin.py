@@ -11,7 +11,7 @@ sends one, an ``Origin`` that must be this site.
 Pages are rendered on the server with Jinja2 (autoescaped), with inline CSS under a
 per-response CSP nonce and no script at all. Contact details are always shown
 redacted (``C**** D**``, ``c***@example.com``, ``+1 *** *** **71``:
-:mod:`adapter.web.masks`); the full record is ``GET /deliveries/{id}`` with
+:mod:`adapter.core.redact`); the full record is ``GET /deliveries/{id}`` with
 ``Authorization: Bearer $ADMIN_TOKEN``.
 """
 
@@ -32,9 +32,9 @@ from starlette.routing import BaseRoute, Route
 
 from adapter.channels import ChannelContext, client_address
 from adapter.core.records import STATUSES, Attempt, DeliveryRecord
+from adapter.core.redact import mask_message, masked_fields
 from adapter.ops.logs import redact_text
 from adapter.web.admin_session import Sessions, Throttle, safe_next, same_secret
-from adapter.web.masks import mask_message, masked_fields
 
 __all__ = ["PAGE_SIZE", "admin_routes"]
 
