@@ -52,7 +52,7 @@ __all__ = [
 # stops trying every due delivery and probes with one at a time, spaced by backoff, until
 # an answer comes back: an outage costs one call per backoff step, not one per contact.
 OUTAGE_THRESHOLD = 3
-OUTAGE_MAX_DELAY = 30.0
+OUTAGE_MAX_DELAY = 5.0  # a probe is one call: cheap, and it bounds how late recovery is seen
 
 
 class RetryRules(Protocol):
