@@ -131,9 +131,7 @@ class DeliveryWorker:
                 stopping.cancel()
                 self._progressed = True
             return 0
-        records = await self.claim(plan.limit)
-        if not records:
-            self._next_due = await queue.store.next_due()
+        records, self._next_due = await self._claim(plan.limit)
         for record in records:
             task = asyncio.create_task(self._deliver_one(record))
             self._in_flight[record.id] = task
@@ -142,6 +140,11 @@ class DeliveryWorker:
 
     async def claim(self, limit: int) -> list[DeliveryRecord]:
         """Lease up to ``limit`` due deliveries to this worker (none whose person is busy)."""
+        records, _ = await self._claim(limit)
+        return records
+
+    async def _claim(self, limit: int) -> tuple[list[DeliveryRecord], float | None]:
+        """``claim``, and the earliest pending row's due time when none was due."""
         take_over = time.monotonic() >= self._next_takeover
         if take_over:
             # Leases expire no faster than this: no need to look on every claim.

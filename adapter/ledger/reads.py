@@ -16,12 +16,12 @@ from adapter.core.records import PENDING, Attempt, DeliveryRecord
 from adapter.ledger.schema import deliveries, delivery_attempts
 from adapter.ledger.sqlite_writer import WriteConnection
 
-__all__ = ["LedgerReads"]
+__all__ = ["NEXT_DUE", "LedgerReads"]
 
 T = TypeVar("T")
 d = deliveries.c
 _UNNOTIFIED = text("notified_at IS NULL AND status IN ('delivered', 'failed')")  # partial index
-_NEXT_DUE = select(func.min(d.next_attempt_at)).where(d.status == PENDING)
+NEXT_DUE = select(func.min(d.next_attempt_at)).where(d.status == PENDING)
 
 
 class LedgerReads:
@@ -85,7 +85,7 @@ class LedgerReads:
         """The earliest ``next_attempt_at`` among pending deliveries (None: none pending)."""
 
         async def _read(conn: WriteConnection) -> Any:
-            return (await conn.execute(_NEXT_DUE)).scalar()
+            return (await conn.execute(NEXT_DUE)).scalar()
 
         found = await self.read(_read)
         return float(found) if found is not None else None

@@ -32,6 +32,7 @@ from adapter.core.records import (
     merge_into,
 )
 from adapter.ledger.engine import sqlite_writer_engine
+from adapter.ledger.reads import NEXT_DUE as _NEXT_DUE
 from adapter.ledger.reads import LedgerReads
 from adapter.ledger.schema import deliveries, delivery_attempts, delivery_events
 from adapter.ledger.sqlite_writer import SQLiteWriter, WriteConnection
@@ -205,8 +206,12 @@ class LedgerStore(LedgerReads):
         now: float,
         lease: float,
         take_over: bool,
-    ) -> list[DeliveryRecord]:
+    ) -> tuple[list[DeliveryRecord], float | None]:
         """Lease up to ``limit`` due deliveries to ``owner`` (none whose person is busy).
+
+        Returns them, and when there were none, the earliest ``next_attempt_at`` among
+        pending deliveries (None: nothing pending), read in the same transaction, so an
+        idle worker knows how long to sleep at the cost of its one claim.
 
         ``take_over``: also take rows whose worker died (lease expired), recording the
         lost attempt; one whose person has a newer pending delivery is folded into it.
@@ -234,7 +239,7 @@ class LedgerStore(LedgerReads):
                 )
                 ids += [r[0] for r in (await conn.execute(pending_query)).all()]
             if not ids:
-                return []
+                return [], (await conn.execute(_NEXT_DUE)).scalar()
             query = (
                 update(deliveries)
                 .where(d.id.in_(ids), due)
@@ -243,9 +248,11 @@ class LedgerStore(LedgerReads):
                 )
                 .returning(*deliveries.c)
             )
-            return (await conn.execute(query)).mappings().all()
+            return (await conn.execute(query)).mappings().all(), None
 
-        return [DeliveryRecord.from_row(r) for r in await self.write(_tx)]
+        rows, next_due = await self.write(_tx)
+        records = [DeliveryRecord.from_row(r) for r in rows]
+        return records, float(next_due) if next_due is not None else None
 
     async def _take_over_expired(
         self, conn: WriteConnection, expired: Any, not_busy: Any, limit: int, now: float
