@@ -8,7 +8,10 @@ same load on a shared machine. The table gives each side's median req/s over the
 its spread (min-max), and the median of the per-round ratios.
 
     .venv/bin/python bench/bench_accept.py [--rounds 5] [--seconds 4] [--clients 1,16,64]
-        [--reference PATH/TO/accept_reference.py]
+        [--reference PATH/TO/accept_reference.py] [--baseline SOURCE_TREE]
+
+``--baseline``: also measure the service from another source tree (e.g. ``git archive
+main | tar -x -C /tmp/base``) in the same rounds, for a before/after under the same load.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-0123456789"
@@ -110,11 +114,13 @@ def main() -> None:
     parser.add_argument(
         "--reference", default=str(ROOT / "bench" / "accept_reference.py"), type=Path
     )
+    parser.add_argument("--baseline", type=Path, help="another source tree of the service")
     args = parser.parse_args()
     clients_list = [int(c) for c in args.clients.split(",")]
     folder = Path(tempfile.mkdtemp(prefix="bench-accept-"))
-    ref_port, svc_port = free_port(), free_port()
+    ref_port, svc_port, base_port = free_port(), free_port(), free_port()
     ref_url, svc_url = f"http://127.0.0.1:{ref_port}", f"http://127.0.0.1:{svc_port}"
+    base_url = f"http://127.0.0.1:{base_port}"
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(folder),
@@ -140,29 +146,47 @@ def main() -> None:
             svc_args = [adapter, "serve", "--host", "127.0.0.1", "--port", str(svc_port)]
             pid = stack.enter_context(server(svc_args, env, svc_url, folder / "service.log"))
             print(f"service pid {pid}; logs in {folder}", flush=True)
+            if args.baseline:
+                base_env = {**env, "PYTHONPATH": str(args.baseline.resolve())}
+                base_env["DATABASE_URL"] = f"sqlite:///{folder / 'baseline.db'}"
+                base_args = [*svc_args[:-1], str(base_port)]
+                log = folder / "baseline.log"
+                stack.enter_context(server(base_args, base_env, base_url, log))
             for round_ in range(args.rounds):
                 line = []
                 for clients in clients_list:
                     ref, ref_bad = wrk(ref_url, folder, clients, args.seconds)
                     svc, svc_bad = wrk(svc_url, folder, clients, args.seconds)
+                    if args.baseline:
+                        base, _ = wrk(base_url, folder, clients, args.seconds)
+                        rates.setdefault(("baseline", clients), []).append(base)
+                        ratios.setdefault(-clients, []).append(base / ref if ref else 0.0)
                     rates.setdefault(("reference", clients), []).append(ref)
                     rates.setdefault(("service", clients), []).append(svc)
                     ratios.setdefault(clients, []).append(svc / ref if ref else 0.0)
                     bad = " ".join(b for b in (ref_bad and f"ref {ref_bad}", svc_bad) if b)
-                    line.append(f"c={clients}: {ref:.0f}/{svc:.0f} {bad}".strip())
+                    base_text = f"/{base:.0f}" if args.baseline else ""
+                    line.append(f"c={clients}: {ref:.0f}/{svc:.0f}{base_text} {bad}".strip())
                 print(f"round {round_ + 1}: " + "; ".join(line), flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    print(f"\n{'c':>3} {'reference/s (spread)':>24} {'service/s (spread)':>22} {'ratio':>16}")
-    summary = {}
+    names = ["service", "baseline"] if args.baseline else ["service"]
+    print(
+        f"\n{'c':>3} {'reference/s (spread)':>22}"
+        + "".join(f"{n + '/s (spread)':>22} {'÷ reference':>16}" for n in names)
+    )
+    summary: dict[str, Any] = {}
     for clients in clients_list:
-        ref, svc, ratio = rates["reference", clients], rates["service", clients], ratios[clients]
-        print(
-            f"{clients:>3} {statistics.median(ref):9.0f} ({min(ref):.0f}-{max(ref):.0f})"
-            f" {statistics.median(svc):9.0f} ({min(svc):.0f}-{max(svc):.0f})"
-            f" {statistics.median(ratio):7.0%} ({min(ratio):.0%}-{max(ratio):.0%})"
-        )
-        summary[clients] = {"reference": ref, "service": svc, "ratio": ratio}
+        ref = rates["reference", clients]
+        line = f"{clients:>3} {statistics.median(ref):9.0f} ({min(ref):.0f}-{max(ref):.0f})"
+        for name in names:
+            got = rates[name, clients]
+            ratio = ratios[clients if name == "service" else -clients]
+            line += f" {statistics.median(got):11.0f} ({min(got):.0f}-{max(got):.0f})"
+            line += f" {statistics.median(ratio):7.0%} ({min(ratio):.0%}-{max(ratio):.0%})"
+            summary[f"{name} c={clients}"] = {"rates": got, "ratios": ratio}
+        summary[f"reference c={clients}"] = {"rates": ref}
+        print(line)
     if os.environ.get("BENCH_JSON"):
         Path(os.environ["BENCH_JSON"]).write_text(json.dumps(summary))
 

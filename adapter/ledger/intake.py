@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, case, literal_column, select, union_all, updat
 
 from adapter.core.records import DELIVERED, DELIVERING, FAILED, PENDING, REJECTED, DeliveryRecord
 from adapter.ledger.schema import deliveries, delivery_events, people
-from adapter.ledger.sqlite_writer import WriteConnection
+from adapter.ledger.sqlite_writer import Prepared, WriteConnection
 
 __all__ = [
     "events_seen",
@@ -127,6 +127,10 @@ _LATEST_OR_EARLIER = union_all(
         )
     )
 )
+_LATEST_OR_EARLIER_SQLITE = Prepared(_LATEST_OR_EARLIER)
+_LATEST_FOR_TOKEN_SQLITE = Prepared(_LATEST_FOR_TOKEN)
+# A new row's INSERT compiled for the SQLite writer, one per set of columns given.
+_INSERT_SQLITE: dict[tuple[str, ...], Prepared] = {}
 
 
 async def person(conn: WriteConnection, source: str, key: str) -> Mapping[Any, Any] | None:
@@ -164,22 +168,26 @@ async def save_person(
 
 async def latest_for_token(conn: WriteConnection, token: str) -> Mapping[Any, Any] | None:
     """The person's waiting delivery, else their latest delivered/failed one."""
-    return (await conn.execute(_LATEST_FOR_TOKEN, {"token": token})).mappings().first()
+    params = {"token": token}
+    rows = _LATEST_FOR_TOKEN_SQLITE.rows(conn, params)
+    if rows is not None:
+        return rows[0] if rows else None
+    return (await conn.execute(_LATEST_FOR_TOKEN, params)).mappings().first()
 
 
-def _earlier_token(found: Sequence[Any], email_key: str | None) -> str | None:
+def _earlier_token(found: Sequence[Mapping[Any, Any]], email_key: str | None) -> str | None:
     """The token of the person's most recent earlier delivery under another token, of
     those found by email and by phone: same email, or same phone unless that delivery has
     another email (two emails on one phone may well be two people: a shared office or
     family number)."""
     found = [
         row
-        for row in sorted(found, key=lambda row: _LOOKUP_TAGS.index(row.lookup))  # email first
-        if not (email_key and row.email_key and row.email_key != email_key)
+        for row in sorted(found, key=lambda row: _LOOKUP_TAGS.index(row["lookup"]))  # email 1st
+        if not (email_key and row["email_key"] and row["email_key"] != email_key)
     ]
     if not found:
         return None
-    return str(max(found, key=lambda row: row.created_at).token)
+    return str(max(found, key=lambda row: row["created_at"])["token"])
 
 
 async def latest_or_earlier(
@@ -189,12 +197,17 @@ async def latest_or_earlier(
     or else None and the token of their most recent earlier delivery under another one
     by ``email_key`` or ``phone_key`` (None when there is none): one statement."""
     params = {"token": token, "email_key": email_key or None, "phone_key": phone_key or None}
-    rows = (await conn.execute(_LATEST_OR_EARLIER, params)).all()
+    inline = _LATEST_OR_EARLIER_SQLITE.rows(conn, params)
+    rows: Sequence[Mapping[Any, Any]] = (
+        inline
+        if inline is not None
+        else (await conn.execute(_LATEST_OR_EARLIER, params)).mappings().all()
+    )
     for row in rows:
-        if row.lookup == "token":
-            mapping = dict(row._mapping)
-            del mapping["lookup"]
-            return mapping, None
+        if row["lookup"] == "token":
+            found = dict(row)
+            del found["lookup"]
+            return found, None
     return None, _earlier_token(rows, email_key)
 
 
@@ -208,6 +221,13 @@ async def incomplete_row(conn: WriteConnection, source: str, person_key: str) ->
 async def insert_deliveries(
     conn: WriteConnection, rows: Mapping[str, Any] | Sequence[Mapping[str, Any]]
 ) -> None:
+    if isinstance(rows, Mapping):
+        columns = tuple(rows)
+        prepared = _INSERT_SQLITE.get(columns)
+        if prepared is None and len(_INSERT_SQLITE) < 32:
+            prepared = _INSERT_SQLITE[columns] = Prepared(_INSERT_DELIVERY, list(columns))
+        if prepared is not None and prepared.run(conn, rows):
+            return
     await conn.execute(_INSERT_DELIVERY, rows)
 
 
