@@ -159,17 +159,15 @@ async def _accept_in(
     if token is None:
         token = contact_token(email=contact.email, phone=contact.phone, person_key=person_key)
     # One look at the person's latest delivery: a waiting one (merged into), else the
-    # latest delivered/failed one (whose details and contact id carry over).
-    found = await sql.latest_for_token(conn, token)
-    if found is None:
-        # Nothing under this token: the same person may have come before under another
-        # one (phone only then, email now; an invalid email dropped). Reuse it, or
-        # Rocket.Chat would get a second contact for them.
-        keys = person_keys(contact.as_dict())
-        earlier = await sql.earlier_token(conn, keys["email_key"], keys["phone_key"], token)
-        if earlier is not None:
-            token = earlier
-            found = await sql.latest_for_token(conn, token)
+    # latest delivered/failed one (whose details and contact id carry over). With nothing
+    # under this token, the same person may have come before under another one (phone
+    # only then, email now; an invalid email dropped): reuse it, or Rocket.Chat would get
+    # a second contact for them. Both are looked up in one statement.
+    keys = person_keys(contact.as_dict())
+    found, earlier = await sql.latest_or_earlier(conn, token, keys["email_key"], keys["phone_key"])
+    if earlier is not None:
+        token = earlier
+        found = await sql.latest_for_token(conn, token)
     if key:
         await sql.save_person(conn, source, key, raw, token, now)
     if found is not None and found["status"] == PENDING:

@@ -11,20 +11,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, case, or_, select, update
+from sqlalchemy import bindparam, case, literal_column, select, union_all, update
 
 from adapter.core.records import DELIVERED, DELIVERING, FAILED, PENDING, REJECTED, DeliveryRecord
 from adapter.ledger.schema import deliveries, delivery_events, people
-from adapter.ledger.sqlite_writer import WriteConnection
+from adapter.ledger.sqlite_writer import Prepared, WriteConnection
 
 __all__ = [
-    "earlier_token",
     "events_seen",
     "incomplete_row",
     "insert_deliveries",
     "insert_events",
     "known_for_tokens",
     "latest_for_token",
+    "latest_or_earlier",
     "person",
     "plan_each_batch",
     "record_events",
@@ -37,15 +37,24 @@ __all__ = [
 d = deliveries.c
 _INSERT_EVENT = delivery_events.insert()
 
+
+def _status(name: str) -> Any:
+    """A status as an SQL literal, not a bound parameter: SQLite prepares a statement again
+    on every execution when a parameter is compared with ``status``, because the partial
+    indexes on ``status = 'pending'`` (and on delivered/failed) may or may not apply
+    depending on its value (about 80 µs each time, 5x the lookup itself)."""
+    return literal_column(f"'{name}'")
+
+
 _LATEST_FOR_TOKEN = (
     select(deliveries)
-    # Equalities, not IN (…): an IN list is an "expanding" parameter that SQLAlchemy
-    # renders again on every execution; this runs once per accepted contact.
+    # Literals, not IN (…) of parameters: an IN list is an "expanding" parameter that
+    # SQLAlchemy renders again on every execution; this runs once per accepted contact.
     .where(
         d.token == bindparam("token"),
-        or_(*(d.status == status for status in (PENDING, DELIVERED, DELIVERING, FAILED))),
+        d.status.in_([_status(s) for s in (PENDING, DELIVERED, DELIVERING, FAILED)]),
     )
-    .order_by(case((d.status == PENDING, 0), else_=1), d.created_at.desc())
+    .order_by(case((d.status == _status(PENDING), 0), else_=1), d.created_at.desc())
     .limit(1)
     .with_for_update()
 )
@@ -76,30 +85,52 @@ _INCOMPLETE = (
     .where(
         d.source == bindparam("source"),
         d.person_key == bindparam("person_key"),
-        d.status == REJECTED,
+        d.status == _status(REJECTED),
     )
     .order_by(d.created_at.desc())
     .limit(1)
 )
 
 
-def _earlier_query(column: Any) -> Any:
+def _earlier_query(column: Any, key: str) -> Any:
     return (
-        select(d.token, d.created_at, d.email_key)
+        select(deliveries)
         .where(
-            column == bindparam("key"),
+            column == bindparam(key),
             d.token.is_not(None),
             d.token != bindparam("token"),
-            d.status != REJECTED,
+            d.status != _status(REJECTED),
         )
         .order_by(d.created_at.desc())
         .limit(1)
     )
 
 
-# The same person under another token: the latest delivery with the same email, or phone.
-_EARLIER_BY_EMAIL = _earlier_query(d.email_key)
-_EARLIER_BY_PHONE = _earlier_query(d.phone_key)
+# The lookups of a new submission, in one statement (each a statement of its own costs
+# some 60 µs of SQLAlchemy's execution on top of SQLite's 10-20 µs): the person's latest
+# delivery under the token (tagged "token"), and, for when there is none, the same person
+# under another token: the latest delivery with the same email ("email") and the latest
+# with the same phone ("phone"); a NULL key finds nothing. Each is a subquery so its
+# ORDER BY / LIMIT (and the token's FOR UPDATE, on PostgreSQL) applies to it alone.
+_LOOKUP_TAGS = ("token", "email", "phone")
+_LATEST_OR_EARLIER = union_all(
+    *(
+        select(literal_column(f"'{tag}'").label("lookup"), sub)
+        for tag, sub in zip(
+            _LOOKUP_TAGS,
+            (
+                _LATEST_FOR_TOKEN.subquery("by_token"),
+                _earlier_query(d.email_key, "email_key").subquery("by_email"),
+                _earlier_query(d.phone_key, "phone_key").subquery("by_phone"),
+            ),
+            strict=True,
+        )
+    )
+)
+_LATEST_OR_EARLIER_SQLITE = Prepared(_LATEST_OR_EARLIER)
+_LATEST_FOR_TOKEN_SQLITE = Prepared(_LATEST_FOR_TOKEN)
+# A new row's INSERT compiled for the SQLite writer, one per set of columns given.
+_INSERT_SQLITE: dict[tuple[str, ...], Prepared] = {}
 
 
 async def person(conn: WriteConnection, source: str, key: str) -> Mapping[Any, Any] | None:
@@ -137,29 +168,47 @@ async def save_person(
 
 async def latest_for_token(conn: WriteConnection, token: str) -> Mapping[Any, Any] | None:
     """The person's waiting delivery, else their latest delivered/failed one."""
-    return (await conn.execute(_LATEST_FOR_TOKEN, {"token": token})).mappings().first()
+    params = {"token": token}
+    rows = _LATEST_FOR_TOKEN_SQLITE.rows(conn, params)
+    if rows is not None:
+        return rows[0] if rows else None
+    return (await conn.execute(_LATEST_FOR_TOKEN, params)).mappings().first()
 
 
-async def earlier_token(
-    conn: WriteConnection, email_key: str | None, phone_key: str | None, token: str
-) -> str | None:
-    """The token of the person's most recent earlier delivery under another token:
-    same email, or same phone unless that delivery has another email (two emails on one
-    phone may well be two people: a shared office or family number)."""
-    found: list[Any] = []
-    if email_key:
-        params = {"key": email_key, "token": token}
-        found += (await conn.execute(_EARLIER_BY_EMAIL, params)).all()
-    if phone_key:
-        params = {"key": phone_key, "token": token}
-        found += [
-            row
-            for row in await conn.execute(_EARLIER_BY_PHONE, params)
-            if not (email_key and row.email_key and row.email_key != email_key)
-        ]
+def _earlier_token(found: Sequence[Mapping[Any, Any]], email_key: str | None) -> str | None:
+    """The token of the person's most recent earlier delivery under another token, of
+    those found by email and by phone: same email, or same phone unless that delivery has
+    another email (two emails on one phone may well be two people: a shared office or
+    family number)."""
+    found = [
+        row
+        for row in sorted(found, key=lambda row: _LOOKUP_TAGS.index(row["lookup"]))  # email 1st
+        if not (email_key and row["email_key"] and row["email_key"] != email_key)
+    ]
     if not found:
         return None
-    return str(max(found, key=lambda row: row.created_at).token)
+    return str(max(found, key=lambda row: row["created_at"])["token"])
+
+
+async def latest_or_earlier(
+    conn: WriteConnection, token: str, email_key: str | None, phone_key: str | None
+) -> tuple[Mapping[Any, Any] | None, str | None]:
+    """The person's waiting or latest delivery under ``token`` (as :func:`latest_for_token`),
+    or else None and the token of their most recent earlier delivery under another one
+    by ``email_key`` or ``phone_key`` (None when there is none): one statement."""
+    params = {"token": token, "email_key": email_key or None, "phone_key": phone_key or None}
+    inline = _LATEST_OR_EARLIER_SQLITE.rows(conn, params)
+    rows: Sequence[Mapping[Any, Any]] = (
+        inline
+        if inline is not None
+        else (await conn.execute(_LATEST_OR_EARLIER, params)).mappings().all()
+    )
+    for row in rows:
+        if row["lookup"] == "token":
+            found = dict(row)
+            del found["lookup"]
+            return found, None
+    return None, _earlier_token(rows, email_key)
 
 
 async def incomplete_row(conn: WriteConnection, source: str, person_key: str) -> str | None:
@@ -172,6 +221,13 @@ async def incomplete_row(conn: WriteConnection, source: str, person_key: str) ->
 async def insert_deliveries(
     conn: WriteConnection, rows: Mapping[str, Any] | Sequence[Mapping[str, Any]]
 ) -> None:
+    if isinstance(rows, Mapping):
+        columns = tuple(rows)
+        prepared = _INSERT_SQLITE.get(columns)
+        if prepared is None and len(_INSERT_SQLITE) < 32:
+            prepared = _INSERT_SQLITE[columns] = Prepared(_INSERT_DELIVERY, list(columns))
+        if prepared is not None and prepared.run(conn, rows):
+            return
     await conn.execute(_INSERT_DELIVERY, rows)
 
 
@@ -233,7 +289,7 @@ async def waiting_for_tokens(
     """The pending deliveries of these people (locked for the transaction)."""
     query = (
         select(d.id, d.token, d.fields, d.warnings, d.contact_manager)
-        .where(d.token.in_(set(tokens)), d.status == PENDING)
+        .where(d.token.in_(set(tokens)), d.status == _status(PENDING))
         .with_for_update()
     )
     return list((await conn.execute(query)).mappings())
@@ -245,7 +301,10 @@ async def known_for_tokens(
     """Each person's latest delivered/delivering/failed delivery."""
     query = (
         select(d.token, d.fields, d.contact_id, d.contact_manager)
-        .where(d.token.in_(set(tokens)), d.status.in_((DELIVERED, DELIVERING, FAILED)))
+        .where(
+            d.token.in_(set(tokens)),
+            d.status.in_([_status(s) for s in (DELIVERED, DELIVERING, FAILED)]),
+        )
         .order_by(d.created_at.desc())
     )
     known: dict[str, Mapping[Any, Any]] = {}
