@@ -13,7 +13,7 @@ from sqlalchemy import func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapter.core.records import PENDING, Attempt, DeliveryRecord
-from adapter.ledger.schema import deliveries, delivery_attempts
+from adapter.ledger.schema import deliveries, delivery_attempts, status_is
 from adapter.ledger.sqlite_writer import WriteConnection
 
 __all__ = ["NEXT_DUE", "LedgerReads"]
@@ -21,7 +21,7 @@ __all__ = ["NEXT_DUE", "LedgerReads"]
 T = TypeVar("T")
 d = deliveries.c
 _UNNOTIFIED = text("notified_at IS NULL AND status IN ('delivered', 'failed')")  # partial index
-NEXT_DUE = select(func.min(d.next_attempt_at)).where(d.status == PENDING)
+NEXT_DUE = select(func.min(d.next_attempt_at)).where(status_is(PENDING))
 
 
 class LedgerReads:
@@ -93,7 +93,7 @@ class LedgerReads:
     async def oldest_pending(self) -> float | None:
         """``created_at`` of the oldest pending delivery."""
         async with self.engine.connect() as conn:
-            found = await conn.scalar(select(func.min(d.created_at)).where(d.status == PENDING))
+            found = await conn.scalar(select(func.min(d.created_at)).where(status_is(PENDING)))
         return float(found) if found is not None else None
 
     async def recent_attempts(self, since: float) -> list[tuple[str, int, float, float]]:

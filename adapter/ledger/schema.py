@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -37,6 +38,7 @@ from sqlalchemy import (
     Table,
     Text,
     inspect,
+    literal_column,
     select,
     text,
 )
@@ -67,9 +69,22 @@ __all__ = [
     "normalize_database_url",
     "people",
     "sqlite_writer_engine",
+    "status_is",
 ]
 
 SCHEMA_VERSION = 4
+
+
+def status_is(*names: str) -> Any:
+    """``deliveries.status`` equal to one of ``names``, written into the SQL as literals:
+    SQLite prepares a statement again on every execution when a bound parameter is
+    compared with ``status``, since the partial indexes on it may or may not apply
+    depending on the value. The names are the code's own constants, never input."""
+    values: list[Any] = [literal_column("'" + name.replace("'", "''") + "'") for name in names]
+    column = deliveries.c.status
+    return column == values[0] if len(values) == 1 else column.in_(values)
+
+
 metadata = MetaData()
 
 deliveries = Table(

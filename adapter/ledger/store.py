@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, literal_column, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -34,7 +34,7 @@ from adapter.core.records import (
 from adapter.ledger.engine import sqlite_writer_engine
 from adapter.ledger.reads import NEXT_DUE as _NEXT_DUE
 from adapter.ledger.reads import LedgerReads
-from adapter.ledger.schema import deliveries, delivery_attempts, delivery_events
+from adapter.ledger.schema import deliveries, delivery_attempts, delivery_events, status_is
 from adapter.ledger.sqlite_writer import SQLiteWriter, WriteConnection
 
 __all__ = ["LedgerStore", "WriteConnection"]
@@ -83,7 +83,7 @@ def _token_busy(now: float) -> Any:
     other = deliveries.alias("other")
     return exists().where(
         other.c.token == d.token,
-        other.c.status == DELIVERING,
+        other.c.status == literal_column("'delivering'"),
         other.c.lease_until > now,
         other.c.id != d.id,
     )
@@ -186,7 +186,7 @@ class LedgerStore(LedgerReads):
         async def _tx(conn: WriteConnection) -> Any:
             query = (
                 update(deliveries)
-                .where(d.id == delivery_id, d.status == PENDING)
+                .where(d.id == delivery_id, status_is(PENDING))
                 .where(~_token_busy(now))
                 .values(
                     status=DELIVERING, lease_owner=owner, lease_until=now + lease, updated_at=now
@@ -216,8 +216,8 @@ class LedgerStore(LedgerReads):
         ``take_over``: also take rows whose worker died (lease expired), recording the
         lost attempt; one whose person has a newer pending delivery is folded into it.
         """
-        expired = and_(d.status == DELIVERING, d.lease_until < now)
-        waiting = and_(d.status == PENDING, d.next_attempt_at <= now)
+        expired = and_(status_is(DELIVERING), d.lease_until < now)
+        waiting = and_(status_is(PENDING), d.next_attempt_at <= now)
         not_busy = ~_token_busy(now)
         due = or_(waiting, expired)
 
@@ -292,7 +292,7 @@ class LedgerStore(LedgerReads):
         async def _tx(conn: WriteConnection) -> None:
             await conn.execute(
                 update(deliveries)
-                .where(d.id.in_(list(ids)), d.lease_owner == owner, d.status == DELIVERING)
+                .where(d.id.in_(list(ids)), d.lease_owner == owner, status_is(DELIVERING))
                 .values(lease_until=until)
             )
 
@@ -302,7 +302,7 @@ class LedgerStore(LedgerReads):
         """``owner``'s claimed rows become pending again (or fold into a newer sibling)."""
 
         async def _tx(conn: WriteConnection) -> None:
-            query = select(deliveries).where(d.lease_owner == owner, d.status == DELIVERING)
+            query = select(deliveries).where(d.lease_owner == owner, status_is(DELIVERING))
             for row in (await conn.execute(query)).mappings().all():
                 record = DeliveryRecord.from_row(row)
                 other = await self._pending_sibling(conn, record)
@@ -396,7 +396,7 @@ class LedgerStore(LedgerReads):
         async def _tx(conn: WriteConnection) -> None:
             await conn.execute(
                 update(deliveries)
-                .where(d.status == PENDING, d.next_attempt_at < until)
+                .where(status_is(PENDING), d.next_attempt_at < until)
                 .values(next_attempt_at=until)
             )
 
@@ -409,7 +409,7 @@ class LedgerStore(LedgerReads):
         async def _tx(conn: WriteConnection) -> int:
             changed = await conn.execute(
                 update(deliveries)
-                .where(d.status == PENDING, d.next_attempt_at > now, d.attempts > 0)
+                .where(status_is(PENDING), d.next_attempt_at > now, d.attempts > 0)
                 .values(next_attempt_at=now)
             )
             return int(changed.rowcount)
@@ -437,8 +437,12 @@ class LedgerStore(LedgerReads):
         async def _tx(conn: WriteConnection) -> int:
             changed = await conn.execute(
                 update(deliveries)
-                .where(d.id == delivery_id, d.status == FAILED)
-                .where(~exists().where(waiting.c.token == d.token, waiting.c.status == PENDING))
+                .where(d.id == delivery_id, status_is(FAILED))
+                .where(
+                    ~exists().where(
+                        waiting.c.token == d.token, waiting.c.status == literal_column("'pending'")
+                    )
+                )
                 .values(
                     status=PENDING,
                     attempts=0,
@@ -462,7 +466,7 @@ class LedgerStore(LedgerReads):
             return None
         query = (
             select(deliveries)
-            .where(d.token == record.token, d.status == PENDING, d.id != record.id)
+            .where(d.token == record.token, status_is(PENDING), d.id != record.id)
             .with_for_update()
         )
         return (await conn.execute(query)).mappings().first()
@@ -485,7 +489,7 @@ class LedgerStore(LedgerReads):
         condition = (
             d.lease_owner == owner
             if owner is not None
-            else and_(d.status == DELIVERING, d.lease_until < now)
+            else and_(status_is(DELIVERING), d.lease_until < now)
         )
         changed = await conn.execute(
             update(deliveries)
