@@ -375,19 +375,7 @@ class SlackService:
     async def _recent(self, event_id: str, now: float) -> Outcome | None:
         """The delivery of the same command sent less than a minute ago, if any."""
         record = await self.queue.find_event(SOURCE, event_id, since=now - DUPLICATE_WINDOW)
-        if record is None:
-            return None
-        return Outcome(
-            status=record.status,
-            delivery_id=record.id,
-            duplicate=True,
-            contact=record.contact,
-            contact_id=record.contact_id,
-            contact_url=(
-                self.queue.client.contact_url(record.contact_id) if record.contact_id else None
-            ),
-            last_error=record.last_error,
-        )
+        return self.queue.outcome_of(record, duplicate=True) if record is not None else None
 
     def _message(self, outcome: Outcome, *, duplicate: bool | None = None) -> dict[str, Any]:
         return blocks.outcome_message(
