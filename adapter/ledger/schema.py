@@ -43,7 +43,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.schema import CreateColumn, CreateIndex
 
@@ -221,6 +221,12 @@ async def migrate(engine: AsyncEngine) -> int:
     for attempt in range(10):
         try:
             return await _migrate_once(engine, postgres)
+        except IntegrityError:
+            # SQLite: another process starting at the same moment recorded the schema
+            # version first (both saw none): the loser looks again.
+            if postgres or attempt == 9:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))  # noqa: sleep-ok - let the winner commit
         except OperationalError as exc:
             # SQLite has no advisory lock: two processes starting together may both try
             # to create a table or column; the loser sees "already exists" and looks again.
