@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, literal_column, select, union_all, update
 
 from adapter.core.records import DELIVERED, DELIVERING, FAILED, PENDING, REJECTED, DeliveryRecord
-from adapter.ledger.schema import deliveries, delivery_events, people
+from adapter.ledger.schema import deliveries, delivery_events, people, status_is
 from adapter.ledger.sqlite_writer import Prepared, WriteConnection
 
 __all__ = [
@@ -38,23 +38,15 @@ d = deliveries.c
 _INSERT_EVENT = delivery_events.insert()
 
 
-def _status(name: str) -> Any:
-    """A status as an SQL literal, not a bound parameter: SQLite prepares a statement again
-    on every execution when a parameter is compared with ``status``, because the partial
-    indexes on ``status = 'pending'`` (and on delivered/failed) may or may not apply
-    depending on its value (about 80 µs each time, 5x the lookup itself)."""
-    return literal_column(f"'{name}'")
-
-
 _LATEST_FOR_TOKEN = (
     select(deliveries)
     # Literals, not IN (…) of parameters: an IN list is an "expanding" parameter that
     # SQLAlchemy renders again on every execution; this runs once per accepted contact.
     .where(
         d.token == bindparam("token"),
-        d.status.in_([_status(s) for s in (PENDING, DELIVERED, DELIVERING, FAILED)]),
+        status_is(PENDING, DELIVERED, DELIVERING, FAILED),
     )
-    .order_by(case((d.status == _status(PENDING), 0), else_=1), d.created_at.desc())
+    .order_by(case((status_is(PENDING), 0), else_=1), d.created_at.desc())
     .limit(1)
     .with_for_update()
 )
@@ -85,7 +77,7 @@ _INCOMPLETE = (
     .where(
         d.source == bindparam("source"),
         d.person_key == bindparam("person_key"),
-        d.status == _status(REJECTED),
+        status_is(REJECTED),
     )
     .order_by(d.created_at.desc())
     .limit(1)
@@ -99,7 +91,7 @@ def _earlier_query(column: Any, key: str) -> Any:
             column == bindparam(key),
             d.token.is_not(None),
             d.token != bindparam("token"),
-            d.status != _status(REJECTED),
+            ~status_is(REJECTED),
         )
         .order_by(d.created_at.desc())
         .limit(1)
@@ -289,7 +281,7 @@ async def waiting_for_tokens(
     """The pending deliveries of these people (locked for the transaction)."""
     query = (
         select(d.id, d.token, d.fields, d.warnings, d.contact_manager)
-        .where(d.token.in_(set(tokens)), d.status == _status(PENDING))
+        .where(d.token.in_(set(tokens)), status_is(PENDING))
         .with_for_update()
     )
     return list((await conn.execute(query)).mappings())
@@ -303,7 +295,7 @@ async def known_for_tokens(
         select(d.token, d.fields, d.contact_id, d.contact_manager)
         .where(
             d.token.in_(set(tokens)),
-            d.status.in_([_status(s) for s in (DELIVERED, DELIVERING, FAILED)]),
+            status_is(DELIVERED, DELIVERING, FAILED),
         )
         .order_by(d.created_at.desc())
     )

@@ -81,15 +81,6 @@ class LedgerReads:
                 result.setdefault(source, {})[status] = int(count)
         return result
 
-    async def next_due(self) -> float | None:
-        """The earliest ``next_attempt_at`` among pending deliveries (None: none pending)."""
-
-        async def _read(conn: WriteConnection) -> Any:
-            return (await conn.execute(NEXT_DUE)).scalar()
-
-        found = await self.read(_read)
-        return float(found) if found is not None else None
-
     async def oldest_pending(self) -> float | None:
         """``created_at`` of the oldest pending delivery."""
         async with self.engine.connect() as conn:

@@ -75,13 +75,14 @@ __all__ = [
 SCHEMA_VERSION = 4
 
 
-def status_is(*names: str) -> Any:
-    """``deliveries.status`` equal to one of ``names``, written into the SQL as literals:
-    SQLite prepares a statement again on every execution when a bound parameter is
-    compared with ``status``, since the partial indexes on it may or may not apply
-    depending on the value. The names are the code's own constants, never input."""
+def status_is(*names: str, column: Any = None) -> Any:
+    """``deliveries.status`` (or ``column``, the same column of an alias) equal to one of
+    ``names``, written into the SQL as literals: SQLite prepares a statement again on every
+    execution when a bound parameter is compared with ``status``, since the partial indexes
+    on it may or may not apply depending on the value. The names are the code's own
+    constants, never input."""
     values: list[Any] = [literal_column("'" + name.replace("'", "''") + "'") for name in names]
-    column = deliveries.c.status
+    column = deliveries.c.status if column is None else column
     return column == values[0] if len(values) == 1 else column.in_(values)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, bindparam, exists, func, literal_column, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -61,7 +61,6 @@ _FINISH = (
     )
     .returning(d.contact_id, d.strategy)
 )
-_INSERT_EVENT = delivery_events.insert()
 _INSERT_ATTEMPT = delivery_attempts.insert()
 _FIND_EVENT = (
     select(deliveries, delivery_events.c.created_at.label("event_created_at"))
@@ -83,7 +82,7 @@ def _token_busy(now: float) -> Any:
     other = deliveries.alias("other")
     return exists().where(
         other.c.token == d.token,
-        other.c.status == literal_column("'delivering'"),
+        status_is(DELIVERING, column=other.c.status),
         other.c.lease_until > now,
         other.c.id != d.id,
     )
@@ -440,7 +439,7 @@ class LedgerStore(LedgerReads):
                 .where(d.id == delivery_id, status_is(FAILED))
                 .where(
                     ~exists().where(
-                        waiting.c.token == d.token, waiting.c.status == literal_column("'pending'")
+                        waiting.c.token == d.token, status_is(PENDING, column=waiting.c.status)
                     )
                 )
                 .values(
