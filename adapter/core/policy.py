@@ -95,6 +95,7 @@ class Delivered:
     strategy: str
     outcome = "delivered"
     answered = True  # Rocket.Chat answered: an outage, if any, is over
+    error = None  # every decision has an error (the attempt's), this one none
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ class WaitUntil:
 class Pause:
     """Credentials (401) or a permission (403) refused: stop delivering until fixed."""
 
-    reason: str
+    error: str  # why: the credentials or the permission Rocket.Chat refused
     permission: bool  # 403: only a real call can tell when it is granted
     outcome = "paused"
     answered = True
@@ -173,7 +174,7 @@ def after_attempt(
     if isinstance(result, RateLimited):
         return WaitUntil(at=result.reset_at, error=str(result))
     if isinstance(result, ConfigurationError):
-        return Pause(reason=str(result), permission=isinstance(result, PermissionDenied))
+        return Pause(error=str(result), permission=isinstance(result, PermissionDenied))
     if isinstance(result, ContactRejected):
         return Reject(error=f"Rocket.Chat rejected the contact: {result.message}")
     answered: bool | None

@@ -122,7 +122,7 @@ class DeliveryQueue:
 
     async def submit(self, submission: Submission, *, wait: float | None = None) -> Outcome:
         """Validate and durably accept a contact; optionally try it now for ``wait`` seconds."""
-        submission, seen = await self._seen_before(submission)
+        submission, seen = await intake.seen_before(self.store, submission)
         if seen is not None:
             metrics.CONTACTS.labels(submission.channel, "duplicate").inc()
             return self.outcome_of(seen, duplicate=True)
@@ -155,7 +155,7 @@ class DeliveryQueue:
             except IntegrityError:
                 # A concurrent accept for the same event or person won the race: look again.
                 # (Of several event ids, one recorded meanwhile is dropped, the rest goes on.)
-                submission, seen = await self._seen_before(submission)
+                submission, seen = await intake.seen_before(self.store, submission)
                 if seen is not None:
                     return self.outcome_of(seen, duplicate=True)
                 if attempt == 2:
@@ -174,11 +174,6 @@ class DeliveryQueue:
         self, submission: Submission, raw: Mapping[str, Any], *, hold: float
     ) -> Outcome:
         return await intake.accept(self.store, self.settings, submission, raw, hold=hold)
-
-    async def _seen_before(
-        self, submission: Submission
-    ) -> tuple[Submission, DeliveryRecord | None]:
-        return await intake.seen_before(self.store, submission)
 
     async def find_event(
         self, source: str, event_id: str, *, since: float | None = None
@@ -367,17 +362,16 @@ class DeliveryQueue:
             rules=self.settings,
             rng=self.rng,
         )
-        error = decision.reason if isinstance(decision, Pause) else getattr(decision, "error", None)
         attempt = Attempt(
             started_at=started,
             duration=time.monotonic() - clock,
             outcome=decision.outcome,
-            error=error,
+            error=decision.error,
             contact_id=decision.contact_id if isinstance(decision, Delivered) else None,
             worker=self.owner,
         )
         await self._learn(decision, now)
-        await self._carry_out(record, decision, attempt, result, waiter)
+        await self._carry_out(record, decision, attempt, result, waiter, now=now)
 
     async def _learn(self, decision: Decision, now: float) -> None:
         """What the answer says about Rocket.Chat: reachable or not, paused or not."""
@@ -390,7 +384,7 @@ class DeliveryQueue:
                 await self.store.due_now(now)
                 self.wakeup.set()
         elif decision.answered is False and self.gate.unanswered(now, self.rng):
-            log.warning("rocketchat_outage", error=getattr(decision, "error", None))
+            log.warning("rocketchat_outage", error=decision.error)
 
     async def _carry_out(
         self,
@@ -399,10 +393,13 @@ class DeliveryQueue:
         attempt: Attempt,
         result: tuple[str, str] | BaseException,
         waiter: Waiter | None,
+        *,
+        now: float,
     ) -> None:
         bound = log.bind(delivery_id=record.id, source=record.source, attempt=record.attempts + 1)
         metrics.ATTEMPTS.labels(decision.outcome).inc()
-        now = time.time()
+        if decision.answered is None:  # a bug of ours, retried or given up on
+            bound.error("delivery_crashed", exc_info=result)
         release = self.store.release
         if isinstance(decision, Delivered):
             if self.gate.paused_reason is not None:
@@ -428,14 +425,14 @@ class DeliveryQueue:
             )
             await self.store.postpone_due(decision.at)
         elif isinstance(decision, Pause):
-            if self.gate.pause(decision.reason, permission=decision.permission):
-                bound.error("delivery_paused", reason=decision.reason)
+            if self.gate.pause(decision.error, permission=decision.permission):
+                bound.error("delivery_paused", reason=decision.error)
             await release(
                 record,
                 owner=self.owner,
                 now=now,
                 next_attempt_at=now,
-                last_error=decision.reason,
+                last_error=decision.error,
                 attempt=attempt,
             )
         elif isinstance(decision, Reject):
@@ -455,8 +452,6 @@ class DeliveryQueue:
                 attempt=attempt,
             )
         elif isinstance(decision, Retry):
-            if decision.answered is None:
-                bound.error("delivery_crashed", exc_info=result)
             bound.info("delivery_retry", delay=round(decision.at - now, 2), error=decision.error)
             await release(
                 record,
