@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from adapter.core.contact import Contact
-from adapter.core.records import Submission, merge_into, new_row
+from adapter.core.records import Submission, carried_over, merge_into, new_row
 from adapter.delivery.notify import plan
 
 NOW = 1_800_000_000.0
@@ -75,3 +75,16 @@ def test_a_caller_waiting_alone_is_told_in_its_answer() -> None:
     assert not told.told_here and told.others == [other]
     assert plan([], None, caller_waiting=False).told_here  # nobody to tell
     assert not plan([own], None, caller_waiting=False).told_here  # the notifier tells it
+
+
+def test_a_new_delivery_carries_over_what_the_persons_last_one_held() -> None:
+    previous = waiting(contact_id="rc-7", contact_manager="agent.jones", status="delivered")
+    merged, carried = carried_over(previous, Contact(name="Chris D.", phone="+14155552671"), None)
+    assert merged.name == "Chris D." and merged.email == "chris@example.com"
+    assert carried["fields"] == merged.as_dict() and carried["phone_key"] == "+14155552671"
+    assert carried["contact_id"] == "rc-7" and carried["contact_manager"] == "agent.jones"
+    _, named = carried_over(previous, Contact(name="Chris D."), "agent.smith")
+    assert named["contact_manager"] == "agent.smith"  # the submission's own manager wins
+    first, nothing = carried_over(None, Contact(name="Ann"), "agent.smith")
+    assert first.name == "Ann"
+    assert nothing == {"contact_id": None, "contact_manager": "agent.smith"}

@@ -32,6 +32,7 @@ __all__ = [
     "Notifier",
     "Outcome",
     "Submission",
+    "carried_over",
     "contact_of",
     "merge_into",
     "merge_raw",
@@ -316,6 +317,24 @@ def new_row(
         "queued_at": now,
         "extra_callbacks": None,
         **person_keys(fields if status != REJECTED else {}),
+    }
+
+
+def carried_over(
+    previous: Mapping[Any, Any] | None, contact: Contact, contact_manager: str | None
+) -> tuple[Contact, dict[str, Any]]:
+    """A new delivery for a person: what their latest delivered or failed one (``previous``)
+    held carries over, ``contact`` winning; so do its contact id and, unless this
+    submission names one, its contact manager. Returns the contact and the row's columns."""
+    if previous is None:
+        return contact, {"contact_id": None, "contact_manager": contact_manager}
+    merged = contact_of(previous["fields"]).merged_with(contact)
+    fields = merged.as_dict()
+    return merged, {
+        "fields": fields,
+        **person_keys(fields),
+        "contact_id": previous["contact_id"],
+        "contact_manager": contact_manager or previous["contact_manager"],
     }
 
 

@@ -27,7 +27,7 @@ from adapter.core.records import (
     DeliveryRecord,
     Outcome,
     Submission,
-    contact_of,
+    carried_over,
     merge_into,
     merge_raw,
     new_row,
@@ -183,16 +183,10 @@ async def _accept_in(
         await sql.record_events(conn, source, submission.event_ids, found["id"], now)
         return Outcome(status=PENDING, delivery_id=found["id"], contact=merged, warnings=warnings)
 
-    merged = contact
-    contact_id = None
-    manager = submission.contact_manager
-    if found is not None:  # delivered or failed before: what we knew carries over
-        merged = contact_of(found["fields"]).merged_with(contact)
-        contact_id = found["contact_id"]
-        manager = manager or found["contact_manager"]
+    # Delivered or failed before (or nobody): what we knew carries over.
+    merged, carried = carried_over(found, contact, submission.contact_manager)
     row = new_row(submission, uuid.uuid4().hex, PENDING, merged.as_dict(), token, now)
-    row.update(contact_manager=manager, next_attempt_at=now + hold)
-    row.update(warnings=warnings or None, contact_id=contact_id)
+    row.update(carried, next_attempt_at=now + hold, warnings=warnings or None)
     incomplete = await sql.incomplete_row(conn, source, key) if key else None
     if incomplete is not None:
         # The person was rejected as incomplete before and now is complete: that row
@@ -304,10 +298,8 @@ async def accept_many(
         if seen:
             seen_records = await sql.records(conn, seen.values())
         wanted = set(tokens.values())
-        waiting = {
-            row["token"]: {**row, "changed": False}
-            for row in await sql.waiting_for_tokens(conn, wanted)
-        }
+        waiting = {row["token"]: dict(row) for row in await sql.waiting_for_tokens(conn, wanted)}
+        touched: set[str] = set()  # tokens whose waiting row this batch merged into
         known = await sql.known_for_tokens(conn, wanted)
 
         result: dict[int, Outcome] = {}
@@ -328,7 +320,7 @@ async def accept_many(
             entry = new_rows.get(token)
             if entry is None and token in waiting:
                 entry = waiting[token]
-                entry["changed"] = True
+                touched.add(token)
             if entry is not None:  # the person waits already (or came earlier in the batch)
                 merged, values = merge_into(
                     entry, contact, contact_manager=submission.contact_manager, warnings=warnings
@@ -336,17 +328,11 @@ async def accept_many(
                 entry.update(values, updated_at=now)
                 delivery_id = str(entry["id"])
             else:
-                merged = contact
-                previous = known.get(token)
-                row = new_row(submission, uuid.uuid4().hex, PENDING, contact.as_dict(), token, now)
-                if previous is not None:
-                    merged = contact_of(previous["fields"]).merged_with(contact)
-                    row.update(fields=merged.as_dict(), contact_id=previous["contact_id"])
-                    row.update(person_keys(row["fields"]))
-                    row["contact_manager"] = (
-                        submission.contact_manager or previous["contact_manager"]
-                    )
-                row["warnings"] = warnings or None
+                merged, carried = carried_over(
+                    known.get(token), contact, submission.contact_manager
+                )
+                row = new_row(submission, uuid.uuid4().hex, PENDING, merged.as_dict(), token, now)
+                row.update(carried, warnings=warnings or None)
                 new_rows[token] = row
                 delivery_id = str(row["id"])
             if submission.event_id:
@@ -364,11 +350,12 @@ async def accept_many(
             )
         if new_rows:
             await sql.insert_deliveries(conn, list(new_rows.values()))
-        for entry in waiting.values():
-            if entry.pop("changed"):
-                columns = ("fields", "email_key", "phone_key", "contact_manager", "warnings")
-                values = {c: entry[c] for c in columns if c in entry}
-                await sql.update_delivery(conn, entry["id"], {**values, "updated_at": now})
+        for token, entry in waiting.items():
+            if token not in touched:
+                continue
+            columns = ("fields", "email_key", "phone_key", "contact_manager", "warnings")
+            values = {c: entry[c] for c in columns if c in entry}
+            await sql.update_delivery(conn, entry["id"], {**values, "updated_at": now})
         if events:
             await sql.insert_events(conn, events)
         return result
