@@ -200,15 +200,15 @@ def test_claims_come_in_batches_while_every_connection_is_busy() -> None:
 
 def test_the_fast_path_is_closed_in_an_outage_a_pause_or_a_used_up_window() -> None:
     g = gate()
-    assert g.fast_path_open(NOW, rate_limited=False, busy=False)
-    assert not g.fast_path_open(NOW, rate_limited=True, busy=False)
-    assert not g.fast_path_open(NOW, rate_limited=False, busy=True)
+    assert g.fast_path_open(rate_limited=False, busy=False)
+    assert not g.fast_path_open(rate_limited=True, busy=False)
+    assert not g.fast_path_open(rate_limited=False, busy=True)
     g.pause("403", permission=True)
-    assert not g.fast_path_open(NOW, rate_limited=False, busy=False)
-    assert g.fast_path_open(NOW, rate_limited=False, busy=False, ignore_pause=True)
+    assert not g.fast_path_open(rate_limited=False, busy=False)
+    assert g.fast_path_open(rate_limited=False, busy=False, ignore_pause=True)
     g.resume()
     in_outage(g)
-    assert not g.fast_path_open(NOW, rate_limited=False, busy=False)
+    assert not g.fast_path_open(rate_limited=False, busy=False)
 
 
 # ----------------------------------------------------------------------------- rate limits

@@ -353,7 +353,6 @@ class Gate:
 
     def fast_path_open(
         self,
-        now: float,
         *,
         rate_limited: bool,
         busy: bool,

@@ -223,7 +223,6 @@ class DeliveryQueue:
         """Is trying a delivery right now sensible (not paused, no outage, room in the window)?"""
         pacer = self.client.pacer
         return self.gate.fast_path_open(
-            time.time(),
             rate_limited=pacer.wait_hint_any() is not None or pacer.exhausted(),
             busy=len(self.fast_tasks) >= self._fast_slots,
             ignore_pause=ignore_pause,
