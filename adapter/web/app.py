@@ -29,6 +29,7 @@ from adapter.ops.runtime import Runtime
 from adapter.settings import Settings, SettingsError, load_settings
 from adapter.web.admin import admin_routes as admin_page_routes
 from adapter.web.admin_api import admin_routes
+from adapter.web.privacy_api import privacy_routes
 
 __all__ = ["create_app"]
 
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/deliveries/{delivery_id:str}", delivery, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *admin_routes(settings, queue),
+        *privacy_routes(settings, queue),
     ]
     for channel in channels:
         routes.extend(channel.routes(context))
