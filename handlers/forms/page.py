@@ -20,7 +20,7 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from adapter.channels import Outcome, Settings, error_response
+from adapter.channels import Outcome, Settings, consent_given, error_response
 from handlers.api import outcome_response
 from handlers.forms.config import CONTACT_INPUTS, MAX_FIELDS, FormConfig, origin_of
 
@@ -200,6 +200,18 @@ class FormViews:
             )
         return views
 
+    def consent_view(self, errors: Mapping[str, str], checked: bool) -> dict[str, Any] | None:
+        """The consent checkbox (FORM_CONSENT_TEXT, or REQUIRE_CONSENT with a plain text)."""
+        text = self.settings.form_consent_text
+        if not text and not self.settings.require_consent:
+            return None
+        return {
+            "text": text or "I agree that these details are stored to answer me.",
+            "required": self.settings.require_consent,
+            "checked": checked,
+            "error": "Tick this box to send the form." if errors.get("consent") else "",
+        }
+
     def intro(self, default: str) -> str:
         if "email" not in self.required and "phone" not in self.required:
             return default + " Give an email address or a phone number, or both."
@@ -215,6 +227,7 @@ class FormViews:
         errors: Mapping[str, str] | None = None,
         hidden: Sequence[tuple[str, str]] = (),
         headers: Mapping[str, str] | None = None,
+        consented: bool = False,
     ) -> Response:
         errors = errors or {}
         root = request.scope.get("root_path", "")
@@ -243,6 +256,7 @@ class FormViews:
             ),
             notice=notice,
             fields=self.field_views(config, values or {}, errors),
+            consent=self.consent_view(errors, consented),
             honeypot=config.honeypot,
             hidden=list(hidden),
             action=f"{root}/forms/{config.name}",
@@ -277,7 +291,7 @@ class FormViews:
         if redirect and ok:
             return RedirectResponse(redirect, status_code=303, headers=dict(cors))
         if outcome.errors:
-            skip = {*config.fields.values(), config.honeypot}
+            skip = {*config.fields.values(), config.honeypot, "consent"}
             hidden = [(k, v) for k, v in pairs if k not in skip][:MAX_FIELDS]
             return self.form_page(
                 request,
@@ -287,6 +301,7 @@ class FormViews:
                 errors=outcome.errors,
                 hidden=hidden,
                 headers=cors,
+                consented=any(k == "consent" and consent_given(v) for k, v in pairs),
             )
         kind = {"delivered": "registered", "failed": "failed"}.get(outcome.status, "queued")
         return self.page.render(
