@@ -34,6 +34,7 @@ from adapter.channels import ChannelContext, client_address
 from adapter.core.records import STATUSES, Attempt, DeliveryRecord
 from adapter.core.redact import mask_message, masked_fields
 from adapter.ops.logs import redact_text
+from adapter.web.admin_privacy import forget_routes
 from adapter.web.admin_session import Sessions, Throttle, safe_next, same_secret
 
 __all__ = ["PAGE_SIZE", "admin_routes"]
@@ -522,4 +523,5 @@ def admin_routes(context: ChannelContext) -> list[BaseRoute]:
             admin.action(admin.retry),
             methods=["POST"],
         ),
+        *forget_routes(admin),  # "Forget this person" (adapter.web.admin_privacy)
     ]
