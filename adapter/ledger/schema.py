@@ -22,7 +22,7 @@ which worker), for the admin page's history of a delivery; 5 — ``deployment_ke
 deployment's generated secret (visitor tokens and kept digests are keyed with it, see
 :mod:`adapter.core.keys`) when ``DEPLOYMENT_SECRET`` does not set one; 6 — the data's
 lifecycle: ``deliveries.erased_at`` (when its personal data was erased, by retention or
-``forget``), ``consent_version``/``consent_at``, the partial indexes the retention sweep
+``forget``), ``consent_version``/``consent_at``, the indexes the retention sweep
 walks, and ``audit_log`` (erasures: who, when, how many rows; never the data).
 """
 
@@ -197,6 +197,8 @@ delivery_events = Table(
     Column("event_id", String(255), primary_key=True),
     Column("delivery_id", String(32), nullable=False),
     Column("created_at", Float, nullable=False),
+    # Schema 6: a delivery's events, for the retention sweep and forget (kept as digests).
+    Index("ix_delivery_events_delivery", "delivery_id"),
 )
 
 people = Table(
