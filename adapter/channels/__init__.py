@@ -4,7 +4,8 @@ A channel (see :mod:`adapter.channels.base`) turns requests into
 submissions for the delivery queue; everything it needs from the core is
 re-exported here: the channel protocol and context, the HTTP and signing helpers, the
 webhook plumbing (:mod:`adapter.channels.webhooks`), the contact checks and extraction,
-the payload readers, the delivery records and the settings. ``tests/test_layers.py``
+the payload readers, the delivery records, the settings, and the messenger conversations
+(the pure state machine of :mod:`adapter.core.conversation` and its durable store). ``tests/test_layers.py``
 keeps ``handlers/`` from importing anything else of ``adapter``.
 """
 
@@ -17,6 +18,7 @@ from adapter.channels.base import (
     discover_channels,
     notify_channel,
 )
+from adapter.channels.conversations import ConversationStore
 from adapter.channels.http import (
     BodyTooLarge,
     bearer_ok,
@@ -42,6 +44,16 @@ from adapter.core.contact import (
     FieldError,
     normalize_email,
     validate_contact,
+)
+from adapter.core.conversation import (
+    Conversation,
+    ConversationRules,
+    Incoming,
+    Reply,
+    Step,
+    advance,
+    language_of,
+    language_of_phone,
 )
 from adapter.core.extract import (
     Extraction,
@@ -82,19 +94,26 @@ __all__ = [
     "Channel",
     "ChannelContext",
     "ContactError",
+    "Conversation",
+    "ConversationRules",
+    "ConversationStore",
     "DeliveryRecord",
     "Extraction",
     "FieldError",
+    "Incoming",
     "Lookup",
     "Outcome",
     "PayloadError",
+    "Reply",
     "Settings",
     "SettingsError",
+    "Step",
     "Submission",
     "WebhookChannel",
     "WebhookEvent",
     "WebhookProvider",
     "WebhookRequest",
+    "advance",
     "bearer_ok",
     "body_digest",
     "check_timestamp",
@@ -109,6 +128,8 @@ __all__ = [
     "extract_contact",
     "json_kind",
     "json_object",
+    "language_of",
+    "language_of_phone",
     "map_answers",
     "mapped_value",
     "member",

@@ -18,7 +18,9 @@ and the index that finds outcomes not yet reported; 3 — ``deliveries.email_key
 lower-cased email) and ``deliveries.phone_key`` (the E.164 phone), indexed, so a person
 first seen by phone and later with an email keeps one token (rows from before stay NULL);
 4 — ``delivery_attempts``: one row per try at Rocket.Chat (when, how long, what came of it,
-which worker), for the admin page's history of a delivery.
+which worker), for the admin page's history of a delivery; 5 — ``conversations`` (what a
+messenger guest gave so far, until it expires) and ``conversation_events`` (the messenger
+updates already handled, for deduplication).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ from adapter.ledger.engine import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "conversation_events",
+    "conversations",
     "create_engine",
     "deliveries",
     "delivery_attempts",
@@ -72,7 +76,7 @@ __all__ = [
     "status_is",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def status_is(*names: str, column: Any = None) -> Any:
@@ -180,6 +184,30 @@ people = Table(
     Column("token", String(64)),
     Column("fields", JSON, nullable=False),  # raw fields as last given, merged
     Column("updated_at", Float, nullable=False),
+)
+
+# Schema 5: a messenger guest's conversation with the bot (Telegram, WhatsApp), one row per
+# (channel, chat), deleted once registered, cancelled or expired: it holds personal data.
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("channel", String(32), primary_key=True),
+    Column("chat_id", String(128), primary_key=True),
+    Column("state", JSON, nullable=False),  # adapter.core.conversation.Conversation.as_json()
+    Column("expires_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_conversations_expires", "expires_at"),
+)
+
+# The platform's update / message ids already handled (no personal data), kept longer than
+# the channel accepts a message as fresh, so a retry or replay is handled once.
+conversation_events = Table(
+    "conversation_events",
+    metadata,
+    Column("channel", String(32), primary_key=True),
+    Column("event_id", String(255), primary_key=True),
+    Column("seen_at", Float, nullable=False),
+    Index("ix_conversation_events_seen", "seen_at"),
 )
 
 schema_version = Table(
