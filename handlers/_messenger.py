@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -156,30 +156,44 @@ class Messenger:
         return step
 
     def replies_task(self, chat_id: str, steps: list[Step]) -> BackgroundTask | None:
-        """Sending the steps' replies once the webhook has been answered: in order, and
-        after the replies to the chat's previous message (which may still be going out)."""
+        """Sending the steps' replies once the webhook has been answered (in order, after
+        what is still going out to the chat; see :meth:`send_in_order`)."""
         pending = [(reply, step.language) for step in steps for reply in step.replies]
         if not pending:
             return None
+        return BackgroundTask(self._queued(chat_id, pending))
+
+    async def send_in_order(self, chat_id: str, reply: Reply, language: str) -> bool:
+        """Send one message (an outcome) after the chat's replies still going out, so the
+        guest never reads "registered" before "we are registering"."""
+        return await self._queued(chat_id, [(reply, language)])()
+
+    def _queued(
+        self, chat_id: str, pending: list[tuple[Reply, str]]
+    ) -> Callable[[], Awaitable[bool]]:
+        """A sender of ``pending`` that first waits for the sends queued before it to the
+        same chat (its place in the queue is taken now, when it is made)."""
         previous = self._tails.get(chat_id)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._tails[chat_id] = done
 
-        async def send_all() -> None:
+        async def send_all() -> bool:
             try:
                 if previous is not None:
                     await asyncio.wait([previous], timeout=30)
                 for reply, language in pending:
                     if not await self.sender.send(chat_id, reply, language):
-                        return  # the platform refused: the next one would fail too
+                        return False  # the platform refused: the next one would fail too
+                return True
             except Exception:
                 log.exception("messenger_reply_failed", channel=self.channel)
+                return False
             finally:
                 done.set_result(None)
                 if self._tails.get(chat_id) is done:
                     del self._tails[chat_id]
 
-        return BackgroundTask(send_all)
+        return send_all
 
     # -- forgetting expired conversations ----------------------------------------------
 

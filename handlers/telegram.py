@@ -386,21 +386,19 @@ class TelegramChannel:
         callback = record.callback
         if not callback or callback.get("v") != 1 or not callback.get("chat_id"):
             return
+        chat_id, language = str(callback["chat_id"]), str(callback.get("lang") or "en")
         messenger = context.state.get(_STATE_KEY)
-        if isinstance(messenger, Messenger) and isinstance(messenger.sender, TelegramSender):
-            sender = messenger.sender
+        if isinstance(messenger, Messenger):
+            sent = await messenger.send_in_order(chat_id, outcome_reply(record), language)
         else:  # a worker process: no routes, just settings
-            found = context.state.get("telegram_sender")
-            if not isinstance(found, TelegramSender):
+            sender = context.state.get("telegram_sender")
+            if not isinstance(sender, TelegramSender):
                 config = TelegramConfig.from_settings(context.settings)
                 if not config.on:
                     return
-                found = TelegramSender(config)
-                context.state["telegram_sender"] = found
-            sender = found
-        sent = await sender.send(
-            str(callback["chat_id"]), outcome_reply(record), str(callback.get("lang") or "en")
-        )
+                sender = TelegramSender(config)
+                context.state["telegram_sender"] = sender
+            sent = await sender.send(chat_id, outcome_reply(record), language)
         log.info(
             "telegram_outcome_reported", delivery_id=record.id, status=record.status, sent=sent
         )

@@ -515,24 +515,20 @@ class WhatsAppChannel:
         if time.time() - float(callback.get("at") or 0) >= SERVICE_WINDOW:
             log.info("whatsapp_outcome_not_sent", delivery_id=record.id, reason="24 h window")
             return
+        chat_id = f"{callback.get('pn') or ''}:{callback['to']}"
+        language = str(callback.get("lang") or "en")
         messenger = context.state.get(_STATE_KEY)
-        if isinstance(messenger, Messenger) and isinstance(messenger.sender, WhatsAppSender):
-            sender = messenger.sender
+        if isinstance(messenger, Messenger):
+            sent = await messenger.send_in_order(chat_id, outcome_reply(record), language)
         else:  # a worker process: no routes, just settings
-            found = context.state.get("whatsapp_sender")
-            if not isinstance(found, WhatsAppSender):
+            sender = context.state.get("whatsapp_sender")
+            if not isinstance(sender, WhatsAppSender):
                 config = WhatsAppConfig.from_settings(context.settings)
                 if not config.on:
                     return
-                found = WhatsAppSender(config)
-                context.state["whatsapp_sender"] = found
-            sender = found
-        reply = outcome_reply(record)
-        sent = await sender.send_text(
-            str(callback.get("pn") or ""),
-            str(callback["to"]),
-            reply.text(str(callback.get("lang") or "en")),
-        )
+                sender = WhatsAppSender(config)
+                context.state["whatsapp_sender"] = sender
+            sent = await sender.send(chat_id, outcome_reply(record), language)
         log.info(
             "whatsapp_outcome_reported", delivery_id=record.id, status=record.status, sent=sent
         )

@@ -346,3 +346,17 @@ def test_off_without_settings_and_misconfiguration_names_the_setting(
     for values, name in checks:
         with pytest.raises(SettingsError, match=name):
             TelegramChannel().check(make_settings(channel_settings=values))
+
+
+def test_a_registration_rocketchat_refuses_is_told_to_the_guest(
+    start_telegram: Callable[..., Service],
+    messenger: MessengerStandIn,
+    standin: RocketChatStandIn,
+) -> None:
+    service = start_telegram()
+    standin.fail_next(1, status=400)
+    post(service, update("message_contact_command", language="pt-br"))
+    assert said(messenger, 2) == [
+        MESSAGES["pt"]["registering"].format(name="Chris Doe"),
+        MESSAGES["pt"]["failed"].format(name="Chris Doe"),
+    ]

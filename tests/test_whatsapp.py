@@ -4,6 +4,7 @@ fresh message is needed), answering through a Graph API stand-in."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import sqlite3
@@ -300,3 +301,53 @@ def test_settings(
     ]:
         with pytest.raises(SettingsError, match=name):
             WhatsAppChannel().check(make_settings(channel_settings=values))
+
+
+def test_an_oversized_notification_is_refused(
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+    messenger: MessengerStandIn,
+) -> None:
+    settings = make_settings(max_body_bytes=2048, channel_settings=messenger.whatsapp_settings())
+    service = start_service(settings)
+    body = fresh("messages_text", text="x" * 4000)
+    assert post(service, body).status_code == 413
+
+
+def record(status: str, callback: dict[str, Any]) -> Any:
+    from adapter.channels import DeliveryRecord
+
+    now = time.time()
+    values: dict[str, Any] = dict.fromkeys(DeliveryRecord.__dataclass_fields__)
+    values.update(
+        id="d1",
+        source="whatsapp",
+        status=status,
+        attempts=1,
+        fields={"name": "José García"},
+        next_attempt_at=now,
+        callback=callback,
+        created_at=now,
+        updated_at=now,
+    )
+    return DeliveryRecord(**values)
+
+
+def test_the_outcome_is_told_from_a_worker_process_only_inside_the_24_hour_window(
+    make_settings: Callable[..., Settings], messenger: MessengerStandIn
+) -> None:
+    """The worker process has no routes, only settings: it builds its own sender."""
+    from adapter.channels import ChannelContext
+
+    settings = make_settings(channel_settings=messenger.whatsapp_settings())
+    context = ChannelContext(settings=settings, queue=None)  # type: ignore[arg-type]
+    channel = WhatsAppChannel()
+    callback = {"v": 1, "to": "34612345678", "pn": OURS, "lang": "es"}
+
+    async def main() -> None:
+        await channel.notify(context, record("failed", {**callback, "at": time.time() - 90000}))
+        await channel.notify(context, record("failed", {**callback, "at": time.time() - 600}))
+        await channel.shutdown(context)
+
+    asyncio.run(main())
+    assert messenger.texts(JOSE) == [ES["failed"].format(name="José García")]
