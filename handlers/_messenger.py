@@ -7,7 +7,7 @@ duplicate and changes nothing; else the conversation is loaded, advanced (pure,
 :func:`adapter.channels.advance`), a complete contact is submitted to the queue (its event
 id deduplicated there too), and the conversation is saved or deleted together with the
 update id. All of it before the webhook is answered, so an answered update is never lost;
-the replies go out after the answer (:meth:`Messenger.replies_task`), and the delivery's
+the replies go out after the answer (:meth:`Messenger.send_replies`), and the delivery's
 final outcome reaches the guest through the channel's ``notify``.
 """
 
@@ -16,12 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
-from starlette.background import BackgroundTask
 
 from adapter.channels import (
     ChannelContext,
@@ -110,6 +109,7 @@ class Messenger:
         self.store = ConversationStore.of(self.context)
         self._sweeper: asyncio.Task[None] | None = None
         self._tails: dict[str, asyncio.Future[None]] = {}  # chat → its last replies sent
+        self._sending: set[asyncio.Task[bool]] = set()  # replies going out (drained on stop)
 
     async def handle(
         self,
@@ -155,13 +155,16 @@ class Messenger:
         )
         return step
 
-    def replies_task(self, chat_id: str, steps: list[Step]) -> BackgroundTask | None:
-        """Sending the steps' replies once the webhook has been answered (in order, after
-        what is still going out to the chat; see :meth:`send_in_order`)."""
+    def send_replies(self, chat_id: str, steps: list[Step]) -> None:
+        """Send the steps' replies in the background, in order, after what is still going
+        out to the chat (see :meth:`send_in_order`). A task rather than the response's
+        background: the connection is free for the platform's next update at once."""
         pending = [(reply, step.language) for step in steps for reply in step.replies]
         if not pending:
-            return None
-        return BackgroundTask(self._queued(chat_id, pending))
+            return
+        task = asyncio.create_task(self._queued(chat_id, pending)())
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     async def send_in_order(self, chat_id: str, reply: Reply, language: str) -> bool:
         """Send one message (an outcome) after the chat's replies still going out, so the
@@ -170,7 +173,7 @@ class Messenger:
 
     def _queued(
         self, chat_id: str, pending: list[tuple[Reply, str]]
-    ) -> Callable[[], Awaitable[bool]]:
+    ) -> Callable[[], Coroutine[Any, Any, bool]]:
         """A sender of ``pending`` that first waits for the sends queued before it to the
         same chat (its place in the queue is taken now, when it is made)."""
         previous = self._tails.get(chat_id)
@@ -218,6 +221,9 @@ class Messenger:
         self._sweeper = asyncio.create_task(run())
 
     async def stop(self) -> None:
+        """Stop sweeping; let the replies going out finish (10 s at most)."""
+        if self._sending:
+            await asyncio.wait(list(self._sending), timeout=10)
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

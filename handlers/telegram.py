@@ -360,8 +360,8 @@ class TelegramChannel:
             )
             if step is None:
                 return JSONResponse({"ok": True, "duplicate": True})
-            task = messenger.replies_task(update.chat_id, [step])
-            return JSONResponse({"ok": True}, background=task)
+            messenger.send_replies(update.chat_id, [step])
+            return JSONResponse({"ok": True})
 
         return [Route("/telegram/webhook", webhook, methods=["POST"])]
 

@@ -30,7 +30,6 @@ from typing import Any
 
 import httpx
 import structlog
-from starlette.background import BackgroundTask, BackgroundTasks
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -437,9 +436,9 @@ class WhatsAppChannel:
                 for step in await self._handle(messenger, message, now):
                     steps.setdefault(message.chat_id, []).append(step)
                     handled += 1
-            tasks = [messenger.replies_task(chat, chat_steps) for chat, chat_steps in steps.items()]
-            background = _together([t for t in tasks if t is not None])
-            return JSONResponse({"ok": True, "handled": handled}, background=background)
+            for chat, chat_steps in steps.items():
+                messenger.send_replies(chat, chat_steps)
+            return JSONResponse({"ok": True, "handled": handled})
 
         return [
             Route("/whatsapp/webhook", verify, methods=["GET"]),
@@ -532,15 +531,6 @@ class WhatsAppChannel:
         log.info(
             "whatsapp_outcome_reported", delivery_id=record.id, status=record.status, sent=sent
         )
-
-
-def _together(tasks: list[BackgroundTask]) -> BackgroundTask | None:
-    """One background task running ``tasks`` one after the other (None for none)."""
-    if not tasks:
-        return None
-    if len(tasks) == 1:
-        return tasks[0]
-    return BackgroundTasks(tasks)
 
 
 channel = WhatsAppChannel()
