@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_slack import (  # noqa: E402  (after the path set-up)
     Process,
+    _alpha,
     closed_loop,
     distribution,
     free_port,
@@ -167,7 +168,7 @@ def telegram_stream(start: int) -> Iterator[tuple[bytes, dict[str, str]]]:
                 "from": {"id": user, "is_bot": False, "first_name": "Guest", "language_code": "en"},
                 "chat": {"id": user, "first_name": "Guest", "type": "private"},
                 "date": int(time.time()),
-                "text": f"/contact Guest {i} guest{i}@example.com +1 415 555 {i % 10000:04d}",
+                "text": f"/contact Guest {_alpha(i)} guest{i}@example.com +1 415 555 {i % 10000:04d}",
             },
         }
         yield json.dumps(update).encode(), headers
@@ -182,7 +183,7 @@ def whatsapp_stream(start: int) -> Iterator[tuple[bytes, dict[str, str]]]:
                 "display_phone_number": "15550783881",
                 "phone_number_id": "106540352242922",
             },
-            "contacts": [{"profile": {"name": f"Jos\u00e9 {i}"}, "wa_id": sender}],
+            "contacts": [{"profile": {"name": f"Jos\u00e9 {_alpha(i)}"}, "wa_id": sender}],
             "messages": [
                 {
                     "from": sender,
@@ -205,6 +206,33 @@ def whatsapp_stream(start: int) -> Iterator[tuple[bytes, dict[str, str]]]:
 
 
 STREAMS = {"telegram": telegram_stream, "whatsapp": whatsapp_stream}
+
+
+def registered(db: str, source: str) -> int:
+    import sqlite3
+
+    with sqlite3.connect(db, timeout=5) as conn:
+        query = "SELECT count(*) FROM deliveries WHERE source = ? AND status = 'delivered'"
+        return int(conn.execute(query, (source,)).fetchone()[0])
+
+
+def drained(db: str, timeout: float = 60.0) -> None:
+    """Wait until the worker has registered (and reported) every accepted contact, so one
+    measurement does not pay for the previous one's backlog."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with sqlite3.connect(db, timeout=5) as conn:
+            waiting = conn.execute(
+                "SELECT count(*) FROM deliveries WHERE status IN ('pending', 'delivering')"
+                " OR (status = 'delivered' AND notified_at IS NULL)"
+            ).fetchone()[0]
+        if not waiting:
+            time.sleep(0.5)  # the last outcomes' messages going out
+            return
+        time.sleep(0.2)
+    print(f"# still {waiting} deliveries in flight after {timeout:g} s")
 
 
 # ----------------------------------------------------------------------------- main
@@ -271,14 +299,6 @@ def main() -> None:
         )
         for platform, stream in STREAMS.items():
             path = f"/{platform}/webhook"
-            rates = {}
-            for kind, base in bases.items():
-                rate, errors, _ = asyncio.run(
-                    closed_loop(base + path, stream(next(offset)), args.concurrency, args.seconds)
-                )
-                rates[kind] = rate
-                print(f"{platform:9s} {kind:5s} throughput {rate:7.0f}/s  errors {errors}")
-            print(f"{platform:9s} ours/bare throughput ratio {rates['ours'] / rates['bare']:.2f}")
             n = int(args.rate * args.latency_seconds) + 10
             requests = list(itertools.islice(stream(next(offset)), n))
             latencies, errors = asyncio.run(
@@ -294,7 +314,20 @@ def main() -> None:
                 f"{pct(latencies, 99) * 1000:.1f} ms = {pct(latencies, 99) / deadline:.2%} of "
                 f"the {deadline:g} s deadline"
             )
-            time.sleep(1)  # let the worker and the replies of this platform drain
+            drained(f"{tmp}/ours.db")
+            rates = {}
+            for kind, base in bases.items():
+                rate, errors, _ = asyncio.run(
+                    closed_loop(base + path, stream(next(offset)), args.concurrency, args.seconds)
+                )
+                rates[kind] = rate
+                print(f"{platform:9s} {kind:5s} throughput {rate:7.0f}/s  errors {errors}")
+                drained(f"{tmp}/ours.db")
+            print(f"{platform:9s} ours/bare throughput ratio {rates['ours'] / rates['bare']:.2f}")
+            print(
+                f"{platform:9s} registered {registered(f'{tmp}/ours.db', platform)} contacts "
+                "(every request a new guest whose message completes the conversation)"
+            )
     finally:
         for server in reversed(started):
             server.stop()

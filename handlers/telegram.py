@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -48,6 +48,7 @@ from adapter.channels import (
     read_body,
 )
 from handlers._messenger import (
+    JsonPoster,
     Messenger,
     duration_setting,
     outcome_reply,
@@ -218,7 +219,7 @@ class TelegramSender:
 
     def __init__(self, config: TelegramConfig) -> None:
         self.url = f"{config.api_url}/bot{config.bot_token}/sendMessage"
-        self._http: httpx.AsyncClient | None = None
+        self.http = JsonPoster()
 
     def message(self, chat_id: str, reply: Reply, language: str) -> dict[str, Any]:
         body: dict[str, Any] = {"chat_id": int(chat_id), "text": reply.text(language)}
@@ -234,43 +235,33 @@ class TelegramSender:
         return body
 
     async def send(self, chat_id: str, reply: Reply, language: str) -> bool:
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=10)
         body = self.message(chat_id, reply, language)
         for _ in range(2):
             try:
-                answer = await self._http.post(self.url, json=body)
-            except httpx.HTTPError as exc:
+                status, answer = await self.http.post(self.url, body)
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 log.warning("telegram_send_failed", error=type(exc).__name__)
                 return False
-            if answer.status_code == 200:
+            if status == 200:
                 return True
-            retry_after = _retry_after(answer)
+            retry_after = _retry_after(status, answer)
             if retry_after is None or retry_after > 5:
                 break
-            await _pause(retry_after)
-        log.warning("telegram_send_refused", status=answer.status_code, reply=reply.key)
+            await asyncio.sleep(retry_after)
+        log.warning("telegram_send_refused", status=status, reply=reply.key)
         return False
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self.http.aclose()
 
 
-def _retry_after(answer: httpx.Response) -> float | None:
+def _retry_after(status: int, answer: Any) -> float | None:
     """Telegram's 429 says how long to wait in ``parameters.retry_after``."""
-    if answer.status_code != 429:
+    if status != 429 or not isinstance(answer, dict):
         return None
-    try:
-        value = answer.json().get("parameters", {}).get("retry_after")
-    except ValueError:
-        return None
+    parameters = answer.get("parameters")
+    value = parameters.get("retry_after") if isinstance(parameters, dict) else None
     return float(value) if isinstance(value, int | float) else None
-
-
-async def _pause(seconds: float) -> None:
-    await asyncio.sleep(seconds)
 
 
 # -- the channel ----------------------------------------------------------------------

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -52,6 +52,7 @@ from adapter.channels import (
     read_body,
 )
 from handlers._messenger import (
+    JsonPoster,
     Messenger,
     duration_setting,
     outcome_reply,
@@ -303,41 +304,33 @@ class WhatsAppSender:
 
     def __init__(self, config: WhatsAppConfig) -> None:
         self.api_url = config.api_url
-        self.headers = {"Authorization": f"Bearer {config.access_token}"}
-        self._http: httpx.AsyncClient | None = None
+        self.http = JsonPoster({"Authorization": f"Bearer {config.access_token}"})
 
     async def send(self, chat_id: str, reply: Reply, language: str) -> bool:
         """``chat_id`` is ``<our phone number id>:<the guest's wa_id>``."""
         number_id, _, to = chat_id.partition(":")
-        return await self.send_text(number_id, to, reply.text(language))
-
-    async def send_text(self, number_id: str, to: str, text: str) -> bool:
-        if not number_id:
+        if not number_id or not to:
             log.warning("whatsapp_send_skipped", reason="no phone number id")
             return False
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=10, headers=self.headers)
         body = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
             "to": to,
             "type": "text",
-            "text": {"body": text},
+            "text": {"body": reply.text(language)},
         }
         try:
-            answer = await self._http.post(f"{self.api_url}/{number_id}/messages", json=body)
-        except httpx.HTTPError as exc:
+            status, _ = await self.http.post(f"{self.api_url}/{number_id}/messages", body)
+        except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("whatsapp_send_failed", error=type(exc).__name__)
             return False
-        if answer.status_code != 200:
-            log.warning("whatsapp_send_refused", status=answer.status_code)
+        if status != 200:
+            log.warning("whatsapp_send_refused", status=status, reply=reply.key)
             return False
         return True
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self.http.aclose()
 
 
 # -- the channel ----------------------------------------------------------------------
