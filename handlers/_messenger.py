@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -51,9 +51,10 @@ log = structlog.get_logger("handlers.messenger")
 
 
 class ReplySender(Protocol):
-    """Sends one bot message to a chat through the platform's API."""
+    """Sends one bot message to a chat through the platform's API: the replies of one step
+    as one message (Telegram allows about one message a second per chat), the question last."""
 
-    async def send(self, chat_id: str, reply: Reply, language: str) -> bool: ...
+    async def send(self, chat_id: str, replies: Sequence[Reply], language: str) -> bool: ...
 
 
 class JsonPoster:
@@ -187,10 +188,12 @@ class Messenger:
         return step
 
     def send_replies(self, chat_id: str, steps: list[Step]) -> None:
-        """Send the steps' replies in the background, in order, after what is still going
-        out to the chat (see :meth:`send_in_order`). A task rather than the response's
-        background: the connection is free for the platform's next update at once."""
-        pending = [(reply, step.language) for step in steps for reply in step.replies]
+        """Send each step's replies as one message in the background, in order, after what
+        is still going out to the chat (see :meth:`send_in_order`). A task rather than the
+        response's background: the connection is free for the platform's next update."""
+        pending: list[tuple[Sequence[Reply], str]] = [
+            (step.replies, step.language) for step in steps if step.replies
+        ]
         if not pending:
             return
         task = asyncio.create_task(self._queued(chat_id, pending)())
@@ -200,10 +203,10 @@ class Messenger:
     async def send_in_order(self, chat_id: str, reply: Reply, language: str) -> bool:
         """Send one message (an outcome) after the chat's replies still going out, so the
         guest never reads "registered" before "we are registering"."""
-        return await self._queued(chat_id, [(reply, language)])()
+        return await self._queued(chat_id, [((reply,), language)])()
 
     def _queued(
-        self, chat_id: str, pending: list[tuple[Reply, str]]
+        self, chat_id: str, pending: list[tuple[Sequence[Reply], str]]
     ) -> Callable[[], Coroutine[Any, Any, bool]]:
         """A sender of ``pending`` that first waits for the sends queued before it to the
         same chat (its place in the queue is taken now, when it is made)."""
@@ -215,12 +218,12 @@ class Messenger:
             try:
                 if previous is not None:
                     await asyncio.wait([previous], timeout=30)
-                for reply, language in pending:
-                    if not await self.sender.send(chat_id, reply, language):
+                for replies, language in pending:
+                    if not await self.sender.send(chat_id, replies, language):
                         return False  # the platform refused: the next one would fail too
                 return True
-            except Exception:
-                log.exception("messenger_reply_failed", channel=self.channel)
+            except Exception as exc:  # the type only: a URL may carry the bot token
+                log.error("messenger_reply_failed", channel=self.channel, error=type(exc).__name__)
                 return False
             finally:
                 done.set_result(None)

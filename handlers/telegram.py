@@ -221,8 +221,12 @@ class TelegramSender:
         self.url = f"{config.api_url}/bot{config.bot_token}/sendMessage"
         self.http = JsonPoster()
 
-    def message(self, chat_id: str, reply: Reply, language: str) -> dict[str, Any]:
-        body: dict[str, Any] = {"chat_id": int(chat_id), "text": reply.text(language)}
+    def message(self, chat_id: str, replies: Sequence[Reply], language: str) -> dict[str, Any]:
+        """One ``sendMessage``: the replies' texts as paragraphs; the "share my phone number"
+        keyboard when the phone is asked, else the keyboard removed once it served."""
+        text = "\n\n".join(reply.text(language) for reply in replies)
+        body: dict[str, Any] = {"chat_id": int(chat_id), "text": text}
+        reply = replies[-1]
         if reply.key == "ask_phone_button":
             button = {"text": Reply("share_button").text(language), "request_contact": True}
             body["reply_markup"] = {
@@ -234,8 +238,8 @@ class TelegramSender:
             body["reply_markup"] = {"remove_keyboard": True}
         return body
 
-    async def send(self, chat_id: str, reply: Reply, language: str) -> bool:
-        body = self.message(chat_id, reply, language)
+    async def send(self, chat_id: str, replies: Sequence[Reply], language: str) -> bool:
+        body = self.message(chat_id, replies, language)
         for _ in range(2):
             try:
                 status, answer = await self.http.post(self.url, body)
@@ -248,7 +252,7 @@ class TelegramSender:
             if retry_after is None or retry_after > 5:
                 break
             await asyncio.sleep(retry_after)
-        log.warning("telegram_send_refused", status=status, reply=reply.key)
+        log.warning("telegram_send_refused", status=status, reply=replies[-1].key)
         return False
 
     async def aclose(self) -> None:
@@ -389,7 +393,7 @@ class TelegramChannel:
                     return
                 sender = TelegramSender(config)
                 context.state["telegram_sender"] = sender
-            sent = await sender.send(chat_id, outcome_reply(record), language)
+            sent = await sender.send(chat_id, [outcome_reply(record)], language)
         log.info(
             "telegram_outcome_reported", delivery_id=record.id, status=record.status, sent=sent
         )

@@ -306,7 +306,7 @@ class WhatsAppSender:
         self.api_url = config.api_url
         self.http = JsonPoster({"Authorization": f"Bearer {config.access_token}"})
 
-    async def send(self, chat_id: str, reply: Reply, language: str) -> bool:
+    async def send(self, chat_id: str, replies: Sequence[Reply], language: str) -> bool:
         """``chat_id`` is ``<our phone number id>:<the guest's wa_id>``."""
         number_id, _, to = chat_id.partition(":")
         if not number_id or not to:
@@ -317,7 +317,7 @@ class WhatsAppSender:
             "recipient_type": "individual",
             "to": to,
             "type": "text",
-            "text": {"body": reply.text(language)},
+            "text": {"body": "\n\n".join(reply.text(language) for reply in replies)},
         }
         try:
             status, _ = await self.http.post(f"{self.api_url}/{number_id}/messages", body)
@@ -325,7 +325,7 @@ class WhatsAppSender:
             log.warning("whatsapp_send_failed", error=type(exc).__name__)
             return False
         if status != 200:
-            log.warning("whatsapp_send_refused", status=status, reply=reply.key)
+            log.warning("whatsapp_send_refused", status=status, reply=replies[-1].key)
             return False
         return True
 
@@ -520,7 +520,7 @@ class WhatsAppChannel:
                     return
                 sender = WhatsAppSender(config)
                 context.state["whatsapp_sender"] = sender
-            sent = await sender.send(chat_id, outcome_reply(record), language)
+            sent = await sender.send(chat_id, [outcome_reply(record)], language)
         log.info(
             "whatsapp_outcome_reported", delivery_id=record.id, status=record.status, sent=sent
         )

@@ -104,6 +104,11 @@ def said(messenger: MessengerStandIn, count: int, chat: str = CHAT) -> list[str]
 EN = MESSAGES["en"]
 
 
+def msg(*texts: str) -> str:
+    """What one step of the conversation sends: its replies as the paragraphs of one message."""
+    return "\n\n".join(texts)
+
+
 # ------------------------------------------------------------------------ the samples
 
 
@@ -122,10 +127,10 @@ def test_samples_carry_the_contract_secret_and_the_service_verifies_them(
     fresh = body.replace(b'"date":1795514400', f'"date":{int(time.time())}'.encode())
     response = service.client.post(target, content=fresh, headers=headers)
     assert response.status_code == 200
-    (first, question) = said(messenger, 2)
-    assert first == EN["welcome"]
-    assert question == EN["ask_phone_button"]  # the profile name is known: the phone next
-    button = messenger.to(CHAT)[1].body["reply_markup"]["keyboard"][0][0]
+    (first,) = said(messenger, 1)
+    # The profile name is known: hello, and the phone is asked next.
+    assert first == msg(EN["welcome"], EN["ask_phone_button"])
+    button = messenger.to(CHAT)[0].body["reply_markup"]["keyboard"][0][0]
     assert button == {"text": EN["share_button"], "request_contact": True}
 
 
@@ -136,15 +141,16 @@ def test_a_guest_shares_their_phone_then_types_their_email_and_is_registered(
 ) -> None:
     service = start_telegram()
     assert post(service, update("message_start")).status_code == 200
-    said(messenger, 2)
+    said(messenger, 1)
     assert post(service, update("message_shared_contact")).status_code == 200
-    assert said(messenger, 3)[2] == EN["ask_email"]
+    assert said(messenger, 2)[1] == EN["ask_email"]
+    assert messenger.to(CHAT)[1].body["reply_markup"] == {"remove_keyboard": True}
     (kept,) = table(service, "conversations")
     assert json.loads(kept["state"])["fields"]["phone"] == "+14155552671"  # given its +
     assert post(service, update("message_start", text="chris.doe@example.com")).status_code == 200
-    texts = said(messenger, 5)
-    assert texts[3] == "Thank you, Chris Doe! We are registering your details."
-    assert texts[4] == "Chris Doe, you are now registered with our team. Thank you!"
+    texts = said(messenger, 4)
+    assert texts[2] == "Thank you, Chris Doe! We are registering your details."
+    assert texts[3] == "Chris Doe, you are now registered with our team. Thank you!"
     (call,) = contact_posts(standin)
     assert call.json["name"] == "Chris Doe"
     assert call.json["email"] == "chris.doe@example.com"
@@ -174,15 +180,16 @@ def test_the_bot_speaks_the_guests_language(
     service = start_telegram()
     post(service, update("message_start", language=code))
     lang = code.split("-")[0]
-    assert said(messenger, 2) == [MESSAGES[lang]["welcome"], MESSAGES[lang]["ask_phone_button"]]
-    button = messenger.to(CHAT)[1].body["reply_markup"]["keyboard"][0][0]
-    assert button["text"] == MESSAGES[lang]["share_button"]
+    texts = MESSAGES[lang]
+    assert said(messenger, 1) == [msg(texts["welcome"], texts["ask_phone_button"])]
+    button = messenger.to(CHAT)[0].body["reply_markup"]["keyboard"][0][0]
+    assert button["text"] == texts["share_button"]
     post(service, update("message_start", language=code, text="not-an-address@"))
-    texts = said(messenger, 4)
-    assert texts[2] == MESSAGES[lang]["bad_email"].format(value="not-an-address@")
-    assert texts[3] == MESSAGES[lang]["ask_phone_button"]
+    assert said(messenger, 2)[1] == msg(
+        texts["bad_email"].format(value="not-an-address@"), texts["ask_phone_button"]
+    )
     post(service, update("message_start", language="xx", text="/cancel"))
-    assert said(messenger, 5)[4] == MESSAGES[lang]["cancelled"]  # the conversation's language
+    assert said(messenger, 3)[2] == texts["cancelled"]  # the conversation's language
 
 
 def test_someone_elses_contact_card_is_not_taken_as_the_guests_phone(
@@ -192,8 +199,7 @@ def test_someone_elses_contact_card_is_not_taken_as_the_guests_phone(
     data = update("message_shared_contact")
     data["message"]["contact"]["user_id"] = 5550009999
     post(service, data)
-    texts = said(messenger, 3)
-    assert texts[1:] == [EN["not_own_card"], EN["ask_phone_button"]]
+    assert said(messenger, 1) == [msg(EN["welcome"], EN["not_own_card"], EN["ask_phone_button"])]
     (kept,) = table(service, "conversations")
     assert "phone" not in json.loads(kept["state"])["fields"]
 
@@ -211,14 +217,14 @@ def test_a_conversation_survives_a_restart_of_the_service(
     try:
         post(first, update("message_start"))
         post(first, update("message_shared_contact"))
-        said(messenger, 3)
+        said(messenger, 2)
     finally:
         first.stop()
     second = Service(settings).start()
     try:
         post(second, update("message_start", text="chris.doe@example.com"))
-        texts = said(messenger, 5)
-        assert texts[3] == "Thank you, Chris Doe! We are registering your details."
+        texts = said(messenger, 4)
+        assert texts[2] == "Thank you, Chris Doe! We are registering your details."
         assert contact_posts(standin)[0].json["phone"] == "+14155552671"
     finally:
         second.stop()
@@ -232,12 +238,12 @@ def test_a_conversation_expires_and_what_the_guest_gave_is_deleted(
     service = start_telegram(TELEGRAM_CONVERSATION_TTL="2")
     post(service, update("message_start"))
     post(service, update("message_shared_contact"))
-    said(messenger, 3)
+    said(messenger, 2)
     assert len(table(service, "conversations")) == 1
     wait_until(lambda: table(service, "conversations") == [], what="the sweep deleting it")
     post(service, update("message_start", text="chris.doe@example.com"))
-    texts = said(messenger, 5)
-    assert texts[3:] == [EN["welcome"], EN["ask_phone_button"]]  # the phone was forgotten
+    texts = said(messenger, 3)
+    assert texts[2] == msg(EN["welcome"], EN["ask_phone_button"])  # the phone was forgotten
     assert contact_posts(standin) == []
 
 

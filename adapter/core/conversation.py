@@ -131,7 +131,6 @@ class Conversation:
     started_at: float
     updated_at: float
     expires_at: float
-    extra: Mapping[str, str] = field(default_factory=dict)  # channel data (e.g. reply-to id)
 
     def expired(self, now: float) -> bool:
         return now >= self.expires_at
@@ -143,7 +142,6 @@ class Conversation:
             "asking": self.asking,
             "started_at": self.started_at,
             "updated_at": self.updated_at,
-            "extra": dict(self.extra),
         }
 
     @classmethod
@@ -151,7 +149,6 @@ class Conversation:
         cls, channel: str, chat_id: str, data: Mapping[str, Any], expires_at: float
     ) -> Conversation:
         fields = data.get("fields") if isinstance(data.get("fields"), dict) else {}
-        extra = data.get("extra") if isinstance(data.get("extra"), dict) else {}
         asking = data.get("asking")
         return cls(
             channel=channel,
@@ -162,7 +159,6 @@ class Conversation:
             started_at=float(data.get("started_at") or 0.0),
             updated_at=float(data.get("updated_at") or 0.0),
             expires_at=expires_at,
-            extra={str(k): str(v) for k, v in (extra or {}).items()},
         )
 
 
@@ -177,7 +173,6 @@ class Incoming:
     shared: Mapping[str, str | None] | None = None  # a contact card: name / phone / email
     shared_own: bool = True  # the card is the guest's own (Telegram: user_id == from.id)
     known: Mapping[str, str | None] = field(default_factory=dict)  # profile name, WA number
-    extra: Mapping[str, str] = field(default_factory=dict)  # kept with the conversation
 
 
 @dataclass(frozen=True)
@@ -331,6 +326,5 @@ def advance(
         started_at=current.started_at if current else now,
         updated_at=now,
         expires_at=now + rules.ttl,
-        extra={**(current.extra if current else {}), **incoming.extra},
     )
     return Step(kept, tuple(replies), language)
