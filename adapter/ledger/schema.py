@@ -18,9 +18,11 @@ and the index that finds outcomes not yet reported; 3 — ``deliveries.email_key
 lower-cased email) and ``deliveries.phone_key`` (the E.164 phone), indexed, so a person
 first seen by phone and later with an email keeps one token (rows from before stay NULL);
 4 — ``delivery_attempts``: one row per try at Rocket.Chat (when, how long, what came of it,
-which worker), for the admin page's history of a delivery; 5 — ``conversations`` (what a
-messenger guest gave so far, until it expires) and ``conversation_events`` (the messenger
-updates already handled, for deduplication).
+which worker), for the admin page's history of a delivery; 5 — ``deployment_keys``: the
+deployment's generated secret (visitor tokens and kept digests are keyed with it, see
+:mod:`adapter.core.keys`) when ``DEPLOYMENT_SECRET`` does not set one; 6 —
+``conversations`` (what a messenger guest gave so far, until it expires) and
+``conversation_events`` (the messenger updates already handled, for deduplication).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ __all__ = [
     "deliveries",
     "delivery_attempts",
     "delivery_events",
+    "deployment_keys",
     "engine_for",
     "is_postgres",
     "metadata",
@@ -76,7 +79,7 @@ __all__ = [
     "status_is",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def status_is(*names: str, column: Any = None) -> Any:
@@ -186,7 +189,7 @@ people = Table(
     Column("updated_at", Float, nullable=False),
 )
 
-# Schema 5: a messenger guest's conversation with the bot (Telegram, WhatsApp), one row per
+# Schema 6: a messenger guest's conversation with the bot (Telegram, WhatsApp), one row per
 # (channel, chat), deleted once registered, cancelled or expired: it holds personal data.
 conversations = Table(
     "conversations",
@@ -208,6 +211,15 @@ conversation_events = Table(
     Column("event_id", String(255), primary_key=True),
     Column("seen_at", Float, nullable=False),
     Index("ix_conversation_events_seen", "seen_at"),
+)
+
+# The deployment's generated secrets, by purpose; read by every process sharing the ledger.
+deployment_keys = Table(
+    "deployment_keys",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
 )
 
 schema_version = Table(
