@@ -366,3 +366,22 @@ def test_a_registration_rocketchat_refuses_is_told_to_the_guest(
         MESSAGES["pt"]["registering"].format(name="Chris Doe"),
         MESSAGES["pt"]["failed"].format(name="Chris Doe"),
     ]
+
+
+def test_a_conversation_continues_in_another_process(
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+    messenger: MessengerStandIn,
+    standin: RocketChatStandIn,
+) -> None:
+    """Two web processes on one database (two dynos): each message may reach either."""
+    settings = make_settings(channel_settings=messenger.telegram_settings())
+    one, other = start_service(settings), start_service(settings)
+    post(one, update("message_start"))
+    said(messenger, 1)
+    post(other, update("message_shared_contact"))
+    assert said(messenger, 2)[1] == EN["ask_email"]
+    post(one, update("message_start", text="chris.doe@example.com"))
+    assert said(messenger, 4)[2] == "Thank you, Chris Doe! We are registering your details."
+    (call,) = contact_posts(standin)
+    assert call.json["phone"] == "+14155552671"
