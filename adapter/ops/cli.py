@@ -25,6 +25,8 @@ app = typer.Typer(
 )
 deliveries_app = typer.Typer(help="Inspect and retry deliveries.", no_args_is_help=True)
 app.add_typer(deliveries_app, name="deliveries")
+discord_app = typer.Typer(help="Set up the Discord channel.", no_args_is_help=True)
+app.add_typer(discord_app, name="discord")
 
 T = TypeVar("T")
 
@@ -257,6 +259,30 @@ def deliveries_retry_failed() -> None:
     """Queue every failed delivery again."""
     count = _queue_call(lambda q: q.retry_failed())
     typer.echo(f"{count} failed deliveries queued again")
+
+
+@discord_app.command("register-commands")
+def discord_register_commands(
+    guild: Annotated[
+        str | None,
+        typer.Option(
+            help="A guild (server) id: register there, instantly (default: DISCORD_GUILD_ID, else globally)"
+        ),
+    ] = None,
+) -> None:
+    """Register /contact with Discord (needs DISCORD_APPLICATION_ID and DISCORD_BOT_TOKEN)."""
+    import importlib
+
+    settings = _settings()
+    discord = importlib.import_module("handlers.discord").channel  # the channel does the work
+    try:
+        typer.echo(discord.register_commands(settings, guild_id=guild))
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except RuntimeError as exc:  # RegisterError: what Discord said and what to do
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command("import")
