@@ -67,7 +67,7 @@ def serve_standins(rc_port: int, google_port: int) -> None:
         signal.sigwait({signal.SIGTERM, signal.SIGINT})
 
 
-def serve_ours(port: int, db: str, rocketchat: str, google: str) -> None:
+def serve_ours(port: int, db: str, rocketchat: str, google: str, budget: float) -> None:
     import uvicorn
 
     from adapter.ops.logs import configure_logging
@@ -80,6 +80,7 @@ def serve_ours(port: int, db: str, rocketchat: str, google: str) -> None:
         rocketchat_auth_token="bot-token",
         rocketchat_contact_api="visitor",
         database_url=f"sqlite:///{db}",
+        fast_path_budget=budget,
         log_level="WARNING",
         channel_settings={
             "DISCORD_PUBLIC_KEY": PUBLIC_KEY,
@@ -268,6 +269,9 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=6.0)
     parser.add_argument("--rate", type=float, default=50.0, help="requests/s for latency")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--budget", type=float, default=1.5, help="FAST_PATH_BUDGET of ours (0: accept only)"
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--port2", type=int, help=argparse.SUPPRESS)
@@ -278,7 +282,7 @@ def main() -> None:
     if args.serve == "standins":
         return serve_standins(args.port, args.port2)
     if args.serve == "ours":
-        return serve_ours(args.port, args.db, args.rc, args.google)
+        return serve_ours(args.port, args.db, args.rc, args.google, args.budget)
     if args.serve == "bare":
         return serve_bare(args.port)
 
@@ -302,6 +306,8 @@ def main() -> None:
             rc,
             "--google",
             google,
+            "--budget",
+            str(args.budget),
         ],
         f"http://127.0.0.1:{ours_port}/healthz",
     )
