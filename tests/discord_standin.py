@@ -225,6 +225,8 @@ class DiscordStandIn:
     def interact(self, interaction: Mapping[str, Any], **kwargs: Any) -> Answer:
         """Send ``interaction`` as Discord does and keep the answer, checked as Discord would."""
         body = json.dumps(interaction, separators=(",", ":")).encode()
+        with self._lock:  # the token exists from now; its message once the answer is in
+            self._tokens[str(interaction.get("token"))] = _Token(dict(interaction), time.time())
         started = time.monotonic()
         response = self.post(body, **kwargs)
         seconds = time.monotonic() - started
@@ -236,10 +238,9 @@ class DiscordStandIn:
         if response.status_code == 200:
             answer.problems = self._check_answer(interaction, response, answer_body, seconds)
             with self._lock:
-                token = _Token(dict(interaction), issued_at=time.time())
+                token = self._tokens[str(interaction.get("token"))]
                 if isinstance(answer_body, dict) and answer_body.get("type") in (4, 5):
                     token.original = dict(answer_body.get("data") or {})
-                self._tokens[str(interaction.get("token"))] = token
         with self._lock:
             self.answers.append(answer)
         return answer
@@ -353,6 +354,17 @@ class DiscordStandIn:
         with self._lock:
             known = self._tokens.get(str(interaction.get("token")))
             return list(known.edits) if known else []
+
+    def asked(self, interaction: Mapping[str, Any]) -> None:
+        """``interaction`` was sent and its answer is not in yet (its token works, there is
+        no message to edit)."""
+        with self._lock:
+            self._tokens[str(interaction.get("token"))] = _Token(dict(interaction), time.time())
+
+    def answered(self, interaction: Mapping[str, Any], message: Mapping[str, Any]) -> None:
+        """The answer to ``interaction`` arrived: ``message`` is now its ``@original``."""
+        with self._lock:
+            self._tokens[str(interaction.get("token"))].original = dict(message)
 
     def age_token(self, interaction: Mapping[str, Any], seconds: float) -> None:
         """Pretend ``interaction`` happened ``seconds`` earlier (its token expires at 15 min)."""

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from starlette.datastructures import Headers
 
 from adapter.settings import Settings, SettingsError
+from adapter.web.app import create_app
 from handlers.discord import channel as discord_channel
 from handlers.discord.messages import read_fix
 from handlers.discord.service import token_usable
@@ -327,6 +328,8 @@ def test_off_without_a_public_key_and_a_malformed_key_stops_start_up(
     bad = make_settings(channel_settings={"DISCORD_PUBLIC_KEY": "not-hex"})
     with pytest.raises(SettingsError, match="DISCORD_PUBLIC_KEY"):
         discord_channel.check(bad)
+    with pytest.raises(SettingsError, match="DISCORD_PUBLIC_KEY"):
+        create_app(bad)  # the service does not start
     with pytest.raises(SettingsError, match="DISCORD_GUILD_ID"):
         discord_channel.check(make_settings(channel_settings={"DISCORD_GUILD_ID": "my-guild"}))
 
@@ -383,3 +386,52 @@ def test_register_commands_says_what_to_fix(discord: DiscordStandIn, tmp_path: P
     missing = _cli(discord, tmp_path, DISCORD_BOT_TOKEN="")
     assert missing.returncode == 2 and "DISCORD_BOT_TOKEN" in missing.stderr
     assert discord.registrations == []
+
+
+def test_an_edit_racing_discord_s_handling_of_the_answer_is_retried(
+    service: Service, discord: DiscordStandIn
+) -> None:
+    """The outcome may come before Discord has the first answer's message: Discord says
+    Unknown Message, and the edit goes through a moment later; an interaction answered
+    with a modal has no message to edit, and the edit gives up."""
+    import asyncio
+    import threading
+
+    from handlers.discord.api import DiscordApi
+    from handlers.discord.config import DiscordConfig
+
+    config = DiscordConfig(
+        public_key=None,
+        application_id=discord.application_id,
+        bot_token=None,
+        guild_id=None,
+        api_url=discord.api_url,
+        max_body_bytes=65536,
+    )
+    interaction = discord.command(text="Chris Doe")
+    token = str(interaction["token"])
+    discord.asked(interaction)
+
+    def answer_arrives() -> None:
+        wait_until(lambda: discord.refused_edits, what="a first, refused edit")
+        discord.answered(interaction, {"content": "⏳ Registering…", "flags": 64})
+
+    arrival = threading.Thread(target=answer_arrives)
+    arrival.start()
+
+    async def edit() -> bool:
+        api = DiscordApi(config)
+        try:
+            return await api.edit_original(discord.application_id, token, {"content": "✅ done"})
+        finally:
+            await api.aclose()
+
+    assert asyncio.run(edit()) is True
+    arrival.join()
+    assert discord.edits_for(interaction) == [{"content": "✅ done"}]
+    assert discord.refused_edits[0] == (token, 404)
+
+    modal = discord.interact(discord.command())  # answered with the modal: no message
+    assert modal.body["type"] == 9
+    token = str(modal.interaction["token"])
+    assert asyncio.run(edit()) is False

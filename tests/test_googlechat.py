@@ -20,6 +20,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from adapter.settings import Settings, SettingsError
+from adapter.web.app import create_app
 from handlers.googlechat import channel as googlechat_channel
 from handlers.googlechat.tokens import TokenRefused, parse_keys, verify_token
 from tests.conftest import Service, wait_until
@@ -410,3 +411,5 @@ def test_off_without_an_audience_and_malformed_settings_stop_start_up(
     ):
         with pytest.raises(SettingsError, match=variable):
             googlechat_channel.check(make_settings(channel_settings=settings))
+        with pytest.raises(SettingsError, match=variable):
+            create_app(make_settings(channel_settings=settings))  # the service does not start

@@ -24,6 +24,7 @@ log = structlog.get_logger("handlers.discord")
 
 TOKEN_TTL = 15 * 60  # an interaction token's life, from the interaction's creation
 TOKEN_MARGIN = 30  # stop using it a little early: its clock started at Discord
+UNKNOWN_MESSAGE = 10008
 USER_AGENT = "DiscordBot (https://github.com/omnichannel-contact-adapter, 1.0)"
 
 
@@ -48,22 +49,36 @@ class DiscordApi:
     async def edit_original(self, application_id: str, token: str, body: Mapping[str, Any]) -> bool:
         """PATCH ``/webhooks/{app}/{token}/messages/@original``; True when Discord took it."""
         path = f"webhooks/{application_id}/{token}/messages/@original"
-        for attempt in range(2):
+        for attempt in range(3):
             try:
                 response = await self.client.patch(path, json=dict(body))
             except httpx.HTTPError as exc:
                 log.warning("discord_edit_failed", error=type(exc).__name__)
                 return False
-            if response.status_code == 429 and attempt == 0:
-                await asyncio.sleep(min(_retry_after(response), 5.0))
-                continue
             if response.is_success:
                 return True
+            if attempt < 2 and response.status_code == 429:
+                await asyncio.sleep(min(_retry_after(response), 5.0))
+                continue
+            if attempt < 2 and _code(response) == UNKNOWN_MESSAGE:
+                # An outcome quicker than Discord's handling of our first answer: the
+                # message to edit is not there yet. It is a moment later.
+                await asyncio.sleep(1.0)
+                continue
             log.warning(
                 "discord_edit_refused", status=response.status_code, body=response.text[:100]
             )
             return False
         return False
+
+
+def _code(response: httpx.Response) -> int | None:
+    """Discord's JSON error code (10008 Unknown Message, …), if the answer has one."""
+    try:
+        code = response.json().get("code")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, int) else None
 
 
 def _retry_after(response: httpx.Response) -> float:
