@@ -1,8 +1,8 @@
 """Discord and Google Chat: answer latency at 50 requests/s on the production path, and
 throughput against a bare Starlette endpoint that only verifies the signature.
 
-Usage: ``python bench/bench_chat_apps.py [--seconds 4] [--latency-seconds 6]`` (about 45 s
-with start-up).
+Usage: ``python bench/bench_chat_apps.py [--seconds 4] [--latency-seconds 6] [--budget 1.5]``
+(about 50 s with start-up; ``--budget 0`` measures the accept alone).
 
 Each server runs in its own process under uvicorn (one worker, same options):
 
@@ -13,6 +13,8 @@ Each server runs in its own process under uvicorn (one worker, same options):
   ``/contact text:<name email phone>`` for Discord (Ed25519 signed), a ``/contact …``
   MESSAGE event for Google Chat (a project-number JWT; the service fetched the stand-in's
   keys once and caches them);
+* ``api``: ``POST /contacts`` on the same server with the same kind of contacts: the core's
+  accept (and fast path) over HTTP without a chat platform, what a channel can approach;
 * ``bare``: a Starlette app whose two routes only verify the same signatures (Ed25519 over
   timestamp + body; RS256 of the JWT with the key already loaded) and answer a constant
   JSON: the ceiling of the framework plus the cryptography, no channel logic.
@@ -49,6 +51,7 @@ PUBLIC_KEY = "d38bc7c7ded4aedba5b22cdd69a1dba54655c3a8a49003790fee83277de50ff1"
 SEED = "1d131f266833f076122a1fc0c460679f2f558393756c9277da66ad4646569cc2"
 APPLICATION_ID = "1300000000000000001"
 PROJECT_NUMBER = "123456789012"
+API_TOKEN = "bench-api-token-0123456789"
 DEADLINES = {"discord": 3.0, "googlechat": 30.0}
 PATHS = {"discord": "/discord/interactions", "googlechat": "/googlechat/events"}
 
@@ -81,6 +84,7 @@ def serve_ours(port: int, db: str, rocketchat: str, google: str, budget: float) 
         rocketchat_contact_api="visitor",
         database_url=f"sqlite:///{db}",
         fast_path_budget=budget,
+        api_token=API_TOKEN,  # POST /contacts: the core's accept over HTTP, for reference
         log_level="WARNING",
         channel_settings={
             "DISCORD_PUBLIC_KEY": PUBLIC_KEY,
@@ -260,6 +264,24 @@ def google_requests(start: int, n: int) -> list[tuple[bytes, dict[str, str]]]:
     return out
 
 
+def api_requests(start: int, n: int) -> list[tuple[bytes, dict[str, str]]]:
+    """The same kind of contacts as JSON for ``POST /contacts`` (no chat platform)."""
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {API_TOKEN}"}
+    return [
+        (
+            json.dumps(
+                {
+                    "name": f"Guest {_alpha(i)}",
+                    "email": f"guest{i}@example.com",
+                    "phone": f"+1 415 555 {i % 10000:04d}",
+                }
+            ).encode(),
+            headers,
+        )
+        for i in range(start, start + n)
+    ]
+
+
 MAKERS = {"discord": discord_requests, "googlechat": google_requests}
 
 
@@ -347,12 +369,21 @@ def main() -> None:
                     args.seconds,
                 )
             )
+            api_rate, api_errors, _ = asyncio.run(
+                closed_loop(
+                    f"http://127.0.0.1:{ours_port}/contacts",
+                    iter(api_requests(next(counter), room)),
+                    args.concurrency,
+                    args.seconds,
+                )
+            )
             results[platform] = {
                 "p50": pct(latencies, 50),
                 "p99": pct(latencies, 99),
-                "errors": errors + ours_errors + bare_errors,
+                "errors": errors + ours_errors + bare_errors + api_errors,
                 "ours": ours_rate,
                 "bare": bare_rate,
+                "api": api_rate,
             }
             print(
                 f"{platform}: {args.rate:.0f}/s for {args.latency_seconds:.0f} s on the production path"
@@ -366,6 +397,10 @@ def main() -> None:
                 f"  throughput ({args.concurrency} connections): ours {ours_rate:.0f}/s, bare signature "
                 f"check {bare_rate:.0f}/s = {ours_rate / bare_rate:.2f}x of bare "
                 f"(errors {ours_errors}/{bare_errors})"
+            )
+            print(
+                f"  POST /contacts on the same server, same contacts: {api_rate:.0f}/s; "
+                f"{platform} = {ours_rate / api_rate:.0%} of the core's own accept over HTTP"
             )
     finally:
         for process in (ours, bare, standins):
