@@ -13,6 +13,9 @@ from __future__ import annotations
 from adapter.channels.base import (
     Channel,
     ChannelContext,
+    ChannelStatus,
+    channel_statuses,
+    check_channels,
     connect_channels,
     discover_channels,
     notify_channel,
@@ -27,6 +30,7 @@ from adapter.channels.http import (
 from adapter.channels.signing import (
     check_timestamp,
     constant_time_equal,
+    timestamp_offset,
     verify_hmac,
 )
 from adapter.channels.webhooks import (
@@ -72,6 +76,7 @@ from adapter.core.records import DeliveryRecord, Outcome, Submission
 from adapter.settings import (
     Settings,
     SettingsError,
+    setting_error,
 )
 
 __all__ = [
@@ -81,6 +86,7 @@ __all__ = [
     "BodyTooLarge",
     "Channel",
     "ChannelContext",
+    "ChannelStatus",
     "ContactError",
     "DeliveryRecord",
     "Extraction",
@@ -97,6 +103,8 @@ __all__ = [
     "WebhookRequest",
     "bearer_ok",
     "body_digest",
+    "channel_statuses",
+    "check_channels",
     "check_timestamp",
     "client_address",
     "connect_channels",
@@ -119,9 +127,11 @@ __all__ = [
     "read_body",
     "real_name",
     "scalar_text",
+    "setting_error",
     "setting_list",
     "stringified",
     "text_value",
+    "timestamp_offset",
     "validate_contact",
     "verify_hmac",
 ]
