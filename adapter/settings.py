@@ -44,7 +44,7 @@ class SettingsError(RuntimeError):
     """A setting is missing or malformed; the message names the variable."""
 
 
-_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "DATABASE_URL", "_KEY")
+_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "DATABASE_URL", "_KEY", "SERVICE_ACCOUNT")
 
 
 def is_secret_setting(variable: str) -> bool:

@@ -121,7 +121,8 @@ def _service_account(raw: str) -> ServiceAccount:
             text = Path(raw).read_text(encoding="utf-8")
         except OSError as exc:
             raise SettingsError(
-                f"setting GOOGLE_CHAT_SERVICE_ACCOUNT: cannot read {raw!r} ({exc.strerror}): {hint}"
+                "setting GOOGLE_CHAT_SERVICE_ACCOUNT: not JSON, and not a file that can be read "
+                f"({exc.strerror}): {hint}"
             ) from None
     try:
         data: Any = json.loads(text)
