@@ -14,6 +14,9 @@ from __future__ import annotations
 from adapter.channels.base import (
     Channel,
     ChannelContext,
+    ChannelStatus,
+    channel_statuses,
+    check_channels,
     connect_channels,
     discover_channels,
     notify_channel,
@@ -29,6 +32,7 @@ from adapter.channels.http import (
 from adapter.channels.signing import (
     check_timestamp,
     constant_time_equal,
+    timestamp_offset,
     verify_hmac,
 )
 from adapter.channels.webhooks import (
@@ -84,6 +88,7 @@ from adapter.core.records import DeliveryRecord, Outcome, Submission
 from adapter.settings import (
     Settings,
     SettingsError,
+    setting_error,
 )
 
 __all__ = [
@@ -93,6 +98,7 @@ __all__ = [
     "BodyTooLarge",
     "Channel",
     "ChannelContext",
+    "ChannelStatus",
     "ContactError",
     "Conversation",
     "ConversationRules",
@@ -116,6 +122,8 @@ __all__ = [
     "advance",
     "bearer_ok",
     "body_digest",
+    "channel_statuses",
+    "check_channels",
     "check_timestamp",
     "client_address",
     "connect_channels",
@@ -140,9 +148,11 @@ __all__ = [
     "read_body",
     "real_name",
     "scalar_text",
+    "setting_error",
     "setting_list",
     "stringified",
     "text_value",
+    "timestamp_offset",
     "validate_contact",
     "verify_hmac",
 ]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -75,6 +76,7 @@ __all__ = [
     "migrate",
     "normalize_database_url",
     "people",
+    "schema_version_of",
     "sqlite_writer_engine",
     "status_is",
 ]
@@ -254,6 +256,26 @@ def _add_missing(conn: Connection) -> list[str]:
                 conn.execute(CreateIndex(index, if_not_exists=True))
                 done.append(str(index.name))
     return done
+
+
+async def schema_version_of(engine: AsyncEngine) -> int | None:
+    """The schema version the database is at; None when it has no schema yet (a SQLite
+    file that does not exist is not created)."""
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        if database and database != ":memory:" and not Path(database).is_file():
+            return None
+
+    def has_table(conn: Connection) -> bool:
+        return inspect(conn).has_table("schema_version")
+
+    async with engine.connect() as conn:
+        if not await conn.run_sync(has_table):
+            return None
+        version = (
+            await conn.execute(select(schema_version.c.version).where(schema_version.c.id == 1))
+        ).scalar()
+    return int(version) if version is not None else None
 
 
 async def migrate(engine: AsyncEngine) -> int:

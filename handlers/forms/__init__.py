@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from adapter.channels import ChannelContext
+from adapter.channels import ChannelContext, ChannelStatus, Settings
 from handlers.forms.config import FormConfig, RateLimiter, load_forms, origin_of
 from handlers.forms.page import FormViews, Page
 from handlers.forms.post import FormPosts
@@ -40,6 +40,14 @@ class FormsChannel:
 
     def __init__(self) -> None:
         self._page: Page | None = None
+
+    def check(self, settings: Settings) -> None:
+        """``FORMS`` and every form's ``FORM_…`` settings (:func:`load_forms`)."""
+        load_forms(settings)
+
+    def status(self, settings: Settings) -> ChannelStatus:
+        load_forms(settings)  # always on: the default form needs no setting
+        return ChannelStatus("form", True, "/form")
 
     @property
     def page(self) -> Page:
