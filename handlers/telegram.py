@@ -90,14 +90,14 @@ class TelegramConfig:
         secret = setting(settings, "TELEGRAM_WEBHOOK_SECRET")
         if token and not secret:
             raise SettingsError(
-                "setting TELEGRAM_WEBHOOK_SECRET is missing: TELEGRAM_BOT_TOKEN is set, and "
-                "without a secret anyone could post updates; choose one (1-256 of A-Z a-z "
-                "0-9 _ -) and pass it to setWebhook as secret_token"
+                "setting TELEGRAM_BOT_TOKEN is set without TELEGRAM_WEBHOOK_SECRET: expected "
+                "both, since without a secret anyone could post updates (choose 1-256 of "
+                "A-Z a-z 0-9 _ - and pass it to setWebhook as secret_token)"
             )
         if secret and not token:
             raise SettingsError(
-                "setting TELEGRAM_BOT_TOKEN is missing: the bot's token from @BotFather is "
-                "needed to answer guests (TELEGRAM_WEBHOOK_SECRET is set)"
+                "setting TELEGRAM_WEBHOOK_SECRET is set without TELEGRAM_BOT_TOKEN: expected "
+                "both (the bot's token from @BotFather answers the guests)"
             )
         if secret and not _SECRET.match(secret):
             raise SettingsError(

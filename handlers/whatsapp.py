@@ -94,30 +94,30 @@ class WhatsAppConfig:
         secret = setting(settings, "WHATSAPP_APP_SECRET")
         verify = setting(settings, "WHATSAPP_VERIFY_TOKEN")
         access = setting(settings, "WHATSAPP_ACCESS_TOKEN")
+        needs = {
+            "WHATSAPP_VERIFY_TOKEN": "the Verify token typed in the app's webhook settings",
+            "WHATSAPP_ACCESS_TOKEN": "a system user's token to answer guests",
+        }
         if secret:
-            for name, value, what in (
-                (
-                    "WHATSAPP_VERIFY_TOKEN",
-                    verify,
-                    "the Verify token you type in the app's WhatsApp > Configuration > Webhook",
-                ),
-                (
-                    "WHATSAPP_ACCESS_TOKEN",
-                    access,
-                    "a system user's access token with "
-                    "whatsapp_business_messaging, to answer guests",
-                ),
+            for name, value in (
+                ("WHATSAPP_VERIFY_TOKEN", verify),
+                ("WHATSAPP_ACCESS_TOKEN", access),
             ):
                 if not value:
                     raise SettingsError(
-                        f"setting {name} is missing: WHATSAPP_APP_SECRET is set; set {name} "
-                        f"to {what}"
+                        f"setting WHATSAPP_APP_SECRET is set without {name}: expected both "
+                        f"({name} is {needs[name]})"
                     )
-        elif verify or access:
-            raise SettingsError(
-                "setting WHATSAPP_APP_SECRET is missing: without the app secret (App "
-                "settings > Basic) no notification can be verified"
-            )
+        else:
+            for name, value in (
+                ("WHATSAPP_VERIFY_TOKEN", verify),
+                ("WHATSAPP_ACCESS_TOKEN", access),
+            ):
+                if value:
+                    raise SettingsError(
+                        f"setting {name} is set without WHATSAPP_APP_SECRET: expected the app "
+                        "secret too (App settings > Basic), which verifies every notification"
+                    )
         phone_id = setting(settings, "WHATSAPP_PHONE_NUMBER_ID")
         if phone_id is not None and not phone_id.isdigit():
             raise SettingsError(
