@@ -22,6 +22,7 @@ from adapter.channels import (
     BodyTooLarge,
     ChannelContext,
     Outcome,
+    Settings,
     Submission,
     bearer_ok,
     error_response,
@@ -222,6 +223,11 @@ class ApiChannel:
     """The authenticated JSON/form API for other systems and scripts."""
 
     name = "api"
+    title = "REST API"
+
+    def off_reason(self, settings: Settings) -> str | None:
+        """Why ``POST /contacts`` refuses everything, or None when on."""
+        return None if settings.api_token else "set API_TOKEN"
 
     def routes(self, context: ChannelContext) -> Sequence[BaseRoute]:
         settings = context.settings

@@ -152,7 +152,7 @@ def test_honeypot_answers_like_a_success_and_stores_nothing(
     assert redirected.headers["location"] == f"{SITE}/thanks"
     assert service.client.get(f"/deliveries/{as_json.json()['delivery_id']}").status_code == 404
     listed = service.client.get(
-        "/deliveries/" + as_page.text.split("Reference: ")[1].split("<")[0],
+        "/deliveries/" + as_page.text.split("Your reference: <strong>")[1].split("<")[0],
         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
     )
     assert listed.status_code == 404

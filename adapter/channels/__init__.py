@@ -68,6 +68,7 @@ from adapter.core.payloads import (
     stringified,
     text_value,
 )
+from adapter.core.plain import short_reference
 from adapter.core.records import DeliveryRecord, Outcome, Submission
 from adapter.settings import (
     Settings,
@@ -120,6 +121,7 @@ __all__ = [
     "real_name",
     "scalar_text",
     "setting_list",
+    "short_reference",
     "stringified",
     "text_value",
     "validate_contact",

@@ -50,7 +50,7 @@ from adapter.channels.base import ChannelContext
 from adapter.channels.http import BodyTooLarge, read_body
 from adapter.core.payloads import NO_CONTACT, TOO_DEEP, Lookup, PayloadError, no_contact_reason
 from adapter.core.records import Outcome, Submission
-from adapter.settings import SettingsError, check_required_fields
+from adapter.settings import Settings, SettingsError, check_required_fields
 
 __all__ = [
     "PayloadError",
@@ -271,6 +271,13 @@ class WebhookChannel:
     def __init__(self, provider: WebhookProvider) -> None:
         self.provider = provider
         self.name = "webhook"  # outcomes of all webhooks are reported the same way (not at all)
+        self.title = provider.label or provider.name  # "tawk.to", "Intercom"
+
+    def off_reason(self, settings: Settings) -> str | None:
+        """Why the provider's webhook refuses everything (no secret set), or None when on."""
+        if any(settings.lookup(name) for name in self.provider.secret_settings):
+            return None
+        return "set " + " or ".join(self.provider.secret_settings)
 
     def routes(self, context: ChannelContext) -> Sequence[BaseRoute]:
         provider = self.provider

@@ -213,11 +213,12 @@ def deliveries_list(
     limit: int = 50,
 ) -> None:
     """List recent deliveries (no personal data)."""
+    from adapter.core.plain import reason_of
+
     records = _queue_call(lambda q: q.list(status=status, source=source, team=team, limit=limit))
     for r in records:
-        typer.echo(
-            f"{r.id}  {r.status:<10} {r.source:<20} attempts={r.attempts}  {r.last_error or ''}"
-        )
+        reason = reason_of(r.status, r.last_error, r.errors)  # a rejected row's field errors
+        typer.echo(f"{r.id}  {r.status:<10} {r.source:<20} attempts={r.attempts}  {reason}")
     if not records:
         typer.echo("no deliveries match")
 

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from adapter.channels import ChannelContext
+from adapter.channels import ChannelContext, Settings
 from handlers.forms.config import FormConfig, RateLimiter, load_forms, origin_of
 from handlers.forms.page import FormViews, Page
 from handlers.forms.post import FormPosts
@@ -37,6 +37,13 @@ class FormsChannel:
     """``POST /forms/<form>``, its CORS preflight, and the hosted page ``GET /form``."""
 
     name = "form"  # submissions are "form:<form>"
+    title = "Hosted and HTML forms"
+
+    def off_reason(self, settings: Settings) -> str | None:
+        """Why no form takes posts (each turned off), or None when one does."""
+        if any(config.enabled for config in load_forms(settings).values()):
+            return None
+        return "every form is turned off: set FORM_ENABLED=true (or FORM_<FORM>_ENABLED)"
 
     def __init__(self) -> None:
         self._page: Page | None = None
@@ -57,6 +64,8 @@ class FormsChannel:
             config = forms.get(name)
             if config is None:
                 return views.fail(request, 404, views.unknown(name), heading="No such form")
+            if not config.enabled:
+                return views.turned_off(request, config)
             return views.form_page(request, config)
 
         return [

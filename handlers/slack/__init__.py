@@ -25,7 +25,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from adapter.channels import BodyTooLarge, ChannelContext, DeliveryRecord, error_response, read_body
+from adapter.channels import (
+    BodyTooLarge,
+    ChannelContext,
+    DeliveryRecord,
+    Settings,
+    error_response,
+    read_body,
+)
 from handlers.slack import blocks
 from handlers.slack.config import SlackConfig
 from handlers.slack.sender import SlackSender
@@ -45,6 +52,11 @@ class SlackChannel:
     """Slash command + modal, on slack-bolt, mounted in the service's Starlette app."""
 
     name = "slack"
+    title = "Slack"
+
+    def off_reason(self, settings: Settings) -> str | None:
+        """Why Slack's requests are refused (naming the setting), or None when on."""
+        return SlackConfig.from_settings(settings).problem
 
     def routes(self, context: ChannelContext) -> Sequence[BaseRoute]:
         config = SlackConfig.from_settings(context.settings)
