@@ -19,7 +19,7 @@ __all__ = ["SENTENCE_MAX", "plain_error", "reason_of", "short_reference"]
 
 SENTENCE_MAX = 200  # characters of an error page's text kept
 
-_MARKUP = re.compile(r"<\s*/?\s*[a-zA-Z!][^>]*>")
+_MARKUP = re.compile(r"</?[a-zA-Z!][^<>]*>")
 _DROPPED = re.compile(
     r"<\s*(script|style|head|title)\b.*?<\s*/\s*\1\s*>", re.IGNORECASE | re.DOTALL
 )
@@ -30,28 +30,23 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 
 
 def plain_error(text: str, *, limit: int = SENTENCE_MAX) -> str:
-    """``text`` without markup: an HTML error page becomes its words, cut after the first
-    sentence (and at ``limit`` characters); other text is returned as it is."""
-    if not _MARKUP.search(text):
+    """``text`` without markup: the words of an HTML error page after what precedes it
+    (``… answered 503: ``), cut after the page's first sentence (and at ``limit``
+    characters); text without markup is returned as it is."""
+    found = _MARKUP.search(text)
+    if found is None:
         return text
-    words = _CUT_TAG.sub("", _DROPPED.sub(" ", text))
+    prefix = text[: found.start()].strip()
+    words = _CUT_TAG.sub("", _DROPPED.sub(" ", text[found.start() :]))
     words = _BLOCK_END.sub(". ", words)
     words = html.unescape(_MARKUP.sub(" ", words))
     words = _SPACE.sub(" ", words).strip()
-    words = re.sub(r"(\.\s*){2,}", ". ", words).strip(" .") + "."  # empty blocks
-    words = re.sub(r"([.!?:])\.(\s|$)", r"\1\2", words).strip()
-    head, sep, _ = words.partition(":")
-    # "answered 503: <html>…" keeps its head; the page's words follow, first sentence only.
-    if sep and not _MARKUP.search(head) and len(head) < 120:
-        body = words[len(head) + 1 :].strip()
-        prefix = head.strip() + ": "
-    else:
-        body, prefix = words, ""
-    first = _SENTENCE_END.split(body, maxsplit=1)[0]
-    cut = first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
-    if cut != body and not cut.endswith("…"):
-        cut += " …"
-    return prefix + cut
+    words = re.sub(r"(\.\s*){2,}", ". ", words).strip(" .")
+    words = re.sub(r"([.!?:])\.(\s|$)", r"\1\2", words + ".").strip()
+    first = _SENTENCE_END.split(words, maxsplit=1)[0]
+    if len(first) > limit:
+        first = first[: limit - 1].rstrip() + "…"
+    return f"{prefix} {first}".strip() if first != "." else prefix or "(an empty error page)"
 
 
 def reason_of(

@@ -43,7 +43,7 @@ def channel_rows(
         off_reason = getattr(channel, "off_reason", None)
         why_off = off_reason(settings) if off_reason is not None else None
         paths = [
-            route.path
+            route.path_format  # "/forms/{form}", not the converter's "{form:str}"
             for route in routes.get(id(channel), ())
             if isinstance(route, Route)
             and "POST" in (route.methods or ())
