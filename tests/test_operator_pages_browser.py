@@ -26,7 +26,11 @@ from tests.webhook_samples import SECRETS, sign
 
 pytestmark = pytest.mark.browser
 
-WIDTHS = {"phone": (390, 844), "laptop": (1280, 800)}
+# A phone's and a laptop's viewport; OPERATOR_VIEWPORTS="360x740,1440x900" tries others.
+WIDTHS = {
+    size: tuple(int(n) for n in size.split("x"))
+    for size in os.environ.get("OPERATOR_VIEWPORTS", "390x844,1280x800").split(",")
+}
 
 
 def screens() -> Path:

@@ -33,11 +33,12 @@ ON = frozenset({"on", "true", "yes", "1"})
 LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}")  # a BCP 47 tag: en, pt-BR
 # The hosted page's texts (FORM_<KEY>, or FORM_<FORM>_<KEY>): the default, the longest allowed.
 PAGE_TEXTS: dict[str, tuple[str, int]] = {
-    "TITLE": ("Contact us", 120),
-    "INTRO": ("Leave your details and we will get back to you.", 600),
-    "BUTTON_LABEL": ("Send", 40),
-    "SUCCESS_MESSAGE": ("Your details are registered. We will be in touch soon.", 600),
+    "FORM_TITLE": ("Contact us", 120),
+    "FORM_INTRO": ("Leave your details and we will get back to you.", 600),
+    "FORM_BUTTON_LABEL": ("Send", 40),
+    "FORM_SUCCESS_MESSAGE": ("Your details are registered. We will be in touch soon.", 600),
 }
+PAGE_SWITCHES = ("FORM_LANGUAGE", "FORM_ENABLED")  # the page's other settings
 MAX_FIELDS = 200  # fields read from a post (and sent back with the form again)
 DEFAULT_RATE_LIMIT = 10
 
@@ -91,10 +92,10 @@ class FormConfig:
     rate_limit: int  # posts per minute per client IP; 0 = off
     origins_setting: str  # the variable that lists allowed_origins, for messages
     redirect_setting: str
-    title: str = PAGE_TEXTS["TITLE"][0]  # the hosted page's heading
-    intro: str = PAGE_TEXTS["INTRO"][0]
-    button_label: str = PAGE_TEXTS["BUTTON_LABEL"][0]
-    success_message: str = PAGE_TEXTS["SUCCESS_MESSAGE"][0]  # shown once registered
+    title: str = PAGE_TEXTS["FORM_TITLE"][0]  # the hosted page's heading
+    intro: str = PAGE_TEXTS["FORM_INTRO"][0]
+    button_label: str = PAGE_TEXTS["FORM_BUTTON_LABEL"][0]
+    success_message: str = PAGE_TEXTS["FORM_SUCCESS_MESSAGE"][0]  # shown once registered
     language: str = "en"  # the page's lang attribute
     enabled: bool = True  # False: the page and its posts answer 404 "turned off"
     enabled_setting: str = "FORM_ENABLED"
@@ -132,9 +133,9 @@ class _FormSettings:
             raise self.fail(variable, value, "expected a form field name")
         return value
 
-    def text(self, key: str) -> str:
-        default, longest = PAGE_TEXTS[key]
-        value, variable = self.get(key)
+    def text(self, setting: str) -> str:
+        default, longest = PAGE_TEXTS[setting]
+        value, variable = self.get(setting.removeprefix("FORM_"))
         if value is None:
             return default
         if len(value) > longest or any(ord(ch) < 32 for ch in value):
@@ -238,10 +239,10 @@ def load_forms(settings: Settings) -> dict[str, FormConfig]:
                 )
             custom.append((source, target or source))
 
-        language, variable = conf.get("LANGUAGE")
+        language, variable = conf.get(PAGE_SWITCHES[0].removeprefix("FORM_"))
         if language is not None and not LANGUAGE.fullmatch(language):
             raise conf.fail(variable, language, "expected a language tag like en, de or pt-BR")
-        enabled, enabled_setting = conf.switch("ENABLED")
+        enabled, enabled_setting = conf.switch(PAGE_SWITCHES[1].removeprefix("FORM_"))
 
         allowed, origins_setting = conf.origins("ALLOWED_ORIGINS")
         redirect_origins, redirect_setting = conf.origins("REDIRECT_ORIGINS")
@@ -259,10 +260,10 @@ def load_forms(settings: Settings) -> dict[str, FormConfig]:
             rate_limit=rate_limit,
             origins_setting=origins_setting,
             redirect_setting=redirect_setting,
-            title=conf.text("TITLE"),
-            intro=conf.text("INTRO"),
-            button_label=conf.text("BUTTON_LABEL"),
-            success_message=conf.text("SUCCESS_MESSAGE"),
+            title=conf.text("FORM_TITLE"),
+            intro=conf.text("FORM_INTRO"),
+            button_label=conf.text("FORM_BUTTON_LABEL"),
+            success_message=conf.text("FORM_SUCCESS_MESSAGE"),
             language=language or "en",
             enabled=enabled,
             enabled_setting=enabled_setting,

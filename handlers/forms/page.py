@@ -204,7 +204,7 @@ class FormViews:
     @staticmethod
     def messages(config: FormConfig) -> dict[str, str]:
         """The thank-you texts: FORM_SUCCESS_MESSAGE, when set, for registered and queued."""
-        if config.success_message == PAGE_TEXTS["SUCCESS_MESSAGE"][0]:
+        if config.success_message == PAGE_TEXTS["FORM_SUCCESS_MESSAGE"][0]:
             return dict(MESSAGES)
         return {**MESSAGES, "registered": config.success_message, "queued": config.success_message}
 
@@ -251,14 +251,14 @@ class FormViews:
                 *extra,
             ]
         )
-        custom_title = config.title != PAGE_TEXTS["TITLE"][0]
+        custom_title = config.title != PAGE_TEXTS["FORM_TITLE"][0]
         return self.page.render(
             status,
             headers=headers,
             title="Check your details" if errors and not custom_title else config.title,
             intro=(
                 config.intro  # the operator's own words, in the form's language
-                if config.intro != PAGE_TEXTS["INTRO"][0]
+                if config.intro != PAGE_TEXTS["FORM_INTRO"][0]
                 else self.intro(
                     "Correct what is marked and send the form again." if errors else config.intro
                 )
