@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from adapter.core.contact import CONTACT_FIELDS
+from adapter.core.keys import MIN_SECRET_LENGTH
 
 __all__ = ["Settings", "SettingsError", "check_required_fields", "load_settings"]
 
@@ -92,6 +93,10 @@ class Settings(BaseSettings):
     check_email_deliverability: bool = False
     rocketchat_custom_fields: Annotated[tuple[str, ...], NoDecode] = ()
 
+    # Keys: visitor tokens and kept digests are HMACs under this secret (adapter.core.keys);
+    # unset, one is generated once and kept in the ledger.
+    deployment_secret: SecretStr | None = None
+
     # HTTP
     api_token: SecretStr | None = None
     admin_token: SecretStr | None = None
@@ -139,6 +144,18 @@ class Settings(BaseSettings):
     @classmethod
     def _required(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return check_required_fields(value)
+
+    @field_validator("deployment_secret")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"expected at least {MIN_SECRET_LENGTH} random characters, e.g. the output of "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value
 
     @field_validator("rocketchat_url")
     @classmethod

@@ -25,6 +25,8 @@ from tests.rocketchat_standin import RocketChatStandIn, StandInServer
 AGENT = {"user_id": "agentUserId1", "token": "agent-token"}  # rate limited, like a normal user
 BOT = {"user_id": "botUserId1", "token": "bot-token"}  # api-bypass-rate-limit
 API_TOKEN = "test-api-token-0123456789"
+# The tests' deployment secret, so a test can say which visitor token a guest gets.
+DEPLOYMENT_SECRET = "test-deployment-secret-0123456789-abcdef"
 ADMIN_TOKEN = "test-admin-token-0123456789"
 FINAL = ("delivered", "rejected", "failed", "merged")  # statuses a delivery ends in
 
@@ -116,6 +118,7 @@ def make_settings(tmp_path: Path, rocketchat: StandInServer) -> Callable[..., Se
             "database_url": f"sqlite:///{tmp_path / 'contacts.db'}",
             "api_token": API_TOKEN,
             "admin_token": ADMIN_TOKEN,
+            "deployment_secret": DEPLOYMENT_SECRET,
             "retry_first_delay": 0.2,
             "retry_max_delay": 1.0,
             "worker_poll_interval": 0.1,

@@ -171,7 +171,7 @@ def test_ten_thousand_rows_counts_report_reimport_and_delivery(
 
     # The service's worker on the same database registers every good row, once.
     service = start_service(settings)
-    wait_until(lambda: len(standin.contact_posts_per_token()) >= GOOD, timeout=40, interval=0.5)
+    wait_until(lambda: len(standin.contact_posts_per_token()) >= GOOD, timeout=120, interval=0.5)
     wait_until(lambda: stored() == {"delivered": GOOD}, timeout=15, interval=0.2)
     per_token = standin.contact_posts_per_token()
     assert len(per_token) == GOOD and set(per_token.values()) == {1}

@@ -18,7 +18,9 @@ and the index that finds outcomes not yet reported; 3 — ``deliveries.email_key
 lower-cased email) and ``deliveries.phone_key`` (the E.164 phone), indexed, so a person
 first seen by phone and later with an email keeps one token (rows from before stay NULL);
 4 — ``delivery_attempts``: one row per try at Rocket.Chat (when, how long, what came of it,
-which worker), for the admin page's history of a delivery.
+which worker), for the admin page's history of a delivery; 5 — ``deployment_keys``: the
+deployment's generated secret (visitor tokens and kept digests are keyed with it, see
+:mod:`adapter.core.keys`) when ``DEPLOYMENT_SECRET`` does not set one.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ __all__ = [
     "deliveries",
     "delivery_attempts",
     "delivery_events",
+    "deployment_keys",
     "engine_for",
     "is_postgres",
     "metadata",
@@ -72,7 +75,7 @@ __all__ = [
     "status_is",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def status_is(*names: str, column: Any = None) -> Any:
@@ -183,6 +186,15 @@ people = Table(
     Column("token", String(64)),
     Column("fields", JSON, nullable=False),  # raw fields as last given, merged
     Column("updated_at", Float, nullable=False),
+)
+
+# The deployment's generated secrets, by purpose; read by every process sharing the ledger.
+deployment_keys = Table(
+    "deployment_keys",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
 )
 
 schema_version = Table(
