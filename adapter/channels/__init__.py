@@ -72,6 +72,7 @@ from adapter.core.payloads import (
     stringified,
     text_value,
 )
+from adapter.core.plain import short_reference
 from adapter.core.records import DeliveryRecord, Outcome, Submission
 from adapter.settings import (
     Settings,
@@ -129,6 +130,7 @@ __all__ = [
     "scalar_text",
     "setting_error",
     "setting_list",
+    "short_reference",
     "stringified",
     "text_value",
     "timestamp_offset",
