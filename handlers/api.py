@@ -224,6 +224,7 @@ class ApiChannel:
     """The authenticated JSON/form API for other systems and scripts."""
 
     name = "api"
+    title = "REST API"
 
     def check(self, settings: Settings) -> None:
         """Nothing of its own: ``API_TOKEN`` and ``MAX_BODY_BYTES`` are core settings,

@@ -84,6 +84,7 @@ from adapter.core.payloads import (
     stringified,
     text_value,
 )
+from adapter.core.plain import short_reference
 from adapter.core.records import DeliveryRecord, Outcome, Submission
 from adapter.settings import (
     Settings,
@@ -150,6 +151,7 @@ __all__ = [
     "scalar_text",
     "setting_error",
     "setting_list",
+    "short_reference",
     "stringified",
     "text_value",
     "timestamp_offset",

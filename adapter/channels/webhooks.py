@@ -324,6 +324,7 @@ class WebhookChannel:
     def __init__(self, provider: WebhookProvider) -> None:
         self.provider = provider
         self.name = "webhook"  # outcomes of all webhooks are reported the same way (not at all)
+        self.title = provider.label or provider.name  # "tawk.to", "Intercom"
 
     def check(self, settings: Settings) -> None:
         """Every setting the provider reads (see :class:`WebhookSettings`)."""

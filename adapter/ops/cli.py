@@ -21,59 +21,12 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from typer.core import TyperCommand, TyperGroup
 
 from adapter.core.records import STATUSES
+from adapter.ops.cli_help import PlainCommand, PlainGroup
 from adapter.settings import Settings, SettingsError
 
 __all__ = ["app", "main"]
-
-
-_WORDS = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "Path": "FILE", "path": "FILE"}
-
-
-def _plain_metavar(param: Any) -> None:
-    """What a CLI's help shows for a parameter: nothing for a flag, else an upper-case word
-    (``TEXT``, ``INTEGER``, ``FILE``), not typer's ``<bool>``/``{text}`` placeholders."""
-    if getattr(param, "metavar", None) is not None:
-        return
-    if getattr(param, "is_flag", False) or getattr(param, "count", False):
-        param.metavar = ""
-    elif getattr(param, "param_type_name", "") == "argument":
-        param.metavar = str(param.name or "value").upper()
-        param.display_type_rich = lambda ctx: None  # its name says it: no "<str>" beside
-    else:
-        bare = param.bare_type() if hasattr(param, "bare_type") else "str"
-        param.metavar = _WORDS.get(bare.removeprefix("list[").removesuffix("]"), "VALUE")
-
-
-class _PlainHelp:
-    """Help and usage lines as a CLI writes them (``parse [OPTIONS] TEXT``)."""
-
-    def get_params(self, ctx: Any) -> list[Any]:
-        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
-        for param in params:
-            _plain_metavar(param)
-        return params
-
-    def collect_usage_pieces(self, ctx: Any) -> list[str]:
-        pieces = ["[OPTIONS]"]
-        for param in self.get_params(ctx):
-            if getattr(param, "param_type_name", "") == "argument":
-                name = param.metavar or str(param.name or "").upper()
-                pieces.append(name if param.required else f"[{name}]")
-        return pieces
-
-
-class PlainCommand(_PlainHelp, TyperCommand):
-    """A command whose help reads like a CLI's."""
-
-
-class PlainGroup(_PlainHelp, TyperGroup):
-    """A group whose help reads like a CLI's."""
-
-    def collect_usage_pieces(self, ctx: Any) -> list[str]:
-        return ["[OPTIONS]", "COMMAND", "[ARGS]..."]
 
 
 def _version() -> str:
@@ -340,15 +293,6 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[str | None], str | None]:
     return check
 
 
-def _reason(record: Any) -> str:
-    """Why a delivery is where it is, first thing: Rocket.Chat's error, else the field
-    errors of a rejected contact; masked (it may quote the email or phone)."""
-    from adapter.core.redact import redact_text
-
-    text = record.last_error or "; ".join(f"{k}: {v}" for k, v in (record.errors or {}).items())
-    return redact_text(" ".join(text.split())) if text else ""
-
-
 _TIMES = ("created_at", "updated_at", "delivered_at", "next_attempt_at", "started_at")
 
 
@@ -382,11 +326,14 @@ def deliveries_list(
 ) -> None:
     """List recent deliveries, newest first: id, status, created, source, attempts, reason
     (no personal data)."""
+    from adapter.core.plain import reason_of
+
     records = _queue_call(lambda q: q.list(status=status, source=source, team=team, limit=limit))
     for r in records:
+        reason = reason_of(r.status, r.last_error, r.errors)  # a rejected row's field errors
         typer.echo(
             f"{r.id}  {r.status:<10} {_when(r.created_at)}  {r.source:<20} "
-            f"attempts={r.attempts}  {_reason(r)}".rstrip()
+            f"attempts={r.attempts}  {reason}".rstrip()
         )
     if not records:
         typer.echo("no deliveries match")

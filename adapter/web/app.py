@@ -31,6 +31,7 @@ from adapter.ops.startup import database_label, log_start_up
 from adapter.settings import Settings, load_settings
 from adapter.web.admin import admin_routes as admin_page_routes
 from adapter.web.admin_api import admin_routes
+from adapter.web.status_page import status_route
 
 __all__ = ["ServiceApp", "create_app"]
 
@@ -155,9 +156,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *admin_routes(settings, queue),
     ]
+    by_channel: dict[int, list[BaseRoute]] = {}
     for channel in channels:
-        routes.extend(channel.routes(context))
-    routes.extend(admin_page_routes(context))  # the /admin page (adapter/admin.py)
+        by_channel[id(channel)] = list(channel.routes(context))
+        routes.extend(by_channel[id(channel)])
+    routes.extend(admin_page_routes(context))  # the /admin page (adapter/web/admin.py)
+    routes.append(status_route(settings, queue, channels, by_channel, _version()))  # GET /
 
     app = Starlette(
         routes=routes,

@@ -37,6 +37,7 @@ class FormsChannel:
     """``POST /forms/<form>``, its CORS preflight, and the hosted page ``GET /form``."""
 
     name = "form"  # submissions are "form:<form>"
+    title = "Hosted and HTML forms"
 
     def __init__(self) -> None:
         self._page: Page | None = None
@@ -46,8 +47,11 @@ class FormsChannel:
         load_forms(settings)
 
     def status(self, settings: Settings) -> ChannelStatus:
-        load_forms(settings)  # always on: the default form needs no setting
-        return ChannelStatus("form", True, "/form")
+        """On unless every form is turned off (the default form needs no setting)."""
+        if any(config.enabled for config in load_forms(settings).values()):
+            return ChannelStatus("form", True, "/form")
+        why = "every form is turned off: set FORM_ENABLED=true (or FORM_<FORM>_ENABLED)"
+        return ChannelStatus("form", False, "/form", why)
 
     @property
     def page(self) -> Page:
@@ -65,6 +69,8 @@ class FormsChannel:
             config = forms.get(name)
             if config is None:
                 return views.fail(request, 404, views.unknown(name), heading="No such form")
+            if not config.enabled:
+                return views.turned_off(request, config)
             return views.form_page(request, config)
 
         return [

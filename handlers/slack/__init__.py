@@ -53,6 +53,7 @@ class SlackChannel:
     """Slash command + modal, on slack-bolt, mounted in the service's Starlette app."""
 
     name = "slack"
+    title = "Slack"
 
     def check(self, settings: Settings) -> None:
         """Every SLACK_* setting (:meth:`SlackConfig.from_settings`)."""
