@@ -20,7 +20,9 @@ first seen by phone and later with an email keeps one token (rows from before st
 4 — ``delivery_attempts``: one row per try at Rocket.Chat (when, how long, what came of it,
 which worker), for the admin page's history of a delivery; 5 — ``deployment_keys``: the
 deployment's generated secret (visitor tokens and kept digests are keyed with it, see
-:mod:`adapter.core.keys`) when ``DEPLOYMENT_SECRET`` does not set one; 6 — the data's
+:mod:`adapter.core.keys`) when ``DEPLOYMENT_SECRET`` does not set one; 6 —
+``conversations`` (what a messenger guest gave so far, until it expires) and
+``conversation_events`` (the messenger updates already handled, for deduplication); 7 — the data's
 lifecycle: ``deliveries.erased_at`` (when its personal data was erased, by retention or
 ``forget``), ``consent_version``/``consent_at``, the indexes the retention sweep
 walks, and ``audit_log`` (erasures: who, when, how many rows; never the data).
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -64,6 +67,8 @@ from adapter.ledger.engine import (
 __all__ = [
     "SCHEMA_VERSION",
     "audit_log",
+    "conversation_events",
+    "conversations",
     "create_engine",
     "deliveries",
     "delivery_attempts",
@@ -75,11 +80,12 @@ __all__ = [
     "migrate",
     "normalize_database_url",
     "people",
+    "schema_version_of",
     "sqlite_writer_engine",
     "status_is",
 ]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def status_is(*names: str, column: Any = None) -> Any:
@@ -129,7 +135,7 @@ deliveries = Table(
     # earlier deliveries (and token) when a new submission derives a different token.
     Column("email_key", String(320)),
     Column("phone_key", String(32)),
-    # Added in schema 6: when the personal columns were erased (retention or forget), and
+    # Added in schema 7: when the personal columns were erased (retention or forget), and
     # the guest's consent (the consent text's version, when it was given).
     Column("erased_at", Float),
     Column("consent_version", String(64)),
@@ -197,8 +203,11 @@ delivery_events = Table(
     Column("event_id", String(255), primary_key=True),
     Column("delivery_id", String(32), nullable=False),
     Column("created_at", Float, nullable=False),
-    # Schema 6: a delivery's events, for the retention sweep and forget (kept as digests).
+    # Schema 7: a delivery's events, for the retention sweep and forget (kept as digests).
     Index("ix_delivery_events_delivery", "delivery_id"),
+    # The admin page's search by a source's event id, whatever the source (an index adds
+    # nothing older code relies on: not versioned).
+    Index("ix_delivery_events_event", "event_id"),
 )
 
 people = Table(
@@ -212,7 +221,7 @@ people = Table(
     Index("ix_people_updated", "updated_at"),  # the retention sweep
 )
 
-# Erasures and purges (schema 6): who did what, when, how many rows; never the data.
+# Erasures and purges (schema 7): who did what, when, how many rows; never the data.
 audit_log = Table(
     "audit_log",
     metadata,
@@ -223,6 +232,30 @@ audit_log = Table(
     Column("rows", Integer, nullable=False),
     Column("summary", JSON, nullable=False),  # counts per table, how the person was found
     Index("ix_audit_log_at", "at"),
+)
+
+# Schema 6: a messenger guest's conversation with the bot (Telegram, WhatsApp), one row per
+# (channel, chat), deleted once registered, cancelled or expired: it holds personal data.
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("channel", String(32), primary_key=True),
+    Column("chat_id", String(128), primary_key=True),
+    Column("state", JSON, nullable=False),  # adapter.core.conversation.Conversation.as_json()
+    Column("expires_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_conversations_expires", "expires_at"),
+)
+
+# The platform's update / message ids already handled (no personal data), kept longer than
+# the channel accepts a message as fresh, so a retry or replay is handled once.
+conversation_events = Table(
+    "conversation_events",
+    metadata,
+    Column("channel", String(32), primary_key=True),
+    Column("event_id", String(255), primary_key=True),
+    Column("seen_at", Float, nullable=False),
+    Index("ix_conversation_events_seen", "seen_at"),
 )
 
 # The deployment's generated secrets, by purpose; read by every process sharing the ledger.
@@ -266,6 +299,26 @@ def _add_missing(conn: Connection) -> list[str]:
                 conn.execute(CreateIndex(index, if_not_exists=True))
                 done.append(str(index.name))
     return done
+
+
+async def schema_version_of(engine: AsyncEngine) -> int | None:
+    """The schema version the database is at; None when it has no schema yet (a SQLite
+    file that does not exist is not created)."""
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        if database and database != ":memory:" and not Path(database).is_file():
+            return None
+
+    def has_table(conn: Connection) -> bool:
+        return inspect(conn).has_table("schema_version")
+
+    async with engine.connect() as conn:
+        if not await conn.run_sync(has_table):
+            return None
+        version = (
+            await conn.execute(select(schema_version.c.version).where(schema_version.c.id == 1))
+        ).scalar()
+    return int(version) if version is not None else None
 
 
 async def migrate(engine: AsyncEngine) -> int:
