@@ -29,7 +29,7 @@ __all__ = [
 
 log = structlog.get_logger("adapter.channels")
 
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+|~!])")
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>|~])")  # emphasis, code, links, HTML, tables
 _MENTION = re.compile(r"(?<![\w.])([@#])(?=\w)")  # a mention starts a word, unlike an email's @
 
 
