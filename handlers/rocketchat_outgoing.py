@@ -35,6 +35,7 @@ from adapter.channels import (
     Background,
     BodyTooLarge,
     ChannelContext,
+    ChannelStatus,
     DeliveryRecord,
     Outcome,
     Settings,
@@ -125,6 +126,11 @@ class RocketChatOutgoingChannel:
     def check(self, settings: Settings) -> None:
         """Raise SettingsError naming ROCKETCHAT_OUTGOING_TOKEN when it is malformed."""
         _tokens(settings)
+
+    def status(self, settings: Settings) -> ChannelStatus:
+        on = bool(_tokens(settings))
+        reason = None if on else "set ROCKETCHAT_OUTGOING_TOKEN (the outgoing integration's Token)"
+        return ChannelStatus(SOURCE, on, "/rocketchat/outgoing", reason)
 
     def routes(self, context: ChannelContext) -> Sequence[BaseRoute]:
         tokens = _tokens(context.settings)

@@ -37,6 +37,7 @@ from adapter.channels import (
     Background,
     BodyTooLarge,
     ChannelContext,
+    ChannelStatus,
     Outcome,
     Settings,
     SettingsError,
@@ -151,6 +152,11 @@ class TeamsChannel:
     def check(self, settings: Settings) -> None:
         """Raise SettingsError naming TEAMS_WEBHOOK_SECRET when it is malformed."""
         TeamsConfig.from_settings(settings)
+
+    def status(self, settings: Settings) -> ChannelStatus:
+        on = bool(TeamsConfig.from_settings(settings).keys)
+        reason = None if on else "set TEAMS_WEBHOOK_SECRET (the outgoing webhook's security token)"
+        return ChannelStatus("teams", on, "/teams/outgoing", reason)
 
     def routes(self, context: ChannelContext) -> Sequence[BaseRoute]:
         config = TeamsConfig.from_settings(context.settings)

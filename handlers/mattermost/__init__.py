@@ -26,7 +26,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from adapter.channels import ChannelContext, DeliveryRecord, Settings, error_response
+from adapter.channels import (
+    ChannelContext,
+    ChannelStatus,
+    DeliveryRecord,
+    Settings,
+    error_response,
+)
 from handlers.mattermost.config import MattermostConfig
 from handlers.mattermost.replies import Replies
 from handlers.mattermost.service import MattermostService, report
@@ -49,6 +55,10 @@ class MattermostChannel:
     def check(self, settings: Settings) -> None:
         """Raise SettingsError naming the first malformed MATTERMOST_* setting."""
         MattermostConfig.from_settings(settings)
+
+    def status(self, settings: Settings) -> ChannelStatus:
+        problem = MattermostConfig.from_settings(settings).problem
+        return ChannelStatus("mattermost", problem is None, "/mattermost/command", problem)
 
     def routes(self, context: ChannelContext) -> Sequence[BaseRoute]:
         config = MattermostConfig.from_settings(context.settings)
