@@ -573,6 +573,7 @@ class RocketChatStandIn:
         self._index: dict[tuple[str, str], str] = {}
         self._index_size = 0
         self.contacts: dict[str, dict[str, Any]] = {}
+        self.messages: list[dict[str, Any]] = []  # chat.postMessage, as stored
         self.custom_fields: dict[str, dict[str, Any]] = {}
         # Erasure (contracts §7a): visitor tokens and contact ids with an open conversation,
         # and Livechat_Allow_collect_and_store_HTTP_header_informations (the "GDPR" setting
@@ -760,6 +761,7 @@ class RocketChatStandIn:
             "/api/info": {"GET": _RouteDef(self._info, auth=False, rate_limited=False)},
             "/api/v1/me": {"GET": _RouteDef(self._me)},
             "/api/v1/users.info": {"GET": _RouteDef(self._users_info)},
+            "/api/v1/chat.postMessage": {"POST": _RouteDef(self._post_message)},
             "/api/v1/omnichannel/contact": {
                 "POST": _RouteDef(self._legacy_register, permission=legacy_perm),
                 "GET": _RouteDef(self._legacy_get, permission=legacy_perm),
@@ -1103,6 +1105,26 @@ class RocketChatStandIn:
             "settings": {"preferences": {}},
             "services": {"password": {"exists": True}},
         }
+
+    def _post_message(self, ctx: _Ctx) -> dict[str, Any]:
+        """``chat.postMessage`` by ``roomId`` (or ``channel``), optionally in a thread
+        (``tmid``). [unconfirmed] the exact error text for a missing room: 400 with
+        ``error-invalid-channel`` is what is modelled."""
+        body = ctx.body if isinstance(ctx.body, dict) else {}
+        room = body.get("roomId") or body.get("channel")
+        if not isinstance(room, str) or not room:
+            raise meteor_error("error-invalid-channel", "The channel or roomId is required")
+        user = ctx.user or {}
+        message = {
+            "_id": meteor_id(),
+            "rid": room,
+            "msg": str(body.get("text") or ""),
+            "ts": iso_now(),
+            "u": {"_id": ctx.user_id, "username": user.get("username")},
+            **({"tmid": body["tmid"]} if body.get("tmid") else {}),
+        }
+        self.messages.append(message)
+        return {"ts": int(time.time() * 1000), "channel": room, "message": message}
 
     def _users_info(self, ctx: _Ctx) -> dict[str, Any]:
         """``GET users.info?userId=|username=`` (auth only; the public fields of the user)."""

@@ -21,6 +21,13 @@ from adapter.channels.base import (
     discover_channels,
     notify_channel,
 )
+from adapter.channels.chat import (
+    Background,
+    escape_markdown,
+    outcome_text,
+    post_json,
+    submit_by,
+)
 from adapter.channels.conversations import ConversationStore
 from adapter.channels.http import (
     BodyTooLarge,
@@ -98,6 +105,7 @@ __all__ = [
     "CONTACT_FIELDS",
     "TOO_DEEP",
     "Answer",
+    "Background",
     "BodyTooLarge",
     "Channel",
     "ChannelContext",
@@ -137,6 +145,7 @@ __all__ = [
     "dig",
     "discover_channels",
     "error_response",
+    "escape_markdown",
     "event_kind",
     "extract_contact",
     "json_kind",
@@ -149,7 +158,9 @@ __all__ = [
     "norm",
     "normalize_email",
     "notify_channel",
+    "outcome_text",
     "phone_in_text",
+    "post_json",
     "read_body",
     "real_name",
     "scalar_text",
@@ -157,6 +168,7 @@ __all__ = [
     "setting_list",
     "short_reference",
     "stringified",
+    "submit_by",
     "text_value",
     "timestamp_offset",
     "validate_contact",
