@@ -286,7 +286,13 @@ class Settings(BaseSettings):
     @field_validator("form_consent_text", mode="before")
     @classmethod
     def _consent_text(cls, value: Any) -> str | None:
-        return str(value).strip() or None if value is not None else None
+        text = str(value).strip() if value is not None else ""
+        if len(text) > 1000 or any(ord(ch) < 32 and ch not in "\t\n" for ch in text):
+            raise ValueError(
+                "expected the consent sentence the form shows: text of at most 1000 "
+                "characters, without control characters"
+            )
+        return text or None
 
     @property
     def retention(self) -> RetentionPolicy:

@@ -33,9 +33,12 @@ SWEEP_BATCHES = 10  # batches of 500 rows a worker's sweep does per turn at most
 class RetentionSweep:
     """Erases personal data past retention, in batches (see the module doc)."""
 
-    def __init__(self, queue: DeliveryQueue, *, batch: int = 500) -> None:
+    def __init__(self, queue: DeliveryQueue, *, batch: int | None = None) -> None:
         self.queue = queue
-        self.batch = batch
+        # On SQLite a batch runs inline on the event loop, holding the one write lock: 100
+        # rows (tens of ms) keep requests answering meanwhile; PostgreSQL locks only the
+        # batch's rows (FOR UPDATE SKIP LOCKED), so it takes larger ones.
+        self.batch = batch or (500 if queue.engine.dialect.name == "postgresql" else 100)
         self._next = time.monotonic()  # the first sweep runs soon after start
 
     @property
