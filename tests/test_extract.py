@@ -401,6 +401,8 @@ CASES += [
     ("Chris Doe chris@example.com booked=2024-11-05 +1 415 555 2671", None, "Chris Doe", "chris@example.com", US, {}),
     ("Chris Doe 2024-11-05 chris@example.com", None, "Chris Doe", "chris@example.com", None, {}),
     ("Chris Doe chris@example.com +1 415 555 2671 05.11.2024", None, "Chris Doe", "chris@example.com", US, {}),
+    ("chris@example.com 10:30 Chris Doe", None, "Chris Doe", "chris@example.com", None, {}),
+    ("Chris Doe chris@example.com +1 415 555 2671, call back at 14:30 on 12/11/2024", None, "Chris Doe", "chris@example.com", US, {}),
     ("nombre: María López, correo: maria@example.es, empresa: Acme", None, "María López", "maria@example.es", None, {}),
     ("Name: Max Mustermann\nE-Mail: max@example.de\nFirma: Beispiel GmbH\nTelefon: +49 30 1234567", None, "Max Mustermann", "max@example.de", "+49301234567", {}),
     ("名前：山田太郎\nメール：yamada@example.jp\n会社：株式会社サンプル", None, "山田太郎", "yamada@example.jp", None, {}),

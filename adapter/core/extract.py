@@ -64,8 +64,9 @@ _URL = re.compile(
     r"(?<![^\s,;|(<\[\"'])(?:[a-z][a-z0-9+.\-]*://|www\.)[^\s,;|<>\"]+|[^\s,;|<>\"]*/@[^\s,;|<>\"]*",
     re.IGNORECASE,
 )
-_DATE = re.compile(  # 2024-11-05, 05.11.2024, 11/05/24: not phone numbers
-    r"(?<![\w.+/-])(?:\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[./-]\d{1,2}[./-](?:\d{4}|\d{2}))(?![\w/-]|\.\d)"
+_DATE = re.compile(  # 2024-11-05, 05.11.2024, 11/05/24, 10:30: not phone numbers
+    r"(?<![\w.+/:-])(?:\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[./-]\d{1,2}[./-](?:\d{4}|\d{2})"
+    r"|\d{1,2}:\d{2}(?::\d{2})?)(?![\w/:-]|\.\d)"
 )
 _CLOSING_QUOTE = {'"': '"', "'": "'", "“": "”", "”": "”", "‘": "’", "«": "»", "„": "“"}
 # Full-width and Arabic punctuation and invisible formatting characters end an address
