@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import socket
 import sqlite3
@@ -18,13 +19,16 @@ import pytest
 import structlog
 import uvicorn
 
-from adapter.settings import Settings, load_settings
+from adapter.settings import HOME_VARIABLE, Settings, load_settings
 from adapter.web.app import create_app
 from tests.rocketchat_standin import RocketChatStandIn, StandInServer
+from tests.settings_names import is_service_variable
 
 AGENT = {"user_id": "agentUserId1", "token": "agent-token"}  # rate limited, like a normal user
 BOT = {"user_id": "botUserId1", "token": "bot-token"}  # api-bypass-rate-limit
 API_TOKEN = "test-api-token-0123456789"
+# The tests' deployment secret, so a test can say which visitor token a guest gets.
+DEPLOYMENT_SECRET = "test-deployment-secret-0123456789-abcdef"
 ADMIN_TOKEN = "test-admin-token-0123456789"
 FINAL = ("delivered", "rejected", "failed", "merged")  # statuses a delivery ends in
 
@@ -67,6 +71,23 @@ async def wait_until_async(
         if value or time.monotonic() > deadline:
             return value
         await asyncio.sleep(interval)  # noqa: sleep-ok - the poll interval of this deadline wait
+
+
+@pytest.fixture(autouse=True)
+def _settings_isolated(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """No test reads the user's ``.env`` or the service's variables from their shell: each
+    runs in an empty home (``CONTACT_ADAPTER_HOME``, also the working directory) with every
+    variable the service reads removed from ``os.environ``, so that the subprocesses tests
+    start from ``os.environ`` inherit the same clean state (tests/test_isolation.py)."""
+    home = tmp_path_factory.mktemp("home")
+    for name in list(os.environ):
+        if is_service_variable(name):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv(HOME_VARIABLE, str(home))
+    monkeypatch.chdir(home)
+    yield home
 
 
 @pytest.fixture(autouse=True)
@@ -116,6 +137,7 @@ def make_settings(tmp_path: Path, rocketchat: StandInServer) -> Callable[..., Se
             "database_url": f"sqlite:///{tmp_path / 'contacts.db'}",
             "api_token": API_TOKEN,
             "admin_token": ADMIN_TOKEN,
+            "deployment_secret": DEPLOYMENT_SECRET,
             "retry_first_delay": 0.2,
             "retry_max_delay": 1.0,
             "worker_poll_interval": 0.1,

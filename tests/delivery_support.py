@@ -22,8 +22,8 @@ from typing import Any
 
 import httpx
 
-from adapter.rocketchat.sansio import contact_token
-from tests.conftest import ADMIN_TOKEN, API_TOKEN, BOT, wait_until
+from adapter.core.keys import DeploymentKey
+from tests.conftest import ADMIN_TOKEN, API_TOKEN, BOT, DEPLOYMENT_SECRET, wait_until
 from tests.rocketchat_standin import StandInServer
 
 
@@ -59,7 +59,8 @@ def guest(i: int, **extra: str) -> dict[str, str]:
 
 
 def token_of(i: int) -> str:
-    return contact_token(email=f"guest{i}@example.com", phone=None, person_key=None)
+    key = DeploymentKey(DEPLOYMENT_SECRET)
+    return key.visitor_token(email=f"guest{i}@example.com", phone=None, person_key=None)
 
 
 @dataclass
@@ -204,7 +205,9 @@ def service_env(rocketchat_url: str, database_url: str, **settings: str) -> dict
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("ROCKETCHAT_", "DATABASE_", "PYTEST_", "API_", "ADMIN_"))
+        if not k.startswith(
+            ("ROCKETCHAT_", "DATABASE_", "PYTEST_", "API_", "ADMIN_", "DEPLOYMENT_")
+        )
     }
     env.update(
         PYTHONUNBUFFERED="1",
@@ -215,6 +218,7 @@ def service_env(rocketchat_url: str, database_url: str, **settings: str) -> dict
         DATABASE_URL=database_url,
         API_TOKEN=API_TOKEN,
         ADMIN_TOKEN=ADMIN_TOKEN,
+        DEPLOYMENT_SECRET=DEPLOYMENT_SECRET,
         SQLITE_SYNCHRONOUS="NORMAL",
         RETRY_FIRST_DELAY="0.2",
         RETRY_MAX_DELAY="1",
@@ -309,7 +313,10 @@ def seed(database_url: str, indexes: Sequence[int]) -> list[str]:
     from adapter.settings import load_settings
 
     settings = load_settings(
-        database_url=database_url, rocketchat_url="http://127.0.0.1:9", fast_path_budget=0
+        database_url=database_url,
+        rocketchat_url="http://127.0.0.1:9",
+        fast_path_budget=0,
+        deployment_secret=DEPLOYMENT_SECRET,
     )
 
     async def main() -> list[str]:

@@ -568,8 +568,11 @@ class RocketChatStandIn:
         self._index: dict[tuple[str, str], str] = {}
         self._index_size = 0
         self.contacts: dict[str, dict[str, Any]] = {}
+        self.messages: list[dict[str, Any]] = []  # chat.postMessage, as stored
         self.custom_fields: dict[str, dict[str, Any]] = {}
         self.down = False
+        # Faults (down, fail_next) answered as a proxy's HTML error page (nginx) instead of JSON
+        self.fault_html = False
         self.latency = latency
         self.error_rate = error_rate
         self._random = random.Random(seed)
@@ -748,6 +751,7 @@ class RocketChatStandIn:
             "/api/info": {"GET": _RouteDef(self._info, auth=False, rate_limited=False)},
             "/api/v1/me": {"GET": _RouteDef(self._me)},
             "/api/v1/users.info": {"GET": _RouteDef(self._users_info)},
+            "/api/v1/chat.postMessage": {"POST": _RouteDef(self._post_message)},
             "/api/v1/omnichannel/contact": {
                 "POST": _RouteDef(self._legacy_register, permission=legacy_perm),
                 "GET": _RouteDef(self._legacy_get, permission=legacy_perm),
@@ -848,11 +852,11 @@ class RocketChatStandIn:
 
     def _fault(self, request: Request) -> Response | None:
         if self.down:
-            return _fault_response(503)
+            return _fault_response(503, html=self.fault_html)
         with self._lock:
             status = self._fail_next.pop(0) if self._fail_next else None
         if status is not None:
-            return _fault_response(status)
+            return _fault_response(status, html=self.fault_html)
         is_contact_post = request.method == "POST" and request.url.path in (
             "/api/v1/omnichannel/contact",
             "/api/v1/omnichannel/contacts",
@@ -1079,6 +1083,26 @@ class RocketChatStandIn:
             "settings": {"preferences": {}},
             "services": {"password": {"exists": True}},
         }
+
+    def _post_message(self, ctx: _Ctx) -> dict[str, Any]:
+        """``chat.postMessage`` by ``roomId`` (or ``channel``), optionally in a thread
+        (``tmid``). [unconfirmed] the exact error text for a missing room: 400 with
+        ``error-invalid-channel`` is what is modelled."""
+        body = ctx.body if isinstance(ctx.body, dict) else {}
+        room = body.get("roomId") or body.get("channel")
+        if not isinstance(room, str) or not room:
+            raise meteor_error("error-invalid-channel", "The channel or roomId is required")
+        user = ctx.user or {}
+        message = {
+            "_id": meteor_id(),
+            "rid": room,
+            "msg": str(body.get("text") or ""),
+            "ts": iso_now(),
+            "u": {"_id": ctx.user_id, "username": user.get("username")},
+            **({"tmid": body["tmid"]} if body.get("tmid") else {}),
+        }
+        self.messages.append(message)
+        return {"ts": int(time.time() * 1000), "channel": room, "message": message}
 
     def _users_info(self, ctx: _Ctx) -> dict[str, Any]:
         """``GET users.info?userId=|username=`` (auth only; the public fields of the user)."""
@@ -1466,12 +1490,20 @@ def _sort_key(key: str) -> Callable[[dict[str, Any]], str]:
     return sort_key
 
 
-def _fault_response(status: int) -> Response:
-    """What a proxy in front of a dead/failing server answers (no Rocket.Chat headers)."""
+def _fault_response(status: int, *, html: bool = False) -> Response:
+    """What a proxy in front of a dead/failing server answers (no Rocket.Chat headers):
+    JSON, or (``html``) nginx's error page, byte for byte as nginx writes it."""
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:
         phrase = "Error"
+    if html:
+        page = (
+            f"<html>\r\n<head><title>{status} {phrase}</title></head>\r\n<body>\r\n"
+            f"<center><h1>{status} {phrase}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+            "</body>\r\n</html>\r\n"
+        )
+        return Response(page.encode(), status, media_type="text/html")
     body = {"success": False, "error": phrase}
     return Response(dumps(body), status, media_type=JSON_TYPE)
 

@@ -37,7 +37,7 @@ def test_valid_contact_is_registered_with_exactly_the_documented_request(
         "email": "Chris@example.com",
         "phone": "+14155552671",
     }
-    assert sent.json["token"].startswith("oca-")
+    assert sent.json["token"].startswith("ocak-")
     assert sent.headers["x-user-id"] == BOT["user_id"]
     assert sent.headers["x-auth-token"] == BOT["token"]
     assert sent.headers["content-type"] == "application/json"

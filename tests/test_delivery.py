@@ -19,7 +19,15 @@ import httpx
 import pytest
 
 from adapter.settings import Settings
-from tests.conftest import ADMIN_TOKEN, AGENT, BOT, Service, wait_until, wait_until_async
+from tests.conftest import (
+    ADMIN_TOKEN,
+    AGENT,
+    BOT,
+    DEPLOYMENT_SECRET,
+    Service,
+    wait_until,
+    wait_until_async,
+)
 from tests.delivery_support import (
     BIN,
     CONTACT_POST,
@@ -559,6 +567,7 @@ def _queue_and_worker(database_url: str, rocketchat_url: str, **overrides: Any) 
         rocketchat_user_id=BOT["user_id"],
         rocketchat_auth_token=BOT["token"],
         rocketchat_contact_api="visitor",
+        deployment_secret=DEPLOYMENT_SECRET,
         retry_first_delay=0.2,
         retry_max_delay=1.0,
         worker_poll_interval=0.05,
@@ -916,7 +925,7 @@ def test_schema_1_database_keeps_its_rows_and_gains_the_attempts_table(db_url: s
         assert tuple(row) == ("failed", 3, None, None, None, None)
         assert {"ix_deliveries_email_key", "ix_deliveries_phone_key"} <= indexes
         assert attempts == 0  # the table exists; the old row's three attempts were only counted
-        assert version == SCHEMA_VERSION == 4
+        assert version == SCHEMA_VERSION == 6
 
     asyncio.run(main())
 

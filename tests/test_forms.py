@@ -152,7 +152,7 @@ def test_honeypot_answers_like_a_success_and_stores_nothing(
     assert redirected.headers["location"] == f"{SITE}/thanks"
     assert service.client.get(f"/deliveries/{as_json.json()['delivery_id']}").status_code == 404
     listed = service.client.get(
-        "/deliveries/" + as_page.text.split("Reference: ")[1].split("<")[0],
+        "/deliveries/" + as_page.text.split("Your reference: <strong>")[1].split("<")[0],
         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
     )
     assert listed.status_code == 404
@@ -452,12 +452,24 @@ def test_malformed_form_settings_stop_the_service_with_the_variable_named() -> N
         "FORM_RATE_LIMIT": {"FORM_RATE_LIMIT": "lots"},
         "FORM_PHONE_REGION": {"FORM_PHONE_REGION": "XX"},
         "FORM_REDIRECT": {"FORM_REDIRECT": "/thanks"},
+        "FORM_LANGUAGE": {"FORM_LANGUAGE": "french please"},
+        "FORM_PRICING_ENABLED": {"FORMS": "pricing", "FORM_PRICING_ENABLED": "maybe"},
+        "FORM_BUTTON_LABEL": {"FORM_BUTTON_LABEL": "Send " * 20},
+        "FORM_TITLE": {"FORM_TITLE": "Contact\nus"},
     }
     for variable, channel in cases.items():
         with pytest.raises(SettingsError, match=f"setting {variable} "):
             forms(**channel)
     with pytest.raises(SettingsError, match="distinct"):
         forms(FORM_FIELD_EMAIL="website")
+    # FORM_ENABLED=false turns every form off but one that says FORM_<FORM>_ENABLED=true.
+    switched = forms(FORMS="a,b", FORM_ENABLED="false", FORM_A_ENABLED="true")
+    assert {name: config.enabled for name, config in switched.items()} == {
+        "default": False,
+        "a": True,
+        "b": False,
+    }
+    assert all(config.title == "Contact us" for config in switched.values())  # unchanged
     config = forms(
         FORM_HONEYPOT="off",
         FORM_FIELD_COUNTRY="off",

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from adapter.core.contact import Contact, ContactError, validate_contact
+from adapter.core.keys import DeploymentKey
 from adapter.core.records import (
     IGNORED,
     PENDING,
@@ -36,7 +37,6 @@ from adapter.core.records import (
 from adapter.ledger import intake as sql
 from adapter.ledger.store import LedgerStore, WriteConnection
 from adapter.ops import metrics
-from adapter.rocketchat.sansio import contact_token
 from adapter.settings import Settings
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "accept",
     "accept_many",
     "check_many",
+    "deployment_key",
     "seen_before",
     "submit_many",
     "validate",
@@ -101,9 +102,10 @@ async def accept(
     that long (the worker does not take it from under the caller).
     """
     now = time.time()
+    key = await deployment_key(store, settings)
 
     async def _tx(conn: WriteConnection) -> Outcome:
-        return await _accept_in(conn, settings, submission, dict(given), hold=hold, now=now)
+        return await _accept_in(conn, settings, key, submission, dict(given), hold=hold, now=now)
 
     if settings.check_email_deliverability:
         # Validation asks DNS: not inside a transaction others' writes are batched into.
@@ -111,9 +113,16 @@ async def accept(
     return await store.write(_tx)
 
 
+async def deployment_key(store: LedgerStore, settings: Settings) -> DeploymentKey:
+    """The key visitor tokens are derived with (``DEPLOYMENT_SECRET``, else the ledger's)."""
+    secret = settings.deployment_secret
+    return await store.deployment_key(secret.get_secret_value() if secret else None)
+
+
 async def _accept_in(
     conn: WriteConnection,
     settings: Settings,
+    deployment: DeploymentKey,
     submission: Submission,
     raw: dict[str, Any],
     *,
@@ -157,7 +166,9 @@ async def _accept_in(
         return Outcome(status=REJECTED, delivery_id=delivery_id, errors=exc.errors)
 
     if token is None:
-        token = contact_token(email=contact.email, phone=contact.phone, person_key=person_key)
+        token = deployment.visitor_token(
+            email=contact.email, phone=contact.phone, person_key=person_key
+        )
     # One look at the person's latest delivery: a waiting one (merged into), else the
     # latest delivered/failed one (whose details and contact id carry over). With nothing
     # under this token, the same person may have come before under another one (phone
@@ -248,9 +259,10 @@ async def submit_many(
             metrics.CONTACTS.labels(submission.channel, "rejected").inc()
     if not checked:
         return outcomes
+    deployment = await deployment_key(store, settings)
     for attempt in range(3):
         try:
-            accepted = await accept_many(store, submissions, checked, outcome_of)
+            accepted = await accept_many(store, deployment, submissions, checked, outcome_of)
             break
         except (IntegrityError, OperationalError):
             # A race with a concurrent accept rolled the batch back: run it again.
@@ -266,6 +278,7 @@ async def submit_many(
 
 async def accept_many(
     store: LedgerStore,
+    deployment: DeploymentKey,
     submissions: Sequence[Submission],
     checked: Sequence[Checked],
     outcome_of: Callable[..., Outcome],
@@ -277,7 +290,7 @@ async def accept_many(
     duplicate=True)`` is the queue's answer for an event seen before.
     """
     tokens = {
-        index: contact_token(email=contact.email, phone=contact.phone, person_key=None)
+        index: deployment.visitor_token(email=contact.email, phone=contact.phone, person_key=None)
         for index, contact, _ in checked
     }
 

@@ -25,6 +25,7 @@ from adapter.core.errors import (
     RouteNotFound,
     ServerError,
 )
+from adapter.core.keys import identity_basis
 
 __all__ = [
     "RateLimit",
@@ -69,19 +70,12 @@ class RateLimit:
 
 
 def contact_token(*, email: str | None, phone: str | None, person_key: str | None) -> str:
-    """A stable visitor token for a person: from the email, else the phone, else the source id.
-
-    The same person always gets the same token, so registering them again updates
-    one contact instead of creating another.
+    """The unkeyed visitor token of releases before keyed tokens (issue 12): anyone who
+    knows a person's email can compute it, so new people never get one. Kept only to
+    recognise such tokens (``contact-adapter rotate-tokens``); see
+    :meth:`adapter.core.keys.DeploymentKey.visitor_token` for the tokens given today.
     """
-    if email:
-        basis = "email:" + email.strip().lower()
-    elif phone:
-        basis = "phone:" + phone
-    elif person_key:
-        basis = "person:" + person_key
-    else:
-        raise ValueError("a contact token needs an email, a phone or a person key")
+    basis = identity_basis(email=email, phone=phone, person_key=person_key)
     return "oca-" + hashlib.sha256(basis.encode()).hexdigest()[:32]
 
 
