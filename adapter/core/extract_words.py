@@ -115,6 +115,13 @@ REQUESTS = {  # asking for it: always a lead-in at the start
     "|帮我添加|帮忙添加|帮我|请|請|添加|新增|登记|登記|录入|加一下",
     "ko": "다음 분을 추가해 주세요|추가해 주세요|등록해 주세요|추가 부탁드립니다|등록 부탁드립니다",
 }
+# A guest introducing themselves, e.g. when a chat asks for their name ("me llamo José").
+INTRODUCTIONS = (
+    "my name is|my name's|i am|i'm|me llamo|mi nombre es|meu nome é|me chamo|je m'appelle"
+    "|je suis|ich heiße|ich heisse|mein name ist|ich bin|mi chiamo|il mio nome è|mijn naam is"
+    "|soy|sou|ik ben|nazywam się|mam na imię|jestem|меня зовут|моё имя|мое имя|benim adım|adım|اسمي"
+    "|أنا|मेरा नाम|मैं|私は|わたしは|我叫|我是|我的名字是|제 이름은|저는"
+)
 NOUNS = {  # what is being added: a lead-in after a request, or before ':' / '-'
     "en": "new lead|new contact|new customer|new client|new prospect|a new lead"
     "|a new contact|this lead|this contact|this person|the following|following|lead|contact"
@@ -183,7 +190,8 @@ COURTESIES = {
     "|以上です|以上",
     "zh": "谢谢你|谢谢|謝謝|谢啦|谢了|多谢|感谢|麻烦了|麻烦你了|辛苦了|拜托了|拜托",
     "ko": "감사합니다|고맙습니다|감사해요|고마워요|부탁드립니다|부탁드려요|부탁해요"
-    "|잘 부탁드립니다",
+    "|잘 부탁드립니다|입니다|이에요|예요",
+    "intro": "です|と申します|といいます|है|हूँ|हूं",  # 山田太郎です, 山田と申します
 }
 # Verbs that come last, with the particle that ties them to the name (written attached).
 TURKISH_VERBS = (
@@ -262,7 +270,7 @@ BARE_LABEL_BEFORE = {
 LEAD_IN = re.compile(
     f"(?P<greeting>{_alternation(GREETINGS.values())})"
     f"|(?P<soft>{_alternation([SOFT_GREETINGS])})"
-    f"|(?P<request>{_alternation(REQUESTS.values())})"
+    f"|(?P<request>{_alternation([*REQUESTS.values(), INTRODUCTIONS])})"
     f"|(?P<noun>{_alternation(NOUNS.values())})"
     f"|(?P<addressee>{_alternation(ADDRESSEES.values())})"
     f"|(?P<particle>{_alternation([PARTICLES])})",
