@@ -26,6 +26,7 @@ from adapter.channels import (
     Settings,
     Submission,
     bearer_ok,
+    consent_given,
     error_response,
     read_body,
 )
@@ -143,6 +144,15 @@ OPENAPI: dict[str, Any] = {
                         "description": "E.164 or national with DEFAULT_PHONE_REGION",
                     },
                     "custom_fields": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "consent": {
+                        "type": "boolean",
+                        "description": "The guest agreed (required when REQUIRE_CONSENT=true)",
+                    },
+                    "consent_version": {
+                        "type": "string",
+                        "description": "Which consent text they agreed to (default: the "
+                        "version of FORM_CONSENT_TEXT)",
+                    },
                     "event_id": {
                         "type": "string",
                         "description": "Idempotency key: the same id is accepted once",
@@ -289,6 +299,10 @@ class ApiChannel:
                     fields=fields,
                     custom_fields=custom_fields,
                     event_id=str(event_id)[:255] if event_id else None,
+                    consent=consent_given(data.get("consent")),
+                    consent_version=str(data["consent_version"])[:64]
+                    if isinstance(data.get("consent_version"), str)
+                    else None,
                 )
             )
             return outcome_response(outcome, url_for_delivery=f"/deliveries/{outcome.delivery_id}")

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 import uvicorn
 from starlette.applications import Starlette
@@ -78,6 +78,11 @@ DEFAULT_USERS: dict[str, dict[str, Any]] = {
     },
 }
 LOGGED_OUT = "You must be logged in to do this."
+VISITOR_PREFIX = "/api/v1/livechat/visitor/"
+VISITOR_ROUTE = VISITOR_PREFIX + ":token"
+# omnichannel/contacts.delete came in 2025 (PR #36589 era); the exact release is unconfirmed:
+# the stand-in offers it from 7.11.
+CONTACTS_DELETE_SINCE = (7, 11, 0)
 FORBIDDEN = "User does not have the permissions required for this action [error-unauthorized]"
 DEFAULT_COUNT = 50
 UPPER_COUNT = 100
@@ -570,6 +575,11 @@ class RocketChatStandIn:
         self.contacts: dict[str, dict[str, Any]] = {}
         self.messages: list[dict[str, Any]] = []  # chat.postMessage, as stored
         self.custom_fields: dict[str, dict[str, Any]] = {}
+        # Erasure (contracts §7a): visitor tokens and contact ids with an open conversation,
+        # and Livechat_Allow_collect_and_store_HTTP_header_informations (the "GDPR" setting
+        # that lets a visitor with open rooms be removed).
+        self.open_rooms: set[str] = set()
+        self.gdpr_setting = False
         self.down = False
         # Faults (down, fail_next) answered as a proxy's HTML error page (nginx) instead of JSON
         self.fault_html = False
@@ -783,6 +793,15 @@ class RocketChatStandIn:
                     self._contacts_search, permission="view-livechat-contact", schema="search"
                 )
             }
+        # No authRequired in visitor.ts: the token is the credential.
+        routes[VISITOR_ROUTE] = {
+            "GET": _RouteDef(self._visitor_get, auth=False),
+            "DELETE": _RouteDef(self._visitor_delete, auth=False),
+        }
+        if v >= CONTACTS_DELETE_SINCE:
+            routes[base + ".delete"] = {
+                "POST": _RouteDef(self._contacts_delete, permission="delete-livechat-contact")
+            }
         if v >= (7, 10, 0):
             routes[base + ".checkExistence"] = {
                 "GET": _RouteDef(
@@ -892,6 +911,9 @@ class RocketChatStandIn:
     # ----------------------------------------------------------------- pipeline
 
     def _dispatch(self, request: Request, path: str, query: dict[str, Any], body: Any) -> Response:
+        if path.startswith(VISITOR_PREFIX) and "/" not in path[len(VISITOR_PREFIX) :]:
+            query = {**query, ":token": unquote(path[len(VISITOR_PREFIX) :])}
+            path = VISITOR_ROUTE
         methods = self._routes.get(path)
         route = methods.get(request.method) if methods else None
         if route is None:
@@ -1334,6 +1356,51 @@ class RocketChatStandIn:
         )
 
     # ----------------------------------------------------------------- contact-center API
+
+    # ----------------------------------------------------------------- erasure (§7a)
+
+    def _visitor_by_token(self, ctx: _Ctx) -> dict[str, Any]:
+        token = ctx.query.get(":token") or ""
+        visitor = self._lookup_visitor("token", token) if token else None
+        if visitor is None or visitor.get("disabled"):
+            raise meteor_error("invalid-token")
+        return visitor
+
+    def _visitor_get(self, ctx: _Ctx) -> dict[str, Any]:
+        return {"visitor": self._public_visitor(self._visitor_by_token(ctx))}
+
+    def _visitor_delete(self, ctx: _Ctx) -> dict[str, Any]:
+        visitor = self._visitor_by_token(ctx)
+        if visitor.get("token") in self.open_rooms and not self.gdpr_setting:
+            raise meteor_error("visitor-has-open-rooms", "Cannot remove visitors with opened rooms")
+        self._remove_guest(visitor)
+        return {"visitor": {"_id": visitor["_id"], "ts": visitor.get("ts") or iso_now()}}
+
+    def _remove_guest(self, visitor: dict[str, Any]) -> None:
+        """removeGuest: the visitor's details are unset and it is disabled."""
+        for key in ("name", "visitorEmails", "phone", "livechatData", "contactManager", "token"):
+            visitor.pop(key, None)
+        visitor["disabled"] = True
+        self._reindex_visitors()
+
+    def _contacts_delete(self, ctx: _Ctx) -> dict[str, Any]:
+        body = ctx.body if isinstance(ctx.body, dict) else {}
+        contact_id = body.get("contactId")
+        if not isinstance(contact_id, str) or not contact_id:
+            raise invalid_params(["must have required property 'contactId'"])
+        contact = self.contacts.get(contact_id)
+        if contact is None or contact.get("enabled") is False:
+            raise ApiError(404, {"success": False, "error": "error-contact-not-found"})
+        if contact_id in self.open_rooms and not self.gdpr_setting:
+            raise failure("error-invalid-contact")  # error-contact-has-open-rooms, caught
+        for channel in contact.get("channels") or []:
+            visitor = self.visitors.get((channel.get("visitor") or {}).get("visitorId", ""))
+            if visitor is not None:
+                self._remove_guest(visitor)
+        for key in ("name", "emails", "phones", "customFields", "contactManager"):
+            contact.pop(key, None)
+        contact["enabled"] = False
+        return {}
 
     def _gate(self) -> None:
         if self.version_tuple < (7, 1, 0) and not self.test_mode:

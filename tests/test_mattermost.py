@@ -255,7 +255,7 @@ def test_forged_stale_and_replayed_commands_store_nothing_twice(
     first = mattermost.post(body)
     replay = mattermost.post(body)
     assert first.status_code == replay.status_code == 200
-    assert "registered already" in replay.json()["text"]
+    assert "was already registered" in replay.json()["text"]
     assert len(deliveries(service)) == 1 and len(contact_posts(standin)) == 1
 
 

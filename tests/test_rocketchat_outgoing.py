@@ -119,7 +119,7 @@ def test_retries_and_replays_register_once_and_edits_count_once_each(
     assert payload is not None
     integration.post(payload)
     retry = integration.post(payload)  # Rocket.Chat resends the original payload
-    assert retry.status == 200 and "registered already" in retry.answer["text"]
+    assert retry.status == 200 and "was already registered" in retry.answer["text"]
     assert len(rows(service)) == 1 and len(contact_posts(standin)) == 1
     edit = dict(payload, isEdited=True, text=CHRIS.replace("+1 415 555 2671", "+1 415 555 2672"))
     integration.post(edit)

@@ -135,7 +135,7 @@ def test_forged_stale_and_replayed_messages_store_nothing_twice(
 
     assert teams.send(body).status_code == 200
     replay = teams.send(body)
-    assert replay.status_code == 200 and "registered already" in replay.json()["text"]
+    assert replay.status_code == 200 and "was already registered" in replay.json()["text"]
     assert len(rows(service)) == 1 and len(contact_posts(standin)) == 1
 
 

@@ -84,6 +84,14 @@ async def submit_by(
         return None
 
 
+def _markdown_bold(text: str) -> str:
+    return f"**{escape_markdown(text)}**"
+
+
+def _markdown_link(url: str, text: str) -> str:
+    return f"[{text}]({url})"
+
+
 def outcome_text(
     *,
     status: str,
@@ -93,22 +101,27 @@ def outcome_text(
     duplicate: bool = False,
     final: bool = False,
     later: str = "you will get the outcome here",
+    bold: Callable[[str], str] = _markdown_bold,
+    link: Callable[[str, str], str] = _markdown_link,
+    escape: Callable[[str], str] = escape_markdown,
 ) -> str:
-    """An accepted contact's state in Markdown (``final``: a later report; ``later``: where
-    the outcome of a pending one will be told)."""
-    who = f"**{escape_markdown(name)}**" if name else "The contact"
-    link = f": [open the contact]({contact_url})" if contact_url else ""
+    """An accepted contact's state for the person who asked (``final``: a later report;
+    ``later``: where the outcome of a pending one will be told). Markdown unless the
+    platform's own ``bold``, ``link`` and ``escape`` are given; ``bold`` escapes the name
+    and ``escape`` Rocket.Chat's error, the only texts not ours."""
+    who = bold(name) if name else "The contact"
+    where = f": {link(contact_url, 'open the contact')}" if contact_url else ""
     if status == "delivered":
         if duplicate:
-            return f"✅ {who} was registered already (the same request came before){link}"
-        return f"✅ {who} is now a contact in Rocket.Chat{link}"
+            return f"✅ {who} was already registered (the same request came before){where}"
+        return f"✅ {who} is now a contact in Rocket.Chat{where}"
     if status == "failed":
-        reason = escape_markdown(last_error or "Rocket.Chat did not accept it")
+        reason = escape(last_error or "Rocket.Chat did not accept it")
         return f"❌ {who} could not be registered: {reason}"
     if status == "rejected":
         return f"❌ {who} was not registered: the details were refused"
     if final:
-        return f"⏳ {who} is still waiting for Rocket.Chat ({status})"
+        return f"⏳ {who} is still waiting for Rocket.Chat ({status}); it will be retried"
     if duplicate:
         return f"⏳ {who} was submitted already and is being registered; {later}."
     return f"⏳ Registering {who}… Rocket.Chat has not answered yet; {later}."

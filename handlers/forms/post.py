@@ -22,6 +22,7 @@ from adapter.channels import (
     Outcome,
     Submission,
     client_address,
+    consent_given,
     read_body,
 )
 from handlers.forms.config import MAX_FIELDS, FormConfig, RateLimiter, origin_of
@@ -266,6 +267,7 @@ class FormPosts:
                 fields=values,
                 custom_fields=custom,
                 phone_region=region,
+                consent=consent_given(_first(pairs, "consent")),
             )
         )
         log.info(
