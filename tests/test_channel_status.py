@@ -20,4 +20,4 @@ def test_with_no_settings_only_the_hosted_form_is_on_and_every_other_channel_say
             assert status.reason and "set " in status.reason, (channel.name, status)
         assert status.path and status.path.startswith("/"), (channel.name, status)
         title = str(getattr(channel, "title", ""))
-        assert title and title != title.lower() or "." in title, (channel.name, title)
+        assert (title and title != title.lower()) or "." in title, (channel.name, title)
