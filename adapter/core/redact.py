@@ -127,6 +127,10 @@ _PROSE = frozenset(
         "its",
         "their",
         "which",
+        "unset",
+        "missing",
+        "required",
+        "empty",
     ]
 )
 
@@ -137,7 +141,7 @@ def _token_value(match: re.Match[str]) -> str:
         match.group(2),
         match.group(0)[match.end(2) - match.start(0) :],
     )
-    if separator.isspace() and (given.lower() in _PROSE or given.startswith("(")):
+    if separator.isspace() and (given.rstrip(":.").lower() in _PROSE or given.startswith("(")):
         return match.group(0)
     return word + separator + REDACTED
 
