@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 import uvicorn
 from starlette.applications import Starlette
@@ -46,6 +46,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 JSON_TYPE = "application/json"
+VISITOR_ROUTE = "/api/v1/livechat/visitor/:token"
 METEOR_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTWXYZabcdefghijkmnopqrstuvwxyz"
 LIVECHAT_ROLES = frozenset({"livechat-manager", "livechat-monitor", "livechat-agent", "admin"})
 DEFAULT_PERMISSIONS: dict[str, frozenset[str]] = {
@@ -507,6 +508,7 @@ class _Ctx:
     user: dict[str, Any] | None = None
     user_id: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)  # a route's path parameters
 
 
 @dataclass(frozen=True)
@@ -755,6 +757,8 @@ class RocketChatStandIn:
             "/api/v1/omnichannel/contact.search": {
                 "GET": _RouteDef(self._legacy_search, permission=legacy_perm),
             },
+            # The Livechat API: no login, the visitor's token is the credential (§7a).
+            VISITOR_ROUTE: {"GET": _RouteDef(self._visitor_by_token, auth=False)},
         }
         base = "/api/v1/omnichannel/contacts"
         if v >= (6, 13, 0):
@@ -888,11 +892,16 @@ class RocketChatStandIn:
     # ----------------------------------------------------------------- pipeline
 
     def _dispatch(self, request: Request, path: str, query: dict[str, Any], body: Any) -> Response:
+        params: dict[str, str] = {}
+        prefix = VISITOR_ROUTE.removesuffix(":token")
+        if path.startswith(prefix) and "/" not in path[len(prefix) :] and path != prefix:
+            params["token"] = unquote(path[len(prefix) :])
+            path = VISITOR_ROUTE
         methods = self._routes.get(path)
         route = methods.get(request.method) if methods else None
         if route is None:
             return self._not_routed(request.method, methods)
-        ctx = _Ctx(request=request, query=query, body=body)
+        ctx = _Ctx(request=request, query=query, body=body, params=params)
         try:
             if body is _INVALID_JSON:
                 raise failure("Unexpected token in JSON body")
@@ -1167,6 +1176,11 @@ class RocketChatStandIn:
             self._reindex_visitors()
         return self._index
 
+    def visitors_changed(self) -> None:
+        """A test edited ``visitors`` in place (a token, an email): index them again."""
+        with self._lock:
+            self._reindex_visitors()
+
     def _reindex_visitors(self) -> None:
         self._index = {}
         for visitor in self.visitors.values():
@@ -1199,6 +1213,11 @@ class RocketChatStandIn:
     def _find_or_create_visitor(
         self, token: str, email: str, username: str | None
     ) -> dict[str, Any]:
+        # registerContact (apps/meteor/app/livechat/server/lib/contacts/registerContact.ts
+        # @4e438400, the same in apps/meteor/server/lib/omnichannel/contacts/ @5d603e27):
+        # by token; else, for an unknown token, the visitor holding the email is reused and
+        # its token overwritten with the new one ($set token, _apply_legacy_update); no
+        # email (or an unknown one) inserts a new visitor, even when the phone is known.
         visitor = self._lookup_visitor("token", token)
         if visitor is not None:
             return visitor
@@ -1248,6 +1267,15 @@ class RocketChatStandIn:
         if self.version_tuple >= (8, 0, 0):
             doc.pop("token", None)
         return doc
+
+    def _visitor_by_token(self, ctx: _Ctx) -> dict[str, Any]:
+        """``GET livechat/visitor/:token`` (apps/meteor/app/livechat/server/api/v1/
+        visitor.ts@02b16ec4): the whole visitor document, token included; an unknown token
+        is ``Meteor.Error('invalid-token')``."""
+        visitor = self._lookup_visitor("token", ctx.params.get("token", ""))
+        if visitor is None or visitor.get("disabled"):
+            raise meteor_error("invalid-token", "")
+        return {"visitor": dict(visitor)}
 
     def _legacy_get(self, ctx: _Ctx) -> dict[str, Any]:
         meteor_check(ctx.query, ("contactId",), {})

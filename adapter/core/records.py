@@ -207,13 +207,13 @@ class DeliveryRecord:
         }
 
     def detail(self) -> dict[str, Any]:
-        """Everything, for authenticated operators."""
+        """Everything, for authenticated operators, but the visitor token (the guest's
+        credential on Rocket.Chat's Livechat API, which no operator needs to see)."""
         return {
             **self.public(),
             "last_error": self.last_error,
             "event_id": self.event_id,
             "person_key": self.person_key,
-            "token": self.token,
             "fields": dict(self.fields),
             "errors": dict(self.errors or {}),
             "warnings": dict(self.warnings or {}),

@@ -37,6 +37,7 @@ from adapter.core.records import (
 from adapter.ledger import intake as sql
 from adapter.ledger.store import LedgerStore, WriteConnection
 from adapter.ops import metrics
+from adapter.rocketchat.sansio import contact_token
 from adapter.settings import Settings
 
 __all__ = [
@@ -175,7 +176,10 @@ async def _accept_in(
     # only then, email now; an invalid email dropped): reuse it, or Rocket.Chat would get
     # a second contact for them. Both are looked up in one statement.
     keys = person_keys(contact.as_dict())
-    found, earlier = await sql.latest_or_earlier(conn, token, keys["email_key"], keys["phone_key"])
+    legacy = contact_token(email=contact.email, phone=contact.phone, person_key=person_key)
+    found, earlier = await sql.latest_or_earlier(
+        conn, token, keys["email_key"], keys["phone_key"], legacy
+    )
     if earlier is not None:
         token = earlier
         found = await sql.latest_for_token(conn, token)
@@ -293,6 +297,10 @@ async def accept_many(
         index: deployment.visitor_token(email=contact.email, phone=contact.phone, person_key=None)
         for index, contact, _ in checked
     }
+    legacy = {
+        index: contact_token(email=contact.email, phone=contact.phone, person_key=None)
+        for index, contact, _ in checked
+    }
 
     async def _tx(conn: WriteConnection) -> dict[int, Outcome]:
         await sql.plan_each_batch(conn)
@@ -310,10 +318,15 @@ async def accept_many(
         seen_records: dict[str, DeliveryRecord] = {}
         if seen:
             seen_records = await sql.records(conn, seen.values())
-        wanted = set(tokens.values())
+        wanted = set(tokens.values()) | set(legacy.values())
         waiting = {row["token"]: dict(row) for row in await sql.waiting_for_tokens(conn, wanted)}
         touched: set[str] = set()  # tokens whose waiting row this batch merged into
         known = await sql.known_for_tokens(conn, wanted)
+        for index, token in list(tokens.items()):
+            # Someone registered before keyed tokens keeps their stored (unkeyed) token.
+            old = legacy[index]
+            if token not in waiting and token not in known and (old in waiting or old in known):
+                tokens[index] = old
 
         result: dict[int, Outcome] = {}
         new_rows: dict[str, dict[str, Any]] = {}  # token -> row to insert
