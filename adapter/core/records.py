@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
-from adapter.core.contact import Contact
+from adapter.core.contact import Contact, shown_safely
 from adapter.core.redact import redact_text
 
 __all__ = [
@@ -168,8 +168,10 @@ class DeliveryRecord:
 
     @classmethod
     def from_row(cls, row: Any) -> DeliveryRecord:
+        """The record of a stored row; text stored before intake refused lone surrogates
+        is shown with U+FFFD (every view, page and CLI reads rows through here)."""
         names = cls.__dataclass_fields__
-        return cls(**{k: row[k] for k in names if k in row})
+        return cls(**{k: _displayable(row[k]) for k in names if k in row})
 
     @property
     def callbacks(self) -> list[Callback]:
@@ -374,3 +376,13 @@ def merge_into(
     if warnings:
         values["warnings"] = {**(waiting.get("warnings") or {}), **warnings}
     return merged, values
+
+
+def _displayable(value: Any) -> Any:
+    if isinstance(value, str):
+        return shown_safely(value)
+    if isinstance(value, dict):
+        return {_displayable(k): _displayable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_displayable(v) for v in value]
+    return value

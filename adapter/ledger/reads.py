@@ -61,7 +61,10 @@ class LedgerReads:
         if status:
             query = query.where(d.status == status)
         if source:
-            query = query.where(or_(d.source == source, d.source.like(source + ":%")))
+            # The channel and its sub-sources ("import:leads.csv"); % and _ in what an
+            # operator typed are themselves, not LIKE's wildcards.
+            pattern = source.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(or_(d.source == source, d.source.like(pattern + ":%", escape="\\")))
         if team:  # a Slack workspace (or Enterprise Grid org) id
             query = query.where(d.team == team)
         if since is not None:

@@ -210,7 +210,16 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
-    return error_response(405, f"{request.method} is not allowed on {request.url.path}")
+    # Starlette's 405 names the route's methods in its headers: keep that Allow header.
+    allow = (getattr(exc, "headers", None) or {}).get("Allow")
+    response = error_response(
+        405,
+        f"{request.method} is not allowed on {request.url.path}"
+        + (f": use {allow}" if allow else ""),
+    )
+    if allow:
+        response.headers["Allow"] = allow
+    return response
 
 
 def _version() -> str:
