@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     contact_required_fields: Annotated[tuple[str, ...], NoDecode] = CONTACT_FIELDS
     check_email_deliverability: bool = False
     rocketchat_custom_fields: Annotated[tuple[str, ...], NoDecode] = ()
+    # A visitor custom field id that receives the values an unauthenticated channel sent
+    # but was not allowed to apply (adapter.core.changes), for the agents to see.
+    rocketchat_conflicts_field: str | None = None
 
     # Keys: visitor tokens and kept digests are HMACs under this secret (adapter.core.keys);
     # unset, one is generated once and kept in the ledger.

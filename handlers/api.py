@@ -357,6 +357,7 @@ class ApiChannel:
                     )
             if not isinstance(data, dict):
                 return error_response(400, "expected a JSON object with name, email and phone")
+            data = {k: v for k, v in data.items() if v is not None}  # null: not given
             given: BaseModel
             try:
                 given = model.model_validate(data)

@@ -109,6 +109,9 @@ class Submission:
     team: str | None = None  # e.g. the Slack workspace id
     contact_manager: str | None = None  # Rocket.Chat username of the agent in charge
     drop_invalid_optional: bool = False  # register valid fields, warn about bad optional ones
+    # The channel verified who sent it (signature, token): it may change what a contact
+    # holds. Unauthenticated channels (public forms) only add what is missing (core.changes).
+    sender_authenticated: bool = True
     keep_rejected: bool = (
         False  # store invalid contacts as 'rejected' (channels that must answer 2xx)
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from adapter.core.changes import CONFLICT_NOTE, conflict_summary, guarded
 from adapter.core.contact import Contact, ContactError, validate_contact
 from adapter.core.keys import DeploymentKey
 from adapter.core.records import (
@@ -29,6 +30,7 @@ from adapter.core.records import (
     Outcome,
     Submission,
     carried_over,
+    contact_of,
     merge_into,
     merge_raw,
     new_row,
@@ -185,6 +187,7 @@ async def _accept_in(
         found = await sql.latest_for_token(conn, token)
     if key:
         await sql.save_person(conn, source, key, raw, token, now)
+    contact, warnings = _guard(found, contact, warnings, submission, settings)
     if found is not None and found["status"] == PENDING:
         merged, values = merge_into(
             found,
@@ -213,6 +216,29 @@ async def _accept_in(
         await sql.insert_deliveries(conn, row)
     await sql.record_events(conn, source, submission.event_ids, row["id"], now)
     return Outcome(status=PENDING, delivery_id=row["id"], contact=merged, warnings=warnings)
+
+
+def _guard(
+    found: Mapping[Any, Any] | None,
+    contact: Contact,
+    warnings: dict[str, str],
+    submission: Submission,
+    settings: Settings,
+) -> tuple[Contact, dict[str, str]]:
+    """What an unauthenticated sender may change of the person's held contact (see
+    :mod:`adapter.core.changes`): conflicting values become warnings (the admin page) and,
+    with ``ROCKETCHAT_CONFLICTS_FIELD``, a custom field for the agents."""
+    held = contact_of(found["fields"]) if found is not None else None
+    contact, conflicts = guarded(held, contact, may_change=submission.sender_authenticated)
+    if not conflicts:
+        return contact, warnings
+    notes = {f"{name} (sent)": f"{value!r} {CONFLICT_NOTE}" for name, value in conflicts.items()}
+    warnings = {**warnings, **notes}
+    field = settings.rocketchat_conflicts_field
+    if field:
+        custom = {**contact.custom_fields, field: conflict_summary(conflicts)}
+        contact = replace(contact, custom_fields=custom)
+    return contact, warnings
 
 
 # -- in bulk (imports) ---------------------------------------------------------------------

@@ -264,6 +264,7 @@ class FormPosts:
                 fields=values,
                 custom_fields=custom,
                 phone_region=region,
+                sender_authenticated=config.trust_sender,
             )
         )
         log.info(
