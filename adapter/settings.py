@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     # but was not allowed to apply (adapter.core.changes), for the agents to see.
     rocketchat_conflicts_field: str | None = None
 
+    # Whether a proxy that appends the client's address to X-Forwarded-For is in front
+    # (per-address limits read its last entry); unset: yes on Heroku (DYNO is set).
+    behind_proxy: bool | None = None
+
     # Keys: visitor tokens and kept digests are HMACs under this secret (adapter.core.keys);
     # unset, one is generated once and kept in the ledger.
     deployment_secret: SecretStr | None = None

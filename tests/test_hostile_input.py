@@ -8,11 +8,13 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+import structlog.testing
 
+from adapter.settings import Settings
 from tests.conftest import ADMIN_TOKEN, API_TOKEN, Service
 from tests.test_admin import log_in
 
@@ -110,3 +112,22 @@ def test_a_percent_in_the_channel_filter_matches_only_itself(service: Service) -
     assert (
         len(service.client.get("/deliveries?source=api", headers=ADMIN).json()["deliveries"]) == 1
     )
+
+
+def test_start_up_says_when_no_proxy_is_in_front(
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DYNO", raising=False)
+    with structlog.testing.capture_logs() as logs:
+        start_service(make_settings()).stop()
+    warned = [line for line in logs if line["event"] == "no_proxy_in_front"]
+    assert len(warned) == 1 and "BEHIND_PROXY=true" in warned[0]["message"]
+    with structlog.testing.capture_logs() as logs:
+        start_service(make_settings(behind_proxy=True)).stop()
+    assert not [line for line in logs if line["event"] == "no_proxy_in_front"]
+    monkeypatch.setenv("DYNO", "web.1")  # Heroku's router appends the client's address
+    with structlog.testing.capture_logs() as logs:
+        start_service(make_settings(database_url=make_settings().database_url)).stop()
+    assert not [line for line in logs if line["event"] == "no_proxy_in_front"]

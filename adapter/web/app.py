@@ -7,6 +7,7 @@ instance uvicorn serves, reading settings from the environment at start-up.
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
@@ -88,6 +89,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 task = asyncio.create_task(worker.run())
                 _stop_on_signal(worker.stop)  # no claim after SIGTERM (see its docstring)
             log.info("started", version=_version(), channels=",".join(c.name for c in channels))
+            if not _behind_proxy(settings):
+                log.warning(
+                    "no_proxy_in_front",
+                    message="per-address limits (the forms' FORM_RATE_LIMIT, the admin "
+                    "login's throttle) trust X-Forwarded-For's last entry, which a client "
+                    "reaching the service directly writes itself: they can be bypassed. "
+                    "Serve behind a proxy that appends the client's address (Heroku's "
+                    "router, nginx, a load balancer) and set BEHIND_PROXY=true",
+                )
             try:
                 yield
             finally:
@@ -203,6 +213,13 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return error_response(
         500, "the service hit an unexpected error; nothing was lost if you got no 2xx: try again"
     )
+
+
+def _behind_proxy(settings: Settings) -> bool:
+    """BEHIND_PROXY, else whether this is a Heroku dyno (its router appends the address)."""
+    if settings.behind_proxy is not None:
+        return settings.behind_proxy
+    return bool(os.environ.get("DYNO"))
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
