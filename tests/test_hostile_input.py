@@ -131,3 +131,30 @@ def test_start_up_says_when_no_proxy_is_in_front(
     with structlog.testing.capture_logs() as logs:
         start_service(make_settings(database_url=make_settings().database_url)).stop()
     assert not [line for line in logs if line["event"] == "no_proxy_in_front"]
+
+
+def test_a_signed_webhook_in_a_content_type_its_provider_never_sends_is_a_415(
+    make_settings: Callable[..., Settings],
+    start_service: Callable[[Settings], Service],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import hashlib
+    import hmac
+    import time
+
+    secret = "generic-secret-0123456789"
+    monkeypatch.setenv("GENERIC_WEBHOOK_SECRET", secret)
+    service = start_service(make_settings())
+    body = json.dumps({"event_id": "e1", **CHRIS}).encode()
+    stamp = str(int(time.time()))
+    signature = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256)
+    headers = {
+        "X-Contact-Adapter-Timestamp": stamp,
+        "X-Contact-Adapter-Signature": "sha256=" + signature.hexdigest(),
+    }
+    answer = service.client.post(
+        "/webhooks/generic", content=body, headers={**headers, "Content-Type": "text/plain"}
+    )
+    assert answer.status_code == 415, answer.text
+    assert "application/json" in answer.json()["error"]
+    assert service.stored_rows() == 0
