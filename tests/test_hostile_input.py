@@ -158,3 +158,22 @@ def test_a_signed_webhook_in_a_content_type_its_provider_never_sends_is_a_415(
     assert answer.status_code == 415, answer.text
     assert "application/json" in answer.json()["error"]
     assert service.stored_rows() == 0
+
+
+def test_every_channel_refuses_a_surrogate_through_the_one_validation() -> None:
+    from adapter.core.contact import ContactError, validate_contact
+
+    with pytest.raises(ContactError) as refused:
+        validate_contact(
+            {"name": "Sur \ud800Rogate", "email": "sur@example.com", "phone": "+14155552673"},
+            custom_fields={"company": "Ac\udfffme"},
+        )
+    assert set(refused.value.errors) == {"name", "custom_fields.company"}
+
+
+def test_a_visitor_token_quoted_in_a_log_line_is_masked() -> None:
+    from adapter.core.redact import redact_text
+
+    keyed, unkeyed = "ocak-" + "0123456789abcdef" * 2, "oca-" + "fedcba9876543210" * 2
+    masked = redact_text(f"GET /api/v1/livechat/visitor/{keyed} failed; old {unkeyed}")
+    assert keyed not in masked and unkeyed not in masked
