@@ -2,8 +2,9 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-HOST ?= 127.0.0.1
-PORT ?= 8000
+# HOST and PORT come from the environment or .env (default 127.0.0.1:8000); `make run PORT=9000`
+# passes one on the command line.
+SERVE_FLAGS = $(if $(filter command line,$(origin HOST)),--host $(HOST)) $(if $(filter command line,$(origin PORT)),--port $(PORT))
 
 .PHONY: run test lint typecheck pytest lock bench clean
 
@@ -23,7 +24,7 @@ $(VENV)/.installed-dev: $(BIN)/python requirements-dev.txt pyproject.toml
 	touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed
-	$(BIN)/contact-adapter serve --host $(HOST) --port $(PORT)
+	$(BIN)/contact-adapter serve $(SERVE_FLAGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check adapter handlers tests bench

@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 from adapter.channels import (
     BodyTooLarge,
     ChannelContext,
+    ChannelStatus,
     ContactError,
     Outcome,
     Settings,
@@ -311,6 +312,16 @@ class ApiChannel:
     """The authenticated JSON/form API for other systems and scripts."""
 
     name = "api"
+    title = "REST API"
+
+    def check(self, settings: Settings) -> None:
+        """Nothing of its own: ``API_TOKEN`` and ``MAX_BODY_BYTES`` are core settings,
+        checked when the settings are read."""
+
+    def status(self, settings: Settings) -> ChannelStatus:
+        if settings.api_token and settings.api_token.get_secret_value():
+            return ChannelStatus("api", True, "/contacts")
+        return ChannelStatus("api", False, "/contacts", "set API_TOKEN to turn POST /contacts on")
 
     def routes(self, context: ChannelContext) -> Sequence[BaseRoute]:
         settings = context.settings

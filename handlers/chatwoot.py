@@ -39,6 +39,7 @@ from adapter.channels import (
     mapped_value,
     real_name,
     scalar_text,
+    timestamp_offset,
     verify_hmac,
 )
 
@@ -63,6 +64,7 @@ class ChatwootProvider(WebhookProvider):
     name = "chatwoot"
     label = "Chatwoot"
     secret_setting = "CHATWOOT_WEBHOOK_SECRET"
+    field_prefix = "CHATWOOT"
 
     def verify(self, request: WebhookRequest, secret: str, *, now: float) -> bool:
         stamp = request.headers.get("x-chatwoot-timestamp")
@@ -74,6 +76,16 @@ class ChatwootProvider(WebhookProvider):
         return verify_hmac(
             secret, stamp.strip().encode() + b"." + request.body, signature, prefix="sha256="
         )
+
+    def stale_by(self, request: WebhookRequest, secret: str, *, now: float) -> float | None:
+        stamp = request.headers.get("x-chatwoot-timestamp")
+        signature = request.headers.get("x-chatwoot-signature")
+        if not stamp or not signature or not stamp.strip().isdigit():
+            return None
+        signed = verify_hmac(
+            secret, stamp.strip().encode() + b"." + request.body, signature, prefix="sha256="
+        )
+        return timestamp_offset(stamp, now=now) if signed else None
 
     def parse(self, request: WebhookRequest) -> WebhookEvent:
         data = json_object(request.body)

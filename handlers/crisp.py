@@ -72,6 +72,7 @@ class CrispProvider(WebhookProvider):
     name = "crisp"
     label = "Crisp"
     secret_setting = SECRET_SETTING
+    field_prefix = "CRISP"
 
     @property
     def secret_settings(self) -> tuple[str, ...]:

@@ -31,6 +31,7 @@ from adapter.channels import (
     member,
     norm,
     text_value,
+    timestamp_offset,
     verify_hmac,
 )
 
@@ -47,6 +48,7 @@ class GenericProvider(WebhookProvider):
 
     name = "generic"
     secret_setting = "GENERIC_WEBHOOK_SECRET"
+    field_prefix = "GENERIC"
     success_status = 200
     timestamp_window = 300.0
 
@@ -59,6 +61,15 @@ class GenericProvider(WebhookProvider):
             return False
         message = stamp.encode() + b"." + request.body
         return verify_hmac(secret, message, signature, prefix="sha256=")
+
+    def stale_by(self, request: WebhookRequest, secret: str, *, now: float) -> float | None:
+        stamp = request.headers.get(TIMESTAMP_HEADER)
+        signature = request.headers.get(SIGNATURE_HEADER)
+        offset = timestamp_offset(stamp, now=now)
+        if not stamp or not signature or offset is None:
+            return None
+        message = stamp.encode() + b"." + request.body
+        return offset if verify_hmac(secret, message, signature, prefix="sha256=") else None
 
     def parse(self, request: WebhookRequest) -> WebhookEvent:
         what = (

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from adapter.channels import (
     TOO_DEEP,
+    Lookup,
     PayloadError,
     WebhookChannel,
     WebhookEvent,
@@ -44,6 +45,7 @@ from adapter.channels import (
     WebhookRequest,
     json_kind,
     scalar_text,
+    setting_error,
 )
 
 __all__ = ["HubSpotProvider", "channel", "hubspot_signature", "signed_uri"]
@@ -217,6 +219,17 @@ class HubSpotProvider(WebhookProvider):
         "X-HubSpot-Request-Timestamp within 5 minutes, over the URL HubSpot called: behind a "
         f"proxy that changes it, set {URL_SETTING} to the target URL configured in HubSpot"
     )
+
+    def check(self, lookup: Lookup) -> None:
+        value = (lookup(URL_SETTING) or "").strip()
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("http", "https") or not parts.netloc):
+            raise setting_error(
+                URL_SETTING,
+                value,
+                "expected the absolute target URL configured in HubSpot, e.g. "
+                "https://contacts.example.com/webhooks/hubspot",
+            )
 
     def verify(self, request: WebhookRequest, secret: str, *, now: float) -> bool:
         signature = request.headers.get(SIGNATURE_HEADER)

@@ -74,6 +74,7 @@ def intercom_signature(secret: str, body: bytes) -> str:
 class IntercomProvider(WebhookProvider):
     name = "intercom"
     secret_setting = "INTERCOM_WEBHOOK_SECRET"
+    field_prefix = "INTERCOM"
     label = "Intercom"
     success_status = 200  # any 2xx
 

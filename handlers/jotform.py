@@ -184,6 +184,7 @@ class JotformProvider(WebhookProvider):
     name = "jotform"
     label = "Jotform"
     secret_setting = KEY_SETTING
+    field_prefix = "JOTFORM"
     success_status = 200  # retries: unknown (widgets.md §10)
     content_types = frozenset({MULTIPART})
 

@@ -69,6 +69,7 @@ class LiveChatProvider(WebhookProvider):
     name = "livechat"
     label = "LiveChat"
     secret_setting = "LIVECHAT_WEBHOOK_SECRET"
+    field_prefix = "LIVECHAT"
     success_status = 200  # LiveChat counts exactly 200 as delivered
 
     def verify(self, request: WebhookRequest, secret: str, *, now: float) -> bool:

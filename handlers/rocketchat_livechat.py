@@ -72,6 +72,7 @@ def _mapped(request: WebhookRequest, field: str, custom: Mapping[str, Any]) -> s
 class RocketChatLivechatProvider(WebhookProvider):
     name = "rocketchat"
     secret_setting = "ROCKETCHAT_WEBHOOK_SECRET"
+    field_prefix = "ROCKETCHAT"
     label = "Rocket.Chat Livechat"
     success_status = 200  # exactly: Rocket.Chat retries 201/202/204
     answer_errors = False  # Rocket.Chat keeps the answer in the room: a few ids, no personal data

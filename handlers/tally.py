@@ -73,6 +73,7 @@ class TallyProvider(WebhookProvider):
     name = "tally"
     label = "Tally"
     secret_setting = "TALLY_WEBHOOK_SECRET"
+    field_prefix = "TALLY"
     success_status = 200  # any 2xx, within 10 s
 
     def verify(self, request: WebhookRequest, secret: str, *, now: float) -> bool:

@@ -76,6 +76,7 @@ class TypeformProvider(WebhookProvider):
     name = "typeform"
     label = "Typeform"
     secret_setting = "TYPEFORM_WEBHOOK_SECRET"
+    field_prefix = "TYPEFORM"
     success_status = 200  # any 2xx, within 30 s
 
     def verify(self, request: WebhookRequest, secret: str, *, now: float) -> bool:

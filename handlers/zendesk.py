@@ -165,6 +165,7 @@ class ZendeskProvider(WebhookProvider):
     name = "zendesk"
     label = "Zendesk"
     secret_setting = SECRET_SETTING
+    field_prefix = "ZENDESK"
     success_status = 200
 
     def verify(self, request: WebhookRequest, secret: str, *, now: float) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import socket
 import sqlite3
@@ -18,9 +19,10 @@ import pytest
 import structlog
 import uvicorn
 
-from adapter.settings import Settings, load_settings
+from adapter.settings import HOME_VARIABLE, Settings, load_settings
 from adapter.web.app import create_app
 from tests.rocketchat_standin import RocketChatStandIn, StandInServer
+from tests.settings_names import is_service_variable
 
 AGENT = {"user_id": "agentUserId1", "token": "agent-token"}  # rate limited, like a normal user
 BOT = {"user_id": "botUserId1", "token": "bot-token"}  # api-bypass-rate-limit
@@ -69,6 +71,23 @@ async def wait_until_async(
         if value or time.monotonic() > deadline:
             return value
         await asyncio.sleep(interval)  # noqa: sleep-ok - the poll interval of this deadline wait
+
+
+@pytest.fixture(autouse=True)
+def _settings_isolated(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """No test reads the user's ``.env`` or the service's variables from their shell: each
+    runs in an empty home (``CONTACT_ADAPTER_HOME``, also the working directory) with every
+    variable the service reads removed from ``os.environ``, so that the subprocesses tests
+    start from ``os.environ`` inherit the same clean state (tests/test_isolation.py)."""
+    home = tmp_path_factory.mktemp("home")
+    for name in list(os.environ):
+        if is_service_variable(name):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv(HOME_VARIABLE, str(home))
+    monkeypatch.chdir(home)
+    yield home
 
 
 @pytest.fixture(autouse=True)

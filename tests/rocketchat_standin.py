@@ -572,6 +572,8 @@ class RocketChatStandIn:
         self.contacts: dict[str, dict[str, Any]] = {}
         self.custom_fields: dict[str, dict[str, Any]] = {}
         self.down = False
+        # Faults (down, fail_next) answered as a proxy's HTML error page (nginx) instead of JSON
+        self.fault_html = False
         self.latency = latency
         self.error_rate = error_rate
         self._random = random.Random(seed)
@@ -852,11 +854,11 @@ class RocketChatStandIn:
 
     def _fault(self, request: Request) -> Response | None:
         if self.down:
-            return _fault_response(503)
+            return _fault_response(503, html=self.fault_html)
         with self._lock:
             status = self._fail_next.pop(0) if self._fail_next else None
         if status is not None:
-            return _fault_response(status)
+            return _fault_response(status, html=self.fault_html)
         is_contact_post = request.method == "POST" and request.url.path in (
             "/api/v1/omnichannel/contact",
             "/api/v1/omnichannel/contacts",
@@ -1494,12 +1496,20 @@ def _sort_key(key: str) -> Callable[[dict[str, Any]], str]:
     return sort_key
 
 
-def _fault_response(status: int) -> Response:
-    """What a proxy in front of a dead/failing server answers (no Rocket.Chat headers)."""
+def _fault_response(status: int, *, html: bool = False) -> Response:
+    """What a proxy in front of a dead/failing server answers (no Rocket.Chat headers):
+    JSON, or (``html``) nginx's error page, byte for byte as nginx writes it."""
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:
         phrase = "Error"
+    if html:
+        page = (
+            f"<html>\r\n<head><title>{status} {phrase}</title></head>\r\n<body>\r\n"
+            f"<center><h1>{status} {phrase}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+            "</body>\r\n</html>\r\n"
+        )
+        return Response(page.encode(), status, media_type="text/html")
     body = {"success": False, "error": phrase}
     return Response(dumps(body), status, media_type=JSON_TYPE)
 

@@ -799,6 +799,7 @@ def service_process(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], Servi
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(tmp_path),
+            "CONTACT_ADAPTER_HOME": str(tmp_path),
             "PYTHONPATH": str(ROOT),
             "LOG_LEVEL": "WARNING",
             **settings,

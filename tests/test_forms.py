@@ -158,7 +158,7 @@ def test_honeypot_answers_like_a_success_and_stores_nothing(
     assert redirected.status_code == 303
     assert redirected.headers["location"] == f"{SITE}/thanks"
     # The same answer as a real post: no id to look up (a fake one answered 404).
-    assert "Reference:" not in as_page.text
+    assert "reference:" not in as_page.text.lower()
     assert service.stored_rows() == 0
     assert contact_posts(standin) == []
     # The honeypot can be renamed or turned off.
@@ -457,12 +457,24 @@ def test_malformed_form_settings_stop_the_service_with_the_variable_named() -> N
         "FORM_RATE_LIMIT": {"FORM_RATE_LIMIT": "lots"},
         "FORM_PHONE_REGION": {"FORM_PHONE_REGION": "XX"},
         "FORM_REDIRECT": {"FORM_REDIRECT": "/thanks"},
+        "FORM_LANGUAGE": {"FORM_LANGUAGE": "french please"},
+        "FORM_PRICING_ENABLED": {"FORMS": "pricing", "FORM_PRICING_ENABLED": "maybe"},
+        "FORM_BUTTON_LABEL": {"FORM_BUTTON_LABEL": "Send " * 20},
+        "FORM_TITLE": {"FORM_TITLE": "Contact\nus"},
     }
     for variable, channel in cases.items():
         with pytest.raises(SettingsError, match=f"setting {variable} "):
             forms(**channel)
     with pytest.raises(SettingsError, match="distinct"):
         forms(FORM_FIELD_EMAIL="website")
+    # FORM_ENABLED=false turns every form off but one that says FORM_<FORM>_ENABLED=true.
+    switched = forms(FORMS="a,b", FORM_ENABLED="false", FORM_A_ENABLED="true")
+    assert {name: config.enabled for name, config in switched.items()} == {
+        "default": False,
+        "a": True,
+        "b": False,
+    }
+    assert all(config.title == "Contact us" for config in switched.values())  # unchanged
     config = forms(
         FORM_HONEYPOT="off",
         FORM_FIELD_COUNTRY="off",

@@ -113,6 +113,10 @@ def env_for(settings: Settings) -> dict[str, str]:
 
 
 def import_command(args: list[str], settings: Settings) -> Any:
+    """``contact-adapter import ARGS`` on the database of ``settings``, migrated first (an
+    import never creates a schema)."""
+    migrated = CliRunner().invoke(cli_app, ["migrate"], env=env_for(settings))
+    assert migrated.exit_code == 0, migrated.output
     return CliRunner().invoke(cli_app, ["import", *args], env=env_for(settings))
 
 
@@ -171,7 +175,7 @@ def test_ten_thousand_rows_counts_report_reimport_and_delivery(
 
     # The service's worker on the same database registers every good row, once.
     service = start_service(settings)
-    wait_until(lambda: len(standin.contact_posts_per_token()) >= GOOD, timeout=40, interval=0.5)
+    wait_until(lambda: len(standin.contact_posts_per_token()) >= GOOD, timeout=120, interval=0.5)
     wait_until(lambda: stored() == {"delivered": GOOD}, timeout=15, interval=0.2)
     per_token = standin.contact_posts_per_token()
     assert len(per_token) == GOOD and set(per_token.values()) == {1}
@@ -256,8 +260,10 @@ def test_dry_run_stores_nothing_and_errors_are_clear(
     dry = import_command([str(leads), "--dry-run"], settings)
     assert dry.exit_code == 0, dry.output
     assert "1 rows, 1 would accept, 0 duplicates, 0 rejected" in dry.stdout
-    assert not Path(settings.database_url.split("///", 1)[1]).exists()
-    assert (tmp_path / "leads.rejected.csv").read_text().strip() == "row,field,reason"
+    with sqlite3.connect(settings.database_url.split("///", 1)[1]) as db:
+        assert db.execute("SELECT count(*) FROM deliveries").fetchone() == (0,)
+    report = (tmp_path / "leads.rejected.csv").read_text().strip()
+    assert report == "row,field,reason,name,email,phone"
 
     wrong = import_command([str(leads), "--email-column", "mail"], settings)
     assert wrong.exit_code == 2

@@ -342,10 +342,15 @@ def test_procfile_declares_web_worker_and_release_as_real_cli_commands() -> None
 
 
 def test_web_workers_come_from_web_concurrency() -> None:
+    from adapter.settings import Settings
+
     serve = cli_group().commands["serve"]
     by_name = {p.name: p for p in serve.params}
-    assert by_name["workers"].envvar == "WEB_CONCURRENCY"
-    assert by_name["port"].envvar == "PORT"
+    # No default of the command's own: WEB_CONCURRENCY, PORT and HOST are settings (from
+    # the environment, where Heroku sets them, or .env), used unless given on the line.
+    for option in ("workers", "port", "host"):
+        assert by_name[option].default is None, option
+    assert {"web_concurrency", "port", "host"} <= set(Settings.model_fields)
     assert "--workers" not in procfile()["web"], "let WEB_CONCURRENCY choose the worker count"
 
 

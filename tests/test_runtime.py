@@ -153,16 +153,37 @@ def test_a_failed_migration_closes_the_runtime(
     assert closes == ["client", "queue", "engine"]
 
 
-def test_a_dry_run_runtime_does_not_migrate(
+def test_a_runtime_without_migrate_needs_a_schema_and_never_makes_one(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from pathlib import Path
+
+    from adapter.ops.runtime import NoSchemaError
+
+    settings = make_settings()
+    database = Path(settings.database_url.split("///", 1)[1])
+
+    async def fresh() -> None:
+        async with open_runtime(settings, migrate=False, label=str(database)):
+            raise AssertionError("opened a database without a schema")
+
+    with pytest.raises(NoSchemaError, match="has no schema yet"):
+        asyncio.run(fresh())
+    assert not database.exists()  # not even an empty file
+
+    async def migrated() -> None:
+        async with open_runtime(settings):
+            pass
+
+    asyncio.run(migrated())
+
     async def migrate(self: Runtime) -> int:
         raise AssertionError("migrated")
 
     monkeypatch.setattr(Runtime, "migrate", migrate)
 
     async def main() -> None:
-        async with open_runtime(make_settings(), migrate=False) as runtime:
+        async with open_runtime(settings, migrate=False) as runtime:
             assert isinstance(runtime.queue, DeliveryQueue)
 
     asyncio.run(main())

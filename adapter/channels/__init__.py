@@ -4,7 +4,8 @@ A channel (see :mod:`adapter.channels.base`) turns requests into
 submissions for the delivery queue; everything it needs from the core is
 re-exported here: the channel protocol and context, the HTTP and signing helpers, the
 webhook plumbing (:mod:`adapter.channels.webhooks`), the contact checks and extraction,
-the payload readers, the delivery records and the settings. ``tests/test_layers.py``
+the payload readers, the delivery records, the settings, and the messenger conversations
+(the pure state machine of :mod:`adapter.core.conversation` and its durable store). ``tests/test_layers.py``
 keeps ``handlers/`` from importing anything else of ``adapter``.
 """
 
@@ -13,10 +14,14 @@ from __future__ import annotations
 from adapter.channels.base import (
     Channel,
     ChannelContext,
+    ChannelStatus,
+    channel_statuses,
+    check_channels,
     connect_channels,
     discover_channels,
     notify_channel,
 )
+from adapter.channels.conversations import ConversationStore
 from adapter.channels.http import (
     BodyTooLarge,
     bearer_ok,
@@ -27,6 +32,7 @@ from adapter.channels.http import (
 from adapter.channels.signing import (
     check_timestamp,
     constant_time_equal,
+    timestamp_offset,
     verify_hmac,
 )
 from adapter.channels.webhooks import (
@@ -42,6 +48,16 @@ from adapter.core.contact import (
     FieldError,
     normalize_email,
     validate_contact,
+)
+from adapter.core.conversation import (
+    Conversation,
+    ConversationRules,
+    Incoming,
+    Reply,
+    Step,
+    advance,
+    language_of,
+    language_of_phone,
 )
 from adapter.core.extract import (
     Extraction,
@@ -68,10 +84,12 @@ from adapter.core.payloads import (
     stringified,
     text_value,
 )
+from adapter.core.plain import short_reference
 from adapter.core.records import DeliveryRecord, Outcome, Submission
 from adapter.settings import (
     Settings,
     SettingsError,
+    setting_error,
 )
 
 __all__ = [
@@ -81,22 +99,32 @@ __all__ = [
     "BodyTooLarge",
     "Channel",
     "ChannelContext",
+    "ChannelStatus",
     "ContactError",
+    "Conversation",
+    "ConversationRules",
+    "ConversationStore",
     "DeliveryRecord",
     "Extraction",
     "FieldError",
+    "Incoming",
     "Lookup",
     "Outcome",
     "PayloadError",
+    "Reply",
     "Settings",
     "SettingsError",
+    "Step",
     "Submission",
     "WebhookChannel",
     "WebhookEvent",
     "WebhookProvider",
     "WebhookRequest",
+    "advance",
     "bearer_ok",
     "body_digest",
+    "channel_statuses",
+    "check_channels",
     "check_timestamp",
     "client_address",
     "connect_channels",
@@ -109,6 +137,8 @@ __all__ = [
     "extract_contact",
     "json_kind",
     "json_object",
+    "language_of",
+    "language_of_phone",
     "map_answers",
     "mapped_value",
     "member",
@@ -119,9 +149,12 @@ __all__ = [
     "read_body",
     "real_name",
     "scalar_text",
+    "setting_error",
     "setting_list",
+    "short_reference",
     "stringified",
     "text_value",
+    "timestamp_offset",
     "validate_contact",
     "verify_hmac",
 ]

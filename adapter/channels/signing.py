@@ -6,7 +6,7 @@ from __future__ import annotations
 import hmac
 import time
 
-__all__ = ["check_timestamp", "constant_time_equal", "verify_hmac"]
+__all__ = ["check_timestamp", "constant_time_equal", "timestamp_offset", "verify_hmac"]
 
 
 def constant_time_equal(given: str | bytes, expected: str | bytes) -> bool:
@@ -25,15 +25,24 @@ def verify_hmac(
     return constant_time_equal(signature.strip().lower(), expected.lower())
 
 
-def check_timestamp(value: str | None, *, window: float = 300.0, now: float | None = None) -> bool:
-    """True when ``value`` (epoch seconds or milliseconds) is within ``window`` of now."""
+def timestamp_offset(value: str | None, *, now: float | None = None) -> float | None:
+    """How many seconds ``value`` (epoch seconds or milliseconds) is before now (negative:
+    in the future); None when it is not a number."""
     if value is None:
-        return False
+        return None
     try:
         stamp = float(value.strip())
     except ValueError:
-        return False
+        return None
+    if stamp != stamp or stamp in (float("inf"), float("-inf")):
+        return None
     if stamp > 1e11:  # milliseconds
         stamp /= 1000.0
     current = time.time() if now is None else now
-    return abs(current - stamp) <= window
+    return current - stamp
+
+
+def check_timestamp(value: str | None, *, window: float = 300.0, now: float | None = None) -> bool:
+    """True when ``value`` (epoch seconds or milliseconds) is within ``window`` of now."""
+    offset = timestamp_offset(value, now=now)
+    return offset is not None and abs(offset) <= window

@@ -47,11 +47,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from adapter.channels.base import ChannelContext
+from adapter.channels.base import ChannelContext, ChannelStatus
 from adapter.channels.http import BodyTooLarge, read_body
 from adapter.core.payloads import NO_CONTACT, TOO_DEEP, Lookup, PayloadError, no_contact_reason
 from adapter.core.records import Outcome, Submission
-from adapter.settings import SettingsError, check_required_fields
+from adapter.settings import Settings, check_required_fields, setting_error
 
 __all__ = [
     "PayloadError",
@@ -59,6 +59,7 @@ __all__ = [
     "WebhookEvent",
     "WebhookProvider",
     "WebhookRequest",
+    "WebhookSettings",
     "body_digest",
     "missing_hints",
     "record_ignored",
@@ -144,6 +145,19 @@ class WebhookProvider(ABC):
     # What the provider really sends (its samples in shared/contracts); any other declared
     # type is a 415. ``+json`` types count as JSON; a request without one is read as sent.
     content_types: frozenset[str] = frozenset({"application/json"})
+    field_prefix: str | None = None  # "TALLY": reads TALLY_FIELD_NAME / _EMAIL / _PHONE
+
+    def check(self, lookup: Lookup) -> None:
+        """Check the provider's own settings (beyond the secrets, ``<PROVIDER>_REQUIRED_FIELDS``
+        and ``<PROVIDER>_FIELD_*``), raising :class:`~adapter.settings.SettingsError`."""
+        return None
+
+    def stale_by(self, request: WebhookRequest, secret: str, *, now: float) -> float | None:
+        """For a request :meth:`verify` refused: how many seconds its timestamp is off
+        (positive: in the past) when the signature itself is right, else None. A provider
+        with a signed timestamp overrides this, so a clock or a replay is named as the
+        cause rather than the secret."""
+        return None
 
     @property
     def secret_settings(self) -> tuple[str, ...]:
@@ -213,9 +227,7 @@ def required_fields(lookup: Lookup, variable: str) -> tuple[str, ...] | None:
     try:
         return check_required_fields(value)
     except ValueError as exc:
-        raise SettingsError(
-            f"setting {variable} (got {raw!r}): {exc}, as for CONTACT_REQUIRED_FIELDS"
-        ) from None
+        raise setting_error(variable, raw, f"{exc}, as for CONTACT_REQUIRED_FIELDS") from None
 
 
 def record_ignored(lookup: Lookup, variable: str = "WEBHOOK_RECORD_IGNORED") -> bool:
@@ -225,7 +237,7 @@ def record_ignored(lookup: Lookup, variable: str = "WEBHOOK_RECORD_IGNORED") -> 
         return True
     if raw.strip().lower() in ("", *_FALSE):
         return False
-    raise SettingsError(f"setting {variable} (got {raw!r}): expected true or false")
+    raise setting_error(variable, raw, "expected true or false")
 
 
 def _combined_details(
@@ -269,12 +281,68 @@ def missing_hints(
     return hints
 
 
+@dataclass(frozen=True)
+class WebhookSettings:
+    """One provider's settings, read and checked in one place (start-up and routes)."""
+
+    required: tuple[str, ...] | None  # <PROVIDER>_REQUIRED_FIELDS, None when unset
+    keep_ignored: bool  # WEBHOOK_RECORD_IGNORED
+    field_mappings: Mapping[str, str]  # <PREFIX>_FIELD_NAME … as given (read per request)
+    configured: bool  # one of the secret settings is set (else the route answers 503)
+
+    @classmethod
+    def read(cls, provider: WebhookProvider, lookup: Lookup) -> WebhookSettings:
+        """Raises :class:`~adapter.settings.SettingsError` naming a malformed setting."""
+        mappings: dict[str, str] = {}
+        if provider.field_prefix:
+            for field_name in ("NAME", "EMAIL", "PHONE"):
+                variable = f"{provider.field_prefix}_FIELD_{field_name}"
+                value = lookup(variable)
+                if value is not None and any(ord(ch) < 32 for ch in value):
+                    raise setting_error(
+                        variable, value, "expected comma-separated field names or keys"
+                    )
+                if value:
+                    mappings[variable] = value
+        provider.check(lookup)
+        return cls(
+            required=required_fields(lookup, provider.required_setting),
+            keep_ignored=record_ignored(lookup),
+            field_mappings=mappings,
+            configured=any([lookup(name) for name in provider.secret_settings]),
+        )
+
+
+def _stale_text(seconds: float, window: float) -> str:
+    when = "in the past" if seconds >= 0 else "in the future"
+    return (
+        f"the signature is right but its timestamp is {abs(seconds):.0f} s {when}, outside the "
+        f"{window:.0f} s window: the sender's clock is off (set it by NTP) or this is a replay "
+        "of an old request; nothing was stored"
+    )
+
+
 class WebhookChannel:
     """Mounts one provider at ``POST /webhooks/<name>``."""
 
     def __init__(self, provider: WebhookProvider) -> None:
         self.provider = provider
         self.name = "webhook"  # outcomes of all webhooks are reported the same way (not at all)
+        self.title = provider.label or provider.name  # "tawk.to", "Intercom"
+
+    def check(self, settings: Settings) -> None:
+        """Every setting the provider reads (see :class:`WebhookSettings`)."""
+        WebhookSettings.read(self.provider, settings.lookup)
+
+    def status(self, settings: Settings) -> ChannelStatus:
+        provider = self.provider
+        path = f"/webhooks/{provider.name}"
+        label = f"webhook:{provider.name}"
+        if WebhookSettings.read(provider, settings.lookup).configured:
+            return ChannelStatus(label, True, path)
+        title = provider.label or provider.name
+        wanted = " or ".join(provider.secret_settings)
+        return ChannelStatus(label, False, path, f"set {wanted} to the secret from {title}")
 
     def routes(self, context: ChannelContext) -> Sequence[BaseRoute]:
         provider = self.provider
@@ -283,9 +351,10 @@ class WebhookChannel:
         title = provider.label or provider.name  # "tawk.to", "Intercom"
         a_title = ("an " if title[:1].lower() in "aeiou" else "a ") + title
         limit = provider.max_body_bytes or settings.max_body_bytes
-        own_required = required_fields(settings.lookup, provider.required_setting)
+        own = WebhookSettings.read(provider, settings.lookup)
+        own_required = own.required
         required = own_required or settings.contact_required_fields
-        keep_ignored = record_ignored(settings.lookup)
+        keep_ignored = own.keep_ignored
 
         async def receive(request: Request) -> Response:
             setting_names = " or ".join(provider.secret_settings)
@@ -312,11 +381,26 @@ class WebhookChannel:
                 content_type=request.headers.get("content-type", "").split(";")[0].strip().lower(),
                 lookup=settings.lookup,
             )
+            now = time.time()
             try:
-                authentic = provider.verify(hook, secret, now=time.time())
+                authentic = provider.verify(hook, secret, now=now)
             except Exception:
                 authentic = False
             if not authentic:
+                try:
+                    stale = provider.stale_by(hook, secret, now=now)
+                except Exception:
+                    stale = None
+                if stale is not None:
+                    log.warning(
+                        "webhook_refused",
+                        provider=provider.name,
+                        reason="stale timestamp",
+                        off_by=round(stale),
+                    )
+                    return JSONResponse(
+                        {"error": _stale_text(stale, provider.timestamp_window)}, status_code=401
+                    )
                 log.warning("webhook_refused", provider=provider.name, reason="bad signature")
                 hint = f"; {provider.refusal_hint}" if provider.refusal_hint else ""
                 return JSONResponse(

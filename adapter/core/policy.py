@@ -218,6 +218,7 @@ class Gate:
     auth_check_interval: float
     failures: int = 0  # consecutive failures to reach Rocket.Chat
     probe_at: float = 0.0  # in an outage: no call before this
+    unanswered_since: float | None = None  # the first of the current run of failures
     paused_reason: str | None = None
     paused_permission: bool = False  # 403: a real delivery finds out when it is granted
     last_auth_check: float = -math.inf  # last look whether a pause is over
@@ -242,12 +243,15 @@ class Gate:
         ended = self.in_outage
         self.failures = 0
         self.probe_at = 0.0
+        self.unanswered_since = None
         return ended
 
     def unanswered(self, now: float, rng: random.Random) -> bool:
         """One more failure to get an answer. True when this starts an outage; from then on
         one probe at a time, spaced by backoff (capped at OUTAGE_MAX_DELAY)."""
         self.failures += 1
+        if self.unanswered_since is None:
+            self.unanswered_since = now
         n = self.failures - OUTAGE_THRESHOLD + 1
         if n <= 0:
             return False
@@ -276,6 +280,14 @@ class Gate:
             return False
         self.last_auth_check = now
         return True
+
+    def look_again(self, now: float) -> None:
+        """An operator asked to check the connection now: the next claim looks whether a
+        pause is over, and probes at once in an outage (instead of waiting out the interval
+        or the backoff)."""
+        self.last_auth_check = -math.inf
+        if self.in_outage:
+            self.probe_at = min(self.probe_at, now)
 
     # -- what follows ----------------------------------------------------------------
 

@@ -547,9 +547,16 @@ class DeliveryQueue:
         limit: int = 50,
         offset: int = 0,
         since: float | None = None,
+        **narrower: Any,  # statuses, until, match: see LedgerReads.select_deliveries
     ) -> list[DeliveryRecord]:
         return await self.store.select_deliveries(
-            status=status, source=source, team=team, limit=limit, offset=offset, since=since
+            status=status,
+            source=source,
+            team=team,
+            limit=limit,
+            offset=offset,
+            since=since,
+            **narrower,
         )
 
     async def stats(self) -> metrics.DeliveryStats:

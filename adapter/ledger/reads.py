@@ -6,22 +6,68 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import and_, func, or_, select, text, union
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from adapter.core.records import PENDING, Attempt, DeliveryRecord
-from adapter.ledger.schema import deliveries, delivery_attempts, status_is
+from adapter.core.records import PENDING, REJECTED, Attempt, DeliveryRecord
+from adapter.ledger.schema import deliveries, delivery_attempts, delivery_events, status_is
 from adapter.ledger.sqlite_writer import WriteConnection
 
-__all__ = ["NEXT_DUE", "LedgerReads"]
+__all__ = ["NEXT_DUE", "LedgerReads", "Match", "like_prefix"]
 
 T = TypeVar("T")
 d = deliveries.c
 _UNNOTIFIED = text("notified_at IS NULL AND status IN ('delivered', 'failed')")  # partial index
 NEXT_DUE = select(func.min(d.next_attempt_at)).where(status_is(PENDING))
+
+
+def like_prefix(value: str) -> str:
+    """``value`` as the literal start of a LIKE pattern (``%``, ``_`` and ``\\`` escaped,
+    for ``escape="\\"``): a channel named ``%`` matches only a channel named ``%``."""
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@dataclass(frozen=True)
+class Match:
+    """Who or what an operator searches for, already normalised by the caller.
+
+    A delivery matches when any given key matches (each through an index): its id, the
+    start of its id (the short reference a person was shown), a source's event id, the
+    person's email key (lower-cased, as intake stores it) or phone key (E.164). A rejected
+    delivery stores no person keys, so ``email_key`` also matches a rejected row's email as
+    it was given, lower-cased (among rejected rows only: the status index)."""
+
+    delivery_id: str | None = None
+    id_prefix: str | None = None
+    event_id: str | None = None
+    email_key: str | None = None
+    phone_key: str | None = None
+
+    def ids(self) -> Any:
+        """A query of the ids of the matching deliveries (a union of indexed lookups)."""
+        parts: list[Any] = []
+        if self.delivery_id:
+            parts.append(select(d.id).where(d.id == self.delivery_id))
+        if self.id_prefix:
+            prefix = self.id_prefix
+            after = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+            parts.append(select(d.id).where(d.id >= prefix, d.id < after))  # the primary key
+        if self.event_id:
+            events = delivery_events.c
+            parts.append(select(events.delivery_id).where(events.event_id == self.event_id))
+        if self.email_key:
+            parts.append(select(d.id).where(d.email_key == self.email_key))
+            given = func.lower(func.trim(d.fields["email"].as_string()))
+            parts.append(select(d.id).where(and_(status_is(REJECTED), given == self.email_key)))
+        if self.phone_key:
+            parts.append(select(d.id).where(d.phone_key == self.phone_key))
+        if not parts:
+            return select(d.id).where(text("1 = 0"))
+        return parts[0] if len(parts) == 1 else union(*parts)
 
 
 class LedgerReads:
@@ -56,19 +102,31 @@ class LedgerReads:
         limit: int = 50,
         offset: int = 0,
         since: float | None = None,
+        statuses: Sequence[str] = (),
+        until: float | None = None,
+        match: Match | None = None,
     ) -> list[DeliveryRecord]:
+        """Deliveries newest first; every filter given narrows the list (they combine).
+
+        ``source``: a source (``api``) or a channel, matching its sources
+        (``webhook`` → ``webhook:tawkto``…); ``statuses``: any of these; ``match``: see
+        :class:`Match`."""
         query = select(deliveries).order_by(d.created_at.desc()).limit(limit).offset(offset)
         if status:
             query = query.where(d.status == status)
+        if statuses:
+            query = query.where(d.status.in_(list(statuses)))
         if source:
-            # The channel and its sub-sources ("import:leads.csv"); % and _ in what an
-            # operator typed are themselves, not LIKE's wildcards.
-            pattern = source.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            query = query.where(or_(d.source == source, d.source.like(pattern + ":%", escape="\\")))
+            pattern = like_prefix(source) + ":%"
+            query = query.where(or_(d.source == source, d.source.like(pattern, escape="\\")))
         if team:  # a Slack workspace (or Enterprise Grid org) id
             query = query.where(d.team == team)
         if since is not None:
             query = query.where(d.created_at >= since)
+        if until is not None:
+            query = query.where(d.created_at < until)
+        if match is not None:
+            query = query.where(d.id.in_(match.ids()))
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [DeliveryRecord.from_row(r) for r in rows]

@@ -20,13 +20,16 @@ first seen by phone and later with an email keeps one token (rows from before st
 4 — ``delivery_attempts``: one row per try at Rocket.Chat (when, how long, what came of it,
 which worker), for the admin page's history of a delivery; 5 — ``deployment_keys``: the
 deployment's generated secret (visitor tokens and kept digests are keyed with it, see
-:mod:`adapter.core.keys`) when ``DEPLOYMENT_SECRET`` does not set one.
+:mod:`adapter.core.keys`) when ``DEPLOYMENT_SECRET`` does not set one; 6 —
+``conversations`` (what a messenger guest gave so far, until it expires) and
+``conversation_events`` (the messenger updates already handled, for deduplication).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -60,6 +63,8 @@ from adapter.ledger.engine import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "conversation_events",
+    "conversations",
     "create_engine",
     "deliveries",
     "delivery_attempts",
@@ -71,11 +76,12 @@ __all__ = [
     "migrate",
     "normalize_database_url",
     "people",
+    "schema_version_of",
     "sqlite_writer_engine",
     "status_is",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def status_is(*names: str, column: Any = None) -> Any:
@@ -173,6 +179,9 @@ delivery_events = Table(
     Column("event_id", String(255), primary_key=True),
     Column("delivery_id", String(32), nullable=False),
     Column("created_at", Float, nullable=False),
+    # The admin page's search by a source's event id, whatever the source (an index adds
+    # nothing older code relies on: not versioned).
+    Index("ix_delivery_events_event", "event_id"),
 )
 
 people = Table(
@@ -183,6 +192,30 @@ people = Table(
     Column("token", String(64)),
     Column("fields", JSON, nullable=False),  # raw fields as last given, merged
     Column("updated_at", Float, nullable=False),
+)
+
+# Schema 6: a messenger guest's conversation with the bot (Telegram, WhatsApp), one row per
+# (channel, chat), deleted once registered, cancelled or expired: it holds personal data.
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("channel", String(32), primary_key=True),
+    Column("chat_id", String(128), primary_key=True),
+    Column("state", JSON, nullable=False),  # adapter.core.conversation.Conversation.as_json()
+    Column("expires_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_conversations_expires", "expires_at"),
+)
+
+# The platform's update / message ids already handled (no personal data), kept longer than
+# the channel accepts a message as fresh, so a retry or replay is handled once.
+conversation_events = Table(
+    "conversation_events",
+    metadata,
+    Column("channel", String(32), primary_key=True),
+    Column("event_id", String(255), primary_key=True),
+    Column("seen_at", Float, nullable=False),
+    Index("ix_conversation_events_seen", "seen_at"),
 )
 
 # The deployment's generated secrets, by purpose; read by every process sharing the ledger.
@@ -226,6 +259,26 @@ def _add_missing(conn: Connection) -> list[str]:
                 conn.execute(CreateIndex(index, if_not_exists=True))
                 done.append(str(index.name))
     return done
+
+
+async def schema_version_of(engine: AsyncEngine) -> int | None:
+    """The schema version the database is at; None when it has no schema yet (a SQLite
+    file that does not exist is not created)."""
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        if database and database != ":memory:" and not Path(database).is_file():
+            return None
+
+    def has_table(conn: Connection) -> bool:
+        return inspect(conn).has_table("schema_version")
+
+    async with engine.connect() as conn:
+        if not await conn.run_sync(has_table):
+            return None
+        version = (
+            await conn.execute(select(schema_version.c.version).where(schema_version.c.id == 1))
+        ).scalar()
+    return int(version) if version is not None else None
 
 
 async def migrate(engine: AsyncEngine) -> int:

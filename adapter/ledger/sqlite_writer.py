@@ -111,7 +111,8 @@ class Prepared:
         ]
         # An INSERT whose compiled form adds columns (Python-side defaults) is not for us.
         self.complete = column_keys is None or set(names) <= set(column_keys)
-        columns = list(getattr(statement, "selected_columns", ()))
+        # A SELECT's columns, or an UPDATE's or INSERT's RETURNING columns.
+        columns = list(getattr(statement, "exported_columns", ()))
         self._keys = [c.key for c in columns]
         self._results = [
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
@@ -132,7 +133,7 @@ class Prepared:
             ) from exc
 
     def rows(self, conn: WriteConnection, params: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-        """The SELECT's rows as dicts, or None (not the inline connection)."""
+        """The SELECT's (or RETURNING's) rows as dicts, or None (not the inline connection)."""
         cursor = self._execute(conn, params)
         if cursor is None:
             return None

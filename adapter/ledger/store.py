@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -39,38 +39,24 @@ from adapter.ledger.reads import NEXT_DUE as _NEXT_DUE
 from adapter.ledger.reads import LedgerReads
 from adapter.ledger.schema import (
     deliveries,
-    delivery_attempts,
     delivery_events,
     deployment_keys,
     status_is,
 )
 from adapter.ledger.sqlite_writer import SQLiteWriter, WriteConnection
+from adapter.ledger.worker_sql import FINISH as _FINISH
+from adapter.ledger.worker_sql import (
+    FINISH_SQLITE,
+    INSERT_ATTEMPT_SQLITE,
+    claim_inline,
+)
+from adapter.ledger.worker_sql import INSERT_ATTEMPT as _INSERT_ATTEMPT
 
 __all__ = ["LedgerStore", "WriteConnection"]
 
 T = TypeVar("T")
 d = deliveries.c
 
-# Recording an outcome (only while we hold the lease); the contact id may have been
-# recorded meanwhile (contact-center strategy), so it and the strategy are kept if not given.
-_FINISH = (
-    update(deliveries)
-    .where(d.id == bindparam("b_id"), d.lease_owner == bindparam("b_owner"))
-    .values(
-        status=bindparam("b_status"),
-        lease_owner=None,
-        lease_until=None,
-        updated_at=bindparam("b_now"),
-        attempts=bindparam("b_attempts"),
-        last_error=bindparam("b_error"),
-        contact_id=func.coalesce(bindparam("b_contact_id"), d.contact_id),
-        strategy=func.coalesce(bindparam("b_strategy"), d.strategy),
-        delivered_at=func.coalesce(bindparam("b_delivered_at"), d.delivered_at),
-        notified_at=bindparam("b_notified_at"),
-    )
-    .returning(d.contact_id, d.strategy)
-)
-_INSERT_ATTEMPT = delivery_attempts.insert()
 _FIND_EVENT = (
     select(deliveries, delivery_events.c.created_at.label("event_created_at"))
     .join(delivery_events, delivery_events.c.delivery_id == d.id)
@@ -263,6 +249,8 @@ class LedgerStore(LedgerReads):
             ids: list[str] = []
             if take_over:
                 ids = await self._take_over_expired(conn, expired, not_busy, limit, now)
+            elif (claimed := claim_inline(conn, owner, limit, now, lease)) is not None:
+                return claimed
             if len(ids) < limit:
                 # Two index range scans rather than one OR: the pending one walks
                 # ix_deliveries_due in next_attempt_at order and stops at the limit, so a
@@ -419,14 +407,18 @@ class LedgerStore(LedgerReads):
         holds the lease: the stored contact id and strategy, or None when the lease was
         taken over meanwhile (the other worker reports the outcome)."""
 
-        async def _tx(conn: WriteConnection) -> Any:
+        async def _tx(conn: WriteConnection) -> tuple[str | None, str | None] | None:
+            rows = FINISH_SQLITE.rows(conn, values)
+            if rows is not None:  # the SQLite writer's inline connection
+                if rows and attempt is not None:
+                    INSERT_ATTEMPT_SQLITE.run(conn, attempt.values(str(values["b_id"])))
+                return (rows[0]["contact_id"], rows[0]["strategy"]) if rows else None
             row = (await conn.execute(_FINISH, dict(values))).first()
             if row is not None and attempt is not None:
                 await conn.execute(_INSERT_ATTEMPT, attempt.values(str(values["b_id"])))
-            return row
+            return (row.contact_id, row.strategy) if row is not None else None
 
-        row = await self.write(_tx)
-        return (row.contact_id, row.strategy) if row is not None else None
+        return await self.write(_tx)
 
     async def postpone_due(self, until: float) -> None:
         """No pending delivery is due before ``until`` (a rate-limited window)."""

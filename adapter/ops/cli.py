@@ -1,4 +1,11 @@
-"""The ``contact-adapter`` command: serve, work, migrate, register, parse, and inspect deliveries."""
+"""The ``contact-adapter`` command: serve, work, migrate, register, parse, and inspect deliveries.
+
+Every command reads and checks every setting first, the channels' too
+(:func:`adapter.ops.startup.checked_settings`): a malformed one exits 2 with one line
+naming it. A command that opens the database says which one on stderr when it is not the
+default in the home (:func:`adapter.ops.startup.database_note`). Times are shown in ISO
+8601 in the operator's time zone (``TZ``).
+"""
 
 from __future__ import annotations
 
@@ -9,45 +16,106 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from adapter.settings import Settings, SettingsError, load_settings
+from adapter.core.records import STATUSES
+from adapter.ops.cli_help import PlainCommand, PlainGroup
+from adapter.settings import Settings, SettingsError
 
 __all__ = ["app", "main"]
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("omnichannel-contact-adapter")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"contact-adapter {_version()}")
+        raise typer.Exit()
+
 
 app = typer.Typer(
     help="Register guests as Rocket.Chat Omnichannel contacts.",
     no_args_is_help=True,
     add_completion=False,
+    cls=PlainGroup,
 )
-deliveries_app = typer.Typer(help="Inspect and retry deliveries.", no_args_is_help=True)
+deliveries_app = typer.Typer(
+    help="Inspect and retry deliveries.", no_args_is_help=True, cls=PlainGroup
+)
 app.add_typer(deliveries_app, name="deliveries")
+discord_app = typer.Typer(help="Set up the Discord channel.", no_args_is_help=True, cls=PlainGroup)
+app.add_typer(discord_app, name="discord")
+command = app.command
+deliveries_command = deliveries_app.command
 
 T = TypeVar("T")
 
 
-def _settings() -> Settings:
+@app.callback()
+def _main_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            help="Show the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Register guests as Rocket.Chat Omnichannel contacts."""
+
+
+def _settings(*, database: bool = False) -> Settings:
+    """The checked settings (exit 2 with one line for a bad one); with ``database``, also
+    say on stderr which database the command uses when it is not the home's default."""
+    from adapter.ops.startup import checked_settings, database_note
+
     try:
-        return load_settings()
+        settings = checked_settings()
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if database and (note := database_note(settings)) is not None:
+        typer.echo(note, err=True)
+    return settings
+
+
+def _when(stamp: float | None) -> str:
+    """An epoch time in ISO 8601, in the operator's time zone (``TZ``), to the second."""
+    if stamp is None:
+        return "-"
+    return datetime.fromtimestamp(stamp).astimezone().isoformat(timespec="seconds")
 
 
 def _run(factory: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(factory())  # type: ignore[arg-type]
 
 
-@app.command()
+@command(cls=PlainCommand)
 def serve(
-    host: Annotated[str, typer.Option(envvar="HOST")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="PORT")] = 8000,
-    workers: Annotated[int, typer.Option(envvar="WEB_CONCURRENCY")] = 1,
+    host: Annotated[
+        str | None, typer.Option(help="Interface to listen on [default: HOST, else 127.0.0.1]")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on [default: PORT, else 8000]")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="uvicorn processes [default: WEB_CONCURRENCY, else 1]")
+    ] = None,
 ) -> None:
-    """Run the web service under uvicorn."""
+    """Run the web service under uvicorn (HOST, PORT from the environment or .env)."""
     import uvicorn
 
     from adapter.ops.logs import configure_logging
@@ -59,9 +127,9 @@ def serve(
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "adapter.app:app",
-        host=host,
-        port=port,
-        workers=workers,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.web_concurrency,
         proxy_headers=True,
         forwarded_allow_ips="*",
         log_config=None,
@@ -77,21 +145,24 @@ def _exit_cleanly(_signum: int, _frame: Any) -> None:
     raise SystemExit(0)
 
 
-@app.command()
+@command(cls=PlainCommand)
 def worker() -> None:
-    """Run a delivery worker on its own (a Procfile ``worker:`` dyno). SIGTERM stops it cleanly."""
+    """Run a delivery worker on its own (a Procfile worker: dyno). SIGTERM stops it cleanly."""
     from adapter.ops.logs import configure_logging
 
-    settings = _settings()
+    settings = _settings(database=True)
     configure_logging(settings.log_level, settings.log_format)
 
     async def main() -> None:
         from adapter.channels import connect_channels
         from adapter.delivery.worker import DeliveryWorker
         from adapter.ops.runtime import open_runtime
+        from adapter.ops.startup import log_start_up
 
         async with open_runtime(settings) as runtime:
-            connect_channels(settings, runtime.queue)  # Slack hears how its commands ended
+            # Slack hears how its commands ended
+            _, channels = connect_channels(settings, runtime.queue)
+            log_start_up(settings, channels, process="worker")
             runner = DeliveryWorker(runtime.queue)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -101,15 +172,15 @@ def worker() -> None:
     asyncio.run(main())
 
 
-@app.command()
+@command(cls=PlainCommand)
 def migrate() -> None:
     """Create or upgrade the database schema (safe to run on every deploy)."""
+    settings = _settings(database=True)
 
     async def main() -> int:
         from adapter.ledger.schema import engine_for
         from adapter.ledger.schema import migrate as run_migrate
 
-        settings = _settings()
         engine = engine_for(settings)
         try:
             return await run_migrate(engine)
@@ -120,7 +191,7 @@ def migrate() -> None:
     typer.echo(f"database schema is at version {version}")
 
 
-@app.command()
+@command(cls=PlainCommand)
 def parse(
     text: Annotated[
         str, typer.Argument(help="Free text, e.g. 'Chris Doe chris@example.com +1 415 555 2671'")
@@ -141,7 +212,7 @@ def parse(
     typer.echo(json.dumps(contact.as_dict(), ensure_ascii=False, indent=2))
 
 
-@app.command()
+@command(cls=PlainCommand)
 def register(
     name: Annotated[str, typer.Option(help="The guest's name")],
     email: Annotated[str | None, typer.Option(help="Email address")] = None,
@@ -151,7 +222,7 @@ def register(
     ] = 10.0,
 ) -> None:
     """Validate and register one contact (queued durably; delivered now if Rocket.Chat answers)."""
-    settings = _settings()
+    settings = _settings(database=True)
 
     async def main() -> dict[str, Any]:
         from adapter.core.records import Submission
@@ -192,39 +263,85 @@ def register(
 
 
 def _queue_call(fn: Callable[[Any], Awaitable[T]]) -> T:
-    settings = _settings()
+    """``fn(queue)`` on the service's database, which must have its schema (a command run
+    in the wrong folder says so rather than showing an empty new database)."""
+    from adapter.ops.runtime import NoSchemaError, open_runtime
+    from adapter.ops.startup import database_label
+
+    settings = _settings(database=True)
 
     async def main() -> T:
-        from adapter.ops.runtime import open_runtime
-
-        async with open_runtime(settings) as runtime:
+        label = database_label(settings)
+        async with open_runtime(settings, migrate=False, label=label) as runtime:
             return await fn(runtime.queue)
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except NoSchemaError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
-@deliveries_app.command("list")
+def _one_of(choices: tuple[str, ...]) -> Callable[[str | None], str | None]:
+    """A callback refusing a value outside ``choices`` (exit 2, the choices listed)."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
+_TIMES = ("created_at", "updated_at", "delivered_at", "next_attempt_at", "started_at")
+
+
+def _dated(value: Any) -> Any:
+    """``value`` with every epoch time (``*_at``) shown as ISO 8601 in the local zone."""
+    if isinstance(value, dict):
+        return {
+            k: (_when(v) if k in _TIMES and isinstance(v, int | float) else _dated(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_dated(v) for v in value]
+    return value
+
+
+@deliveries_command("list", cls=PlainCommand)
 def deliveries_list(
     status: Annotated[
-        str | None, typer.Option(help="pending, delivering, delivered, failed, rejected")
+        str | None,
+        typer.Option(
+            metavar="[" + "|".join(STATUSES) + "]",
+            callback=_one_of(STATUSES),
+            help="Only deliveries in this status",
+        ),
     ] = None,
-    source: Annotated[str | None, typer.Option(help="e.g. slack, api, webhook")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="e.g. slack, api, webhook:tawkto, import:leads.csv")
+    ] = None,
     team: Annotated[str | None, typer.Option(help="a Slack workspace id, e.g. T0123")] = None,
-    limit: int = 50,
+    limit: Annotated[int, typer.Option(min=1, help="How many, newest first")] = 50,
 ) -> None:
-    """List recent deliveries (no personal data)."""
+    """List recent deliveries, newest first: id, status, created, source, attempts, reason
+    (no personal data)."""
+    from adapter.core.plain import reason_of
+
     records = _queue_call(lambda q: q.list(status=status, source=source, team=team, limit=limit))
     for r in records:
+        reason = reason_of(r.status, r.last_error, r.errors)  # a rejected row's field errors
         typer.echo(
-            f"{r.id}  {r.status:<10} {r.source:<20} attempts={r.attempts}  {r.last_error or ''}"
+            f"{r.id}  {r.status:<10} {_when(r.created_at)}  {r.source:<20} "
+            f"attempts={r.attempts}  {reason}".rstrip()
         )
     if not records:
         typer.echo("no deliveries match")
 
 
-@deliveries_app.command("show")
+@deliveries_command("show", cls=PlainCommand)
 def deliveries_show(delivery_id: str) -> None:
-    """Show one delivery in full (includes the contact's details)."""
+    """Show one delivery in full (includes the contact's details), times in ISO 8601."""
 
     async def detail(queue: Any) -> dict[str, Any] | None:
         record = await queue.get(delivery_id)
@@ -237,29 +354,47 @@ def deliveries_show(delivery_id: str) -> None:
     if found is None:
         typer.echo(f"no delivery {delivery_id}", err=True)
         raise typer.Exit(1)
-    typer.echo(json.dumps(found, indent=2, ensure_ascii=False, default=str))
+    typer.echo(json.dumps(_dated(found), indent=2, ensure_ascii=False, default=str))
 
 
-@deliveries_app.command("retry")
+@deliveries_command("retry", cls=PlainCommand)
 def deliveries_retry(delivery_id: str) -> None:
     """Queue one failed delivery again."""
-    if not _queue_call(lambda q: q.retry(delivery_id)):
+
+    async def retry(queue: Any) -> tuple[str | None, bool]:
+        record = await queue.get(delivery_id)
+        if record is None:
+            return None, False
+        return record.status, record.status == "failed" and await queue.retry(delivery_id)
+
+    status, queued = _queue_call(retry)
+    if status is None:
+        typer.echo(f"no delivery {delivery_id}: check the id (deliveries list)", err=True)
+        raise typer.Exit(1)
+    if status != "failed":
         typer.echo(
-            f"{delivery_id} is not a failed delivery (or the person has one waiting already)",
+            f"delivery {delivery_id} is {status}, not failed: only failed deliveries are retried",
+            err=True,
+        )
+        raise typer.Exit(1)
+    if not queued:
+        typer.echo(
+            f"delivery {delivery_id} was not queued again: the same person has a delivery "
+            "waiting already, which carries their details",
             err=True,
         )
         raise typer.Exit(1)
     typer.echo(f"{delivery_id} queued again")
 
 
-@deliveries_app.command("retry-failed")
+@deliveries_command("retry-failed", cls=PlainCommand)
 def deliveries_retry_failed() -> None:
     """Queue every failed delivery again."""
     count = _queue_call(lambda q: q.retry_failed())
     typer.echo(f"{count} failed deliveries queued again")
 
 
-@app.command("rotate-tokens")
+@command("rotate-tokens", cls=PlainCommand)
 def rotate_tokens(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would change; change nothing.")
@@ -290,7 +425,31 @@ def rotate_tokens(
         raise typer.Exit(1)
 
 
-@app.command("import")
+@discord_app.command("register-commands", cls=PlainCommand)
+def discord_register_commands(
+    guild: Annotated[
+        str | None,
+        typer.Option(
+            help="A guild (server) id: register there, instantly (default: DISCORD_GUILD_ID, else globally)"
+        ),
+    ] = None,
+) -> None:
+    """Register /contact with Discord (needs DISCORD_APPLICATION_ID and DISCORD_BOT_TOKEN)."""
+    import importlib
+
+    settings = _settings()
+    discord = importlib.import_module("handlers.discord").channel  # the channel does the work
+    try:
+        typer.echo(discord.register_commands(settings, guild_id=guild))
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except RuntimeError as exc:  # RegisterError: what Discord said and what to do
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@command("import", cls=PlainCommand)
 def import_csv(
     path: Annotated[
         Path,
@@ -313,7 +472,11 @@ def import_csv(
     ] = None,
     custom_field: Annotated[
         list[str] | None,
-        typer.Option(help="ID=COLUMN: send COLUMN as the custom field ID (repeatable)"),
+        typer.Option(
+            metavar="ID=COLUMN",
+            help="Send COLUMN as the custom field ID (repeatable; ID must be listed in "
+            "ROCKETCHAT_CUSTOM_FIELDS)",
+        ),
     ] = None,
     region: Annotated[
         str | None,
@@ -349,8 +512,9 @@ def import_csv(
     """
     from adapter.ops.importer import ColumnMapping, ImportFileError, progress_wanted, run_import
     from adapter.ops.logs import configure_logging
+    from adapter.ops.runtime import NoSchemaError
 
-    settings = _settings()
+    settings = _settings(database=True)
     configure_logging(settings.log_level, settings.log_format)  # redacted, like every process
     custom: dict[str, str] = {}
     for item in custom_field or []:
@@ -359,6 +523,17 @@ def import_csv(
             typer.echo(f"error: --custom-field expects ID=COLUMN, got {item!r}", err=True)
             raise typer.Exit(2)
         custom[field_id.strip()] = column.strip()
+    unsent = [f for f in custom if f not in settings.rocketchat_custom_fields]
+    if unsent:
+        listed = ",".join(settings.rocketchat_custom_fields)
+        typer.echo(
+            f"error: --custom-field {unsent[0]}: {unsent[0]!r} is not listed in "
+            f"ROCKETCHAT_CUSTOM_FIELDS ({'now ' + repr(listed) if listed else 'unset'}), so "
+            "it would be dropped for every row: add it there (the custom field's id in "
+            "Rocket.Chat), then import",
+            err=True,
+        )
+        raise typer.Exit(2)
     if region is not None:
         import phonenumbers
 
@@ -391,7 +566,7 @@ def import_csv(
             progress=progress_wanted(),
             on_columns=lambda described: typer.echo(f"columns: {described}", err=True),
         )
-    except (ImportFileError, LookupError) as exc:
+    except (ImportFileError, LookupError, NoSchemaError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(report.summary())

@@ -7,8 +7,12 @@ queue and merging as every channel, so the worker registers them at the pace
 Rocket.Chat allows. Every valid row gets an event id that is a hash of its normalised
 values, not of its position, so importing the same file again (or a longer export of
 it) accepts nothing that is already in. Rows that cannot be registered are written to
-``<input>.rejected.csv`` next to the input: row number (the header is row 1, as in a
-spreadsheet), field and reason.
+``<input>.rejected.csv`` next to the input, one line per row: its row number (the header
+is row 1, as in a spreadsheet), the fields and the reasons, then the row's own columns as
+they were, so the file can be corrected and imported again. ``--dry-run`` stores nothing
+but reads the database, so it counts the rows imported before as duplicates, as a real
+run would. The database must have its schema already (``contact-adapter migrate``): an
+import never creates one, so a command run in the wrong folder cannot fill a new file.
 """
 
 from __future__ import annotations
@@ -354,7 +358,9 @@ def _records(
     except UnicodeDecodeError as exc:
         text.close()
         raise ImportFileError(
-            f"{path.name} is not {encoding} text ({exc.reason}): pass --encoding, e.g. latin-1"
+            f"{path.name} is not {_encoding_name(encoding)} text (byte "
+            f"0x{exc.object[exc.start]:02x}): pass --encoding, e.g. --encoding cp1252 for a file from Excel "
+            "on Windows, or latin-1"
         ) from None
     if header is None:
         text.close()
@@ -371,13 +377,25 @@ def _records(
                     yield row_number, values
         except UnicodeDecodeError as exc:
             raise ImportFileError(
-                f"row {row_number + 1} of {path.name} is not {encoding} text ({exc.reason}): "
-                "pass --encoding, e.g. latin-1 (rows before it are imported; run again after)"
+                f"row {row_number + 1} of {path.name} is not {_encoding_name(encoding)} text "
+                f"(byte 0x{exc.object[exc.start]:02x}): pass --encoding, e.g. --encoding cp1252 "
+                "or latin-1 (rows before it are imported; run again after)"
             ) from None
         except csv.Error as exc:
             raise ImportFileError(f"row {row_number + 1} of {path.name}: {exc}") from None
 
     return header, rows(), counting, text
+
+
+def _encoding_name(encoding: str) -> str:
+    """``utf-8-sig`` → ``UTF-8``: the name a person knows, not the codec's."""
+    import codecs
+
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        return encoding
+    return "UTF-8" if name in ("utf-8", "utf-8-sig") else encoding
 
 
 class _Progress:
@@ -420,13 +438,16 @@ class _Progress:
             self._progress.stop()
 
 
-def _validate_only(
-    submissions: Sequence[Submission], settings: Settings, seen: set[str]
+async def _validate_only(
+    submissions: Sequence[Submission], queue: DeliveryQueue, seen: set[str]
 ) -> list[Outcome]:
-    """``--dry-run``: what ``submit_many`` would say, without touching the database."""
+    """``--dry-run``: what ``submit_many`` would say, storing nothing: the same validation,
+    and a row whose event id is in the database already (imported before) or earlier in
+    the file is a duplicate."""
     from adapter.core.contact import ContactError, validate_contact
     from adapter.core.records import Outcome
 
+    settings = queue.settings
     outcomes = []
     for submission in submissions:
         try:
@@ -440,8 +461,11 @@ def _validate_only(
         except ContactError as exc:
             outcomes.append(Outcome(status="invalid", errors=exc.errors))
             continue
-        duplicate = str(submission.event_id) in seen
-        seen.add(str(submission.event_id))
+        event_id = str(submission.event_id)
+        duplicate = event_id in seen or (
+            await queue.find_event(submission.source, event_id) is not None
+        )
+        seen.add(event_id)
         outcomes.append(Outcome(status="pending", delivery_id="-", duplicate=duplicate))
     return outcomes
 
@@ -486,21 +510,22 @@ async def import_csv(
     seen: set[str] = set()
     with report_path.open("w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(["row", "field", "reason"])
+        writer.writerow(["row", "field", "reason", *header])
         try:
-            batch: list[tuple[int, Submission]] = []
+            batch: list[tuple[int, Submission, list[str]]] = []
 
             async def flush() -> None:
-                submissions = [s for _, s in batch]
+                submissions = [s for _, s, _ in batch]
                 if dry_run:
-                    outcomes = _validate_only(submissions, settings, seen)
+                    outcomes = await _validate_only(submissions, queue, seen)
                 else:
                     outcomes = await queue.submit_many(submissions)
-                for (number, _), outcome in zip(batch, outcomes, strict=True):
+                for (number, _, values), outcome in zip(batch, outcomes, strict=True):
                     if outcome.errors and not outcome.accepted:
                         report.rejected += 1
-                        for fieldname, reason in outcome.errors.items():
-                            writer.writerow([number, fieldname, reason])
+                        names = ", ".join(outcome.errors)
+                        reasons = "; ".join(outcome.errors.values())
+                        writer.writerow([number, names, reasons, *values])
                     elif outcome.duplicate:
                         report.duplicates += 1
                     else:
@@ -519,7 +544,7 @@ async def import_csv(
                     custom_fields=custom,
                     phone_region=region,
                 )
-                batch.append((number, submission))
+                batch.append((number, submission, values))
                 if len(batch) >= batch_size:
                     await flush()
             if batch:
@@ -536,9 +561,11 @@ def run_import(path: Path, settings: Settings, **options: Any) -> ImportReport:
 
     async def main() -> ImportReport:
         from adapter.ops.runtime import open_runtime
+        from adapter.ops.startup import database_label
 
-        # A dry run stores nothing, so it needs no schema either.
-        async with open_runtime(settings, migrate=not options.get("dry_run")) as runtime:
+        # Never a new schema: in the wrong folder, that would be a new, unseen database.
+        label = database_label(settings)
+        async with open_runtime(settings, migrate=False, label=label) as runtime:
             return await import_csv(path, runtime.queue, **options)
 
     return asyncio.run(main())

@@ -18,12 +18,17 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapter.delivery.queue import DeliveryQueue
-from adapter.ledger.schema import engine_for
+from adapter.ledger.schema import engine_for, schema_version_of
 from adapter.ledger.schema import migrate as migrate_schema
 from adapter.rocketchat.client import RocketChatClient
-from adapter.settings import Settings
+from adapter.settings import HOME_VARIABLE, Settings
 
-__all__ = ["Runtime", "open_runtime"]
+__all__ = ["NoSchemaError", "Runtime", "open_runtime"]
+
+
+class NoSchemaError(RuntimeError):
+    """The database a command would read or write has no schema: most likely not the
+    database the service uses (the message says what to do)."""
 
 
 @dataclass(frozen=True)
@@ -60,13 +65,23 @@ class Runtime:
 
 
 @contextlib.asynccontextmanager
-async def open_runtime(settings: Settings, *, migrate: bool = True) -> AsyncIterator[Runtime]:
-    """The runtime for ``settings``, schema migrated first unless ``migrate`` is false
-    (a dry run touches no database); closed on the way out, whatever happened inside."""
+async def open_runtime(
+    settings: Settings, *, migrate: bool = True, label: str | None = None
+) -> AsyncIterator[Runtime]:
+    """The runtime for ``settings``, schema migrated first unless ``migrate`` is false; then
+    a database without a schema raises :class:`NoSchemaError` (naming it as ``label``)
+    rather than being created. Closed on the way out, whatever happened inside."""
     runtime = Runtime.build(settings)
     try:
         if migrate:
             await runtime.migrate()
+        elif await schema_version_of(runtime.engine) is None:
+            raise NoSchemaError(
+                f"the database {label or 'named by DATABASE_URL'} has no schema yet, so it is "
+                "not the service's: run this from the service's folder, or set "
+                f"{HOME_VARIABLE} (or DATABASE_URL) to the service's; for a new database run "
+                "'contact-adapter migrate' first"
+            )
         yield runtime
     finally:
         await runtime.aclose()

@@ -20,29 +20,29 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from adapter.channels import ChannelContext, client_address
-from adapter.core.records import STATUSES, Attempt, DeliveryRecord
-from adapter.core.redact import mask_message, masked_fields
+from adapter.core.plain import plain_error
+from adapter.core.records import STATUSES, Attempt
+from adapter.core.redact import mask_message
 from adapter.ops.logs import redact_text
+from adapter.web.admin_format import DAY, env, row_view, search_match
 from adapter.web.admin_session import Sessions, Throttle, safe_next, same_secret
+from adapter.web.admin_tools import AdminTools
 
-__all__ = ["PAGE_SIZE", "admin_routes"]
+__all__ = ["PAGE_SIZE", "PERIODS", "AdminSite", "admin_routes"]
 
 PAGE_SIZE = 50
-DAY = 86_400.0
-PERIODS = {"24h": DAY, "7d": 7 * DAY, "all": None}
+PERIODS = {"24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY, "all": None}
 NOTICES = {
     "retried": "The delivery is queued again; the worker delivers it shortly.",
+    "retried-one": "The failed delivery is queued again; the worker delivers it shortly.",
     "not-retried": (
         "Nothing to retry: the delivery is not failed any more, or the same person "
         "already has a delivery waiting."
@@ -52,66 +52,14 @@ NOTICES = {
 IN_PROGRESS = ("pending", "delivering")
 REFRESH_SECONDS = 2
 
-_TEMPLATES = Path(__file__).parent / "templates" / "admin"
-_env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(_TEMPLATES),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-
-# -- formatting -----------------------------------------------------------------------
-
-
-def _when(stamp: float | None) -> str:
-    if stamp is None:
-        return ""
-    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _iso(stamp: float | None) -> str:
-    if stamp is None:
-        return ""
-    return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="seconds")
-
-
-def _ago(stamp: float | None) -> str:
-    if stamp is None:
-        return ""
-    seconds = time.time() - stamp
-    future = seconds < 0
-    seconds = abs(seconds)
-    if seconds < 60:
-        text = f"{seconds:.0f} s"
-    elif seconds < 3600:
-        text = f"{seconds / 60:.0f} min"
-    elif seconds < DAY:
-        text = f"{seconds / 3600:.0f} h"
-    else:
-        text = f"{seconds / DAY:.0f} d"
-    return f"in {text}" if future else f"{text} ago"
-
-
-def _took(seconds: float) -> str:
-    """How long an attempt took: "85 ms", "2.4 s", "3 min"."""
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    return f"{seconds / 60:.0f} min"
-
-
-_env.filters.update(when=_when, iso=_iso, ago=_ago, took=_took)
-_env.globals.update(statuses=STATUSES)
-
-
 # -- the pages --------------------------------------------------------------------------
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class _Admin:
+class AdminSite:
+    """The admin pages' plumbing (login, rendering, CSRF) and the pages themselves."""
+
     def __init__(self, context: ChannelContext) -> None:
         self.context = context
         self.queue = context.queue
@@ -143,13 +91,15 @@ class _Admin:
         **values: Any,
     ) -> HTMLResponse:
         nonce = secrets.token_urlsafe(16)
-        body = _env.get_template(template).render(
+        logged_in = bool(session and session.get("auth"))
+        body = env.get_template(template).render(
             request=request,
             nonce=nonce,
             session=session,
             csrf_token=session["csrf"] if session else "",
-            logged_in=bool(session and session.get("auth")),
+            logged_in=logged_in,
             path=request.url.path,
+            outage=self.outage() if logged_in else None,
             **values,
         )
         response = HTMLResponse(body, status_code=status_code)
@@ -358,27 +308,54 @@ class _Admin:
         counts = await self.queue.counts()
         return sum(by_status.get("failed", 0) for by_status in counts.values())
 
+    def outage(self) -> dict[str, Any] | None:
+        """Rocket.Chat not answering (as this process saw it): since when, the next probe."""
+        gate = self.queue.gate
+        if not gate.in_outage:
+            return None
+        return {"since": gate.unanswered_since, "probe_at": gate.probe_at}
+
     async def deliveries(self, request: Request, session: dict[str, Any]) -> Response:
-        params = request.query_params
+        """The list (GET): filters in the URL, so it can be bookmarked; never a search."""
+        return await self._list(request, session, request.query_params, search="")
+
+    async def find(self, request: Request, session: dict[str, Any]) -> Response:
+        """The list form posted: a search is answered here, so the email or phone typed
+        stays out of URLs (history, proxies' and routers' logs); filters alone go back to
+        the GET list."""
+        form = await request.form()
+        search = str(form.get("q") or "").strip()[:320]
+        if not search:
+            query = {k: str(form.get(k) or "") for k in ("status", "channel", "period")}
+            query = {k: v for k, v in query.items() if v and not (k == "period" and v == "all")}
+            target = "/admin/deliveries" + ("?" + urlencode(query) if query else "")
+            return RedirectResponse(target, status_code=303)
+        return await self._list(request, session, form, search=search)
+
+    async def _list(
+        self, request: Request, session: dict[str, Any], params: Any, *, search: str
+    ) -> Response:
         status = params.get("status") or None
         if status not in (None, *STATUSES):
             status = None
-        channel = (params.get("channel") or "").strip()[:64] or None
+        channel = (str(params.get("channel") or "")).strip()[:64] or None
         period = params.get("period") or "all"
         if period not in PERIODS:
             period = "all"
         try:
-            page = max(1, min(int(params.get("page") or 1), 100_000))
+            page = 1 if search else max(1, min(int(params.get("page") or 1), 100_000))
         except ValueError:
             page = 1
         span = PERIODS[period]
         since = time.time() - span if span is not None else None
+        region = self.context.settings.default_phone_region
         records = await self.queue.list(
             status=status,
             source=channel,
             limit=PAGE_SIZE + 1,
             offset=(page - 1) * PAGE_SIZE,
             since=since,
+            match=search_match(search, region=region),
         )
         has_next = len(records) > PAGE_SIZE
         records = records[:PAGE_SIZE]
@@ -395,8 +372,9 @@ class _Admin:
                 query["page"] = str(number)
             return "/admin/deliveries" + ("?" + urlencode(query) if query else "")
 
-        notice = None
-        if params.get("notice") == "retried-all":
+        notice_key = str(params.get("notice") or "")
+        notice = NOTICES.get(notice_key) if notice_key != "retried" else None
+        if notice_key == "retried-all":
             try:
                 count = int(params.get("count") or 0)
             except ValueError:
@@ -408,30 +386,20 @@ class _Admin:
             request,
             "deliveries.html",
             session=session,
-            rows=[self._row(r) for r in records],
+            rows=[row_view(r) for r in records],
+            search=search,
             filters=filters,
             channels=channels,
             periods=list(PERIODS),
             page=page,
             first_index=(page - 1) * PAGE_SIZE + 1,
-            previous_url=page_url(page - 1) if page > 1 else None,
-            next_url=page_url(page + 1) if has_next else None,
+            this_url=page_url(page),
+            previous_url=page_url(page - 1) if page > 1 and not search else None,
+            next_url=page_url(page + 1) if has_next and not search else None,
+            more_matches=has_next and bool(search),
             failed_all=failed_all,
             notice=notice,
         )
-
-    @staticmethod
-    def _row(record: DeliveryRecord) -> dict[str, Any]:
-        return {
-            "id": record.id,
-            "url": "/admin/deliveries/" + quote(record.id, safe=""),
-            "source": record.source,
-            "status": record.status,
-            "attempts": record.attempts,
-            "created_at": record.created_at,
-            "last_error": redact_text(record.last_error or ""),
-            **masked_fields(record.fields),
-        }
 
     async def delivery(self, request: Request, session: dict[str, Any]) -> Response:
         record = await self.queue.get(request.path_params["delivery_id"])
@@ -453,18 +421,19 @@ class _Admin:
         history = [
             {
                 **attempt.public(),
+                "error": redact_text(plain_error(attempt.error)) if attempt.error else None,
                 "meaning": Attempt.OUTCOMES.get(attempt.outcome, attempt.outcome),
             }
             for attempt in await self.queue.history(record.id)
         ]
         refresh = REFRESH_SECONDS if record.status in IN_PROGRESS else None
         notice = request.query_params.get("notice", "")  # "queued again" is news until done
-        response = self.render(
+        return self.render(
             request,
             "delivery.html",
             session=session,
             record=record,
-            row=self._row(record),
+            row=row_view(record),
             errors={k: mask_message(k, str(v)) for k, v in (record.errors or {}).items()},
             warnings={k: mask_message(k, str(v)) for k, v in (record.warnings or {}).items()},
             contact_url=contact_url,
@@ -472,7 +441,6 @@ class _Admin:
             refresh=refresh,
             notice=None if notice == "retried" and not refresh else NOTICES.get(notice),
         )
-        return response
 
     async def retry(self, request: Request, session: dict[str, Any]) -> Response:
         delivery_id = request.path_params["delivery_id"]
@@ -486,6 +454,12 @@ class _Admin:
                 session=session,
             )
         done = await self.queue.retry(delivery_id)
+        back = str((await request.form()).get("back") or "")
+        if back.startswith("/admin/deliveries?") or back == "/admin/deliveries":
+            target = safe_next(back)
+            joiner = "&" if "?" in target else "?"
+            notice = "retried-one" if done else "not-retried"
+            return RedirectResponse(f"{target}{joiner}notice={notice}", status_code=303)
         notice = "retried" if done else "not-retried"
         return RedirectResponse(
             f"/admin/deliveries/{quote(delivery_id, safe='')}?notice={notice}", status_code=303
@@ -503,7 +477,8 @@ class _Admin:
 
 def admin_routes(context: ChannelContext) -> list[BaseRoute]:
     """The admin page's routes, all under ``/admin``."""
-    admin = _Admin(context)
+    admin = AdminSite(context)
+    tools = AdminTools(admin)
     return [
         Route("/admin", admin.page(admin.dashboard), methods=["GET"]),
         Route("/admin/", admin.slash, methods=["GET"]),
@@ -511,7 +486,10 @@ def admin_routes(context: ChannelContext) -> list[BaseRoute]:
         Route("/admin/login", admin.login, methods=["POST"]),
         Route("/admin/logout", admin.action(admin.logout), methods=["POST"]),
         Route("/admin/deliveries", admin.page(admin.deliveries), methods=["GET"]),
+        Route("/admin/deliveries", admin.action(admin.find), methods=["POST"]),
         Route("/admin/retry-failed", admin.action(admin.retry_failed), methods=["POST"]),
+        Route("/admin/export.csv", admin.action(tools.export), methods=["POST"]),
+        Route("/admin/test-connection", admin.action(tools.test_connection), methods=["POST"]),
         Route(
             "/admin/deliveries/{delivery_id:str}",
             admin.page(admin.delivery),

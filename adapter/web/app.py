@@ -1,7 +1,8 @@
 """The Starlette application: health, readiness, deliveries, and every channel's routes.
 
 ``create_app(settings)`` builds it (tests use this); ``adapter.app:app`` is the
-instance uvicorn serves, reading settings from the environment at start-up.
+instance uvicorn serves (:class:`ServiceApp`), its settings read and checked when
+``adapter.app`` is imported, before uvicorn runs the lifespan or binds.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from adapter.delivery.worker import DeliveryWorker
 from adapter.ops import metrics
 from adapter.ops.logs import configure_logging
 from adapter.ops.runtime import Runtime
-from adapter.settings import Settings, SettingsError, load_settings
+from adapter.ops.startup import database_label, log_start_up
+from adapter.settings import Settings, load_settings
 from adapter.web.admin import admin_routes as admin_page_routes
 from adapter.web.admin_api import admin_routes
+from adapter.web.status_page import status_route
 
-__all__ = ["create_app"]
+__all__ = ["ServiceApp", "create_app"]
 
 log = structlog.get_logger("adapter.app")
 
@@ -88,7 +91,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 worker = DeliveryWorker(queue)
                 task = asyncio.create_task(worker.run())
                 _stop_on_signal(worker.stop)  # no claim after SIGTERM (see its docstring)
-            log.info("started", version=_version(), channels=",".join(c.name for c in channels))
+            log_start_up(settings, channels, process="web")
+            log.info(
+                "started",
+                version=_version(),
+                database=database_label(settings),
+                inprocess_worker=settings.inprocess_worker,
+            )
             if not _behind_proxy(settings):
                 log.warning(
                     "no_proxy_in_front",
@@ -157,9 +166,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *admin_routes(settings, queue),
     ]
+    by_channel: dict[int, list[BaseRoute]] = {}
     for channel in channels:
-        routes.extend(channel.routes(context))
-    routes.extend(admin_page_routes(context))  # the /admin page (adapter/admin.py)
+        by_channel[id(channel)] = list(channel.routes(context))
+        routes.extend(by_channel[id(channel)])
+    routes.extend(admin_page_routes(context))  # the /admin page (adapter/web/admin.py)
+    routes.append(status_route(settings, queue, channels, by_channel, _version()))  # GET /
 
     app = Starlette(
         routes=routes,
@@ -248,26 +260,16 @@ def _version() -> str:
         return "0+unknown"
 
 
-class _LazyApp:
-    """``adapter.app:app``: built on first use, so importing this module reads no settings."""
+class ServiceApp:
+    """``adapter.app:app``: the service for ``settings`` (already checked), built on first
+    use, i.e. in the server's event loop and after uvicorn configured its own logging."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self._app: Starlette | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._app is None:
-            try:
-                settings = load_settings()
-            except SettingsError as exc:
-                if scope["type"] != "lifespan":
-                    raise
-                # uvicorn logs the message (one line, no traceback) and exits non-zero.
-                await receive()  # lifespan.startup
-                await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                return
-            configure_logging(settings.log_level, settings.log_format)
-            self._app = create_app(settings)
+            configure_logging(self.settings.log_level, self.settings.log_format)
+            self._app = create_app(self.settings)
         await self._app(scope, receive, send)
-
-
-app = _LazyApp()

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from adapter.channels import ChannelContext
+from adapter.channels import ChannelContext, ChannelStatus, Settings
 from handlers.forms.config import FormConfig, RateLimiter, load_forms, origin_of
 from handlers.forms.page import FormViews, Page
 from handlers.forms.post import FormPosts
@@ -37,9 +37,21 @@ class FormsChannel:
     """``POST /forms/<form>``, its CORS preflight, and the hosted page ``GET /form``."""
 
     name = "form"  # submissions are "form:<form>"
+    title = "Hosted and HTML forms"
 
     def __init__(self) -> None:
         self._page: Page | None = None
+
+    def check(self, settings: Settings) -> None:
+        """``FORMS`` and every form's ``FORM_…`` settings (:func:`load_forms`)."""
+        load_forms(settings)
+
+    def status(self, settings: Settings) -> ChannelStatus:
+        """On unless every form is turned off (the default form needs no setting)."""
+        if any(config.enabled for config in load_forms(settings).values()):
+            return ChannelStatus("form", True, "/form")
+        why = "every form is turned off: set FORM_ENABLED=true (or FORM_<FORM>_ENABLED)"
+        return ChannelStatus("form", False, "/form", why)
 
     @property
     def page(self) -> Page:
@@ -57,6 +69,8 @@ class FormsChannel:
             config = forms.get(name)
             if config is None:
                 return views.fail(request, 404, views.unknown(name), heading="No such form")
+            if not config.enabled:
+                return views.turned_off(request, config)
             return views.form_page(request, config)
 
         return [

@@ -29,6 +29,16 @@ __all__ = [
 
 FORM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 OFF = frozenset({"off", "none", "false", "no", "0", "-"})
+ON = frozenset({"on", "true", "yes", "1"})
+LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}")  # a BCP 47 tag: en, pt-BR
+# The hosted page's texts (FORM_<KEY>, or FORM_<FORM>_<KEY>): the default, the longest allowed.
+PAGE_TEXTS: dict[str, tuple[str, int]] = {
+    "FORM_TITLE": ("Contact us", 120),
+    "FORM_INTRO": ("Leave your details and we will get back to you.", 600),
+    "FORM_BUTTON_LABEL": ("Send", 40),
+    "FORM_SUCCESS_MESSAGE": ("Your details are registered. We will be in touch soon.", 600),
+}
+PAGE_SWITCHES = ("FORM_LANGUAGE", "FORM_ENABLED")  # the page's other settings
 MAX_FIELDS = 200  # fields read from a post (and sent back with the form again)
 DEFAULT_RATE_LIMIT = 10
 
@@ -85,6 +95,13 @@ class FormConfig:
     trust_sender: bool
     origins_setting: str  # the variable that lists allowed_origins, for messages
     redirect_setting: str
+    title: str = PAGE_TEXTS["FORM_TITLE"][0]  # the hosted page's heading
+    intro: str = PAGE_TEXTS["FORM_INTRO"][0]
+    button_label: str = PAGE_TEXTS["FORM_BUTTON_LABEL"][0]
+    success_message: str = PAGE_TEXTS["FORM_SUCCESS_MESSAGE"][0]  # shown once registered
+    language: str = "en"  # the page's lang attribute
+    enabled: bool = True  # False: the page and its posts answer 404 "turned off"
+    enabled_setting: str = "FORM_ENABLED"
 
 
 def _env_key(form: str) -> str:
@@ -118,6 +135,23 @@ class _FormSettings:
         if len(value) > 100 or any(ord(ch) < 32 for ch in value):
             raise self.fail(variable, value, "expected a form field name")
         return value
+
+    def text(self, setting: str) -> str:
+        default, longest = PAGE_TEXTS[setting]
+        value, variable = self.get(setting.removeprefix("FORM_"))
+        if value is None:
+            return default
+        if len(value) > longest or any(ord(ch) < 32 for ch in value):
+            raise self.fail(variable, value, f"expected text of at most {longest} characters")
+        return value
+
+    def switch(self, key: str) -> tuple[bool, str]:
+        value, variable = self.get(key)
+        if value is None:
+            return True, f"FORM_{_env_key(self.form)}_{key}"
+        if value.lower() not in ON | OFF:
+            raise self.fail(variable, value, "expected true or false")
+        return value.lower() in ON, variable
 
     def origins(self, key: str) -> tuple[frozenset[str], str]:
         value, variable = self.get(key)
@@ -218,6 +252,11 @@ def load_forms(settings: Settings) -> dict[str, FormConfig]:
                 )
             custom.append((source, target or source))
 
+        language, variable = conf.get(PAGE_SWITCHES[0].removeprefix("FORM_"))
+        if language is not None and not LANGUAGE.fullmatch(language):
+            raise conf.fail(variable, language, "expected a language tag like en, de or pt-BR")
+        enabled, enabled_setting = conf.switch(PAGE_SWITCHES[1].removeprefix("FORM_"))
+
         allowed, origins_setting = conf.origins("ALLOWED_ORIGINS")
         redirect_origins, redirect_setting = conf.origins("REDIRECT_ORIGINS")
         forms[name] = FormConfig(
@@ -235,6 +274,13 @@ def load_forms(settings: Settings) -> dict[str, FormConfig]:
             trust_sender=trust == "true",
             origins_setting=origins_setting,
             redirect_setting=redirect_setting,
+            title=conf.text("FORM_TITLE"),
+            intro=conf.text("FORM_INTRO"),
+            button_label=conf.text("FORM_BUTTON_LABEL"),
+            success_message=conf.text("FORM_SUCCESS_MESSAGE"),
+            language=language or "en",
+            enabled=enabled,
+            enabled_setting=enabled_setting,
         )
     return forms
 

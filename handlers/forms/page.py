@@ -20,9 +20,9 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from adapter.channels import Outcome, Settings, error_response
+from adapter.channels import Outcome, Settings, error_response, short_reference
 from handlers.api import outcome_response
-from handlers.forms.config import CONTACT_INPUTS, MAX_FIELDS, FormConfig, origin_of
+from handlers.forms.config import CONTACT_INPUTS, MAX_FIELDS, PAGE_TEXTS, FormConfig, origin_of
 
 __all__ = ["MESSAGES", "FormViews", "Page", "wants_json"]
 
@@ -83,6 +83,7 @@ class Page:
             "again_url": None,
             "submit": "Send",
             "messages": MESSAGES,
+            "language": "en",
         }
         context.update(values)
         html = self.template.render(css=self.css, js=self.js, **context)
@@ -200,10 +201,28 @@ class FormViews:
             )
         return views
 
+    @staticmethod
+    def messages(config: FormConfig) -> dict[str, str]:
+        """The thank-you texts: FORM_SUCCESS_MESSAGE, when set, for registered and queued."""
+        if config.success_message == PAGE_TEXTS["FORM_SUCCESS_MESSAGE"][0]:
+            return dict(MESSAGES)
+        return {**MESSAGES, "registered": config.success_message, "queued": config.success_message}
+
     def intro(self, default: str) -> str:
         if "email" not in self.required and "phone" not in self.required:
             return default + " Give an email address or a phone number, or both."
         return default
+
+    def turned_off(self, request: Request, config: FormConfig) -> Response:
+        """The answer of a form turned off (``FORM_<FORM>_ENABLED=false``): 404, said plainly."""
+        return self.fail(
+            request,
+            404,
+            f"the form {config.name!r} is turned off ({config.enabled_setting}=false): "
+            "nothing was sent. Please contact us another way",
+            config=config,
+            heading="This form is not available",
+        )
 
     def form_page(
         self,
@@ -232,15 +251,21 @@ class FormViews:
                 *extra,
             ]
         )
+        custom_title = config.title != PAGE_TEXTS["FORM_TITLE"][0]
         return self.page.render(
             status,
             headers=headers,
-            title="Check your details" if errors else "Contact us",
-            intro=self.intro(
-                "Correct what is marked and send the form again."
-                if errors
-                else "Leave your details and we will get back to you."
+            title="Check your details" if errors and not custom_title else config.title,
+            intro=(
+                config.intro  # the operator's own words, in the form's language
+                if config.intro != PAGE_TEXTS["FORM_INTRO"][0]
+                else self.intro(
+                    "Correct what is marked and send the form again." if errors else config.intro
+                )
             ),
+            submit=config.button_label,
+            language=config.language,
+            messages=self.messages(config),
             notice=notice,
             fields=self.field_views(config, values or {}, errors),
             honeypot=config.honeypot,
@@ -272,12 +297,11 @@ class FormViews:
             **({"Location": api.headers["location"]} if "location" in api.headers else {}),
         }
         if wants_json(request):
-            if not (redirect and ok):
-                return JSONResponse(
-                    json.loads(bytes(api.body)), status_code=api.status_code, headers=headers
-                )
             body = json.loads(bytes(api.body))
-            body["redirect"] = redirect
+            if outcome.delivery_id:
+                body["reference"] = short_reference(outcome.delivery_id)
+            if redirect and ok:
+                body["redirect"] = redirect
             return JSONResponse(body, status_code=api.status_code, headers=headers)
         if redirect and ok:
             return RedirectResponse(redirect, status_code=303, headers=dict(cors))
@@ -294,16 +318,19 @@ class FormViews:
                 headers=cors,
             )
         kind = {"delivered": "registered", "failed": "failed"}.get(outcome.status, "queued")
+        messages = self.messages(config)
+        reference = short_reference(outcome.delivery_id) if outcome.delivery_id else None
         return self.page.render(
             api.status_code,
             headers=headers,
-            title=MESSAGES["heading"],
+            title=messages["heading"],
+            language=config.language,
             result={
                 "kind": kind,
-                "heading": MESSAGES["heading"],
-                "message": MESSAGES[kind],
-                "reference": outcome.delivery_id,
-                "again": MESSAGES["again"],
+                "heading": messages["heading"],
+                "message": messages[kind],
+                "reference": reference,
+                "again": messages["again"],
             },
             again_url=_safe_link(request.headers.get("referer")),
             frame_origins=config.allowed_origins,

@@ -155,6 +155,8 @@ class FormPosts:
         config = self.forms.get(name)
         if config is None:
             return views.fail(request, 404, views.unknown(name))
+        if not config.enabled:
+            return views.turned_off(request, config)
         if request.method == "OPTIONS":
             return await self.preflight(request, config)
 

@@ -25,7 +25,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from adapter.channels import BodyTooLarge, ChannelContext, DeliveryRecord, error_response, read_body
+from adapter.channels import (
+    BodyTooLarge,
+    ChannelContext,
+    ChannelStatus,
+    DeliveryRecord,
+    Settings,
+    error_response,
+    read_body,
+)
 from handlers.slack import blocks
 from handlers.slack.config import SlackConfig
 from handlers.slack.sender import SlackSender
@@ -45,6 +53,15 @@ class SlackChannel:
     """Slash command + modal, on slack-bolt, mounted in the service's Starlette app."""
 
     name = "slack"
+    title = "Slack"
+
+    def check(self, settings: Settings) -> None:
+        """Every SLACK_* setting (:meth:`SlackConfig.from_settings`)."""
+        SlackConfig.from_settings(settings)
+
+    def status(self, settings: Settings) -> ChannelStatus:
+        problem = SlackConfig.from_settings(settings).problem
+        return ChannelStatus("slack", problem is None, "/slack/events", problem)
 
     def routes(self, context: ChannelContext) -> Sequence[BaseRoute]:
         config = SlackConfig.from_settings(context.settings)

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from adapter.channels import Settings, SettingsError
+from adapter.channels import Settings, setting_error
 
 __all__ = [
     "DEFAULT_API_URL",
@@ -67,20 +67,22 @@ class SlackConfig:
 
         api_url = get("SLACK_API_URL") or DEFAULT_API_URL
         if not api_url.startswith(("http://", "https://")):
-            raise SettingsError(
-                f"setting SLACK_API_URL (got {api_url!r}): expected an http(s) URL such as "
-                f"{DEFAULT_API_URL}"
+            raise setting_error(
+                "SLACK_API_URL", api_url, f"expected an http(s) URL such as {DEFAULT_API_URL}"
             )
         if not api_url.endswith("/"):
             api_url += "/"  # slack_sdk joins method names with urljoin: keep the last segment
 
-        command = (get("SLACK_COMMAND") or DEFAULT_COMMAND).lower()
+        given_command = get("SLACK_COMMAND")
+        command = (given_command or DEFAULT_COMMAND).lower()
         if not command.startswith("/"):
             command = "/" + command
         if not _COMMAND.match(command):
-            raise SettingsError(
-                f"setting SLACK_COMMAND (got {command!r}): expected a slash command such as "
-                "/contact (2-32 characters: letters, digits, - _ .)"
+            raise setting_error(
+                "SLACK_COMMAND",
+                given_command,
+                "expected a slash command such as /contact (2-32 characters: letters, "
+                "digits, - _ .)",
             )
 
         raw_limit = get("SLACK_MAX_BODY_BYTES")
@@ -91,9 +93,10 @@ class SlackConfig:
             except ValueError:
                 max_body = 0
             if max_body < 1024:
-                raise SettingsError(
-                    f"setting SLACK_MAX_BODY_BYTES (got {raw_limit!r}): expected a number of "
-                    "bytes, at least 1024 (default 65536)"
+                raise setting_error(
+                    "SLACK_MAX_BODY_BYTES",
+                    raw_limit,
+                    "expected a number of bytes, at least 1024 (default 65536)",
                 )
 
         signing_secret = get("SLACK_SIGNING_SECRET")
@@ -103,14 +106,23 @@ class SlackConfig:
             try:
                 managers = parse_manager_map(raw_map)
             except ValueError as exc:
-                raise SettingsError(f"setting SLACK_CONTACT_MANAGER_MAP: {exc}") from None
+                raise setting_error("SLACK_CONTACT_MANAGER_MAP", raw_map, str(exc)) from None
+
+        redirect_uri = get("SLACK_REDIRECT_URI")
+        if redirect_uri is not None and not redirect_uri.startswith(("https://", "http://")):
+            raise setting_error(
+                "SLACK_REDIRECT_URI",
+                redirect_uri,
+                "expected the absolute URL of /slack/oauth_redirect, e.g. "
+                "https://contacts.example.com/slack/oauth_redirect",
+            )
 
         return cls(
             signing_secret=signing_secret,
             bot_token=get("SLACK_BOT_TOKEN"),
             client_id=get("SLACK_CLIENT_ID"),
             client_secret=get("SLACK_CLIENT_SECRET"),
-            redirect_uri=get("SLACK_REDIRECT_URI"),
+            redirect_uri=redirect_uri,
             api_url=api_url,
             command=command,
             max_body_bytes=max_body,

@@ -41,6 +41,18 @@
     setDescribedBy(input, element.id, Boolean(message));
   };
 
+  // A corrected field loses its error (and red border) as soon as it is typed in.
+  for (const input of inputs) {
+    input.addEventListener("input", () => {
+      if (input.getAttribute("aria-invalid") === "true") {
+        setError(input, "");
+        if (!inputs.some((each) => each.getAttribute("aria-invalid") === "true")) {
+          problem("");
+        }
+      }
+    });
+  }
+
   const problem = (text) => {
     status.textContent = text;
     status.className = text ? "status problem" : "status";
@@ -49,8 +61,11 @@
   const showResult = (kind, data) => {
     document.getElementById("result-message").textContent = result.dataset[kind];
     const reference = document.getElementById("result-reference");
-    if (data.delivery_id) {
-      reference.textContent = `Reference: ${data.delivery_id}`;
+    const shown = data.reference || (data.delivery_id || "").slice(0, 8).toUpperCase();
+    if (shown) {
+      const strong = document.createElement("strong");
+      strong.textContent = shown;
+      reference.replaceChildren("Your reference: ", strong);
       reference.hidden = false;
     }
     result.dataset.outcome = kind;
