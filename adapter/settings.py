@@ -253,6 +253,15 @@ class Settings(BaseSettings):
             raise ValueError("expected comma-separated custom field ids, e.g. company,plan")
         return ids
 
+    @field_validator("rocketchat_conflicts_field")
+    @classmethod
+    def _conflicts_field(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", value.strip()):
+            raise ValueError("expected one custom field id (letters, digits, _ or -), e.g. notes")
+        return value.strip()
+
     @field_validator("contact_required_fields")
     @classmethod
     def _required(cls, value: tuple[str, ...]) -> tuple[str, ...]:
