@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from adapter.core.contact import CONTACT_FIELDS
 from adapter.core.keys import MIN_SECRET_LENGTH
+from adapter.core.retention import RetentionPolicy, parse_duration
 
 __all__ = [
     "HOME_VARIABLE",
@@ -177,6 +178,18 @@ class Settings(BaseSettings):
     # unset, one is generated once and kept in the ledger.
     deployment_secret: SecretStr | None = None
 
+    # The data's lifecycle (docs/privacy.md): seconds each final row keeps its personal data,
+    # None for ever; written 30d, 12h, 15m, 90s, or 0 / off.
+    retain_delivered: Annotated[float | None, NoDecode] = 30 * 86_400.0
+    retain_failed: Annotated[float | None, NoDecode] = 90 * 86_400.0
+    retain_rejected: Annotated[float | None, NoDecode] = 30 * 86_400.0
+    retain_attempts: Annotated[float | None, NoDecode] = 30 * 86_400.0
+    retention_sweep_interval: float = Field(default=60.0, gt=0)  # a worker's sweeps, apart
+    # Consent: required on the channels that can collect it (forms, the API, the generic
+    # webhook, Typeform/Tally/Jotform/HubSpot's mapped field); the hosted form's checkbox text.
+    require_consent: bool = False
+    form_consent_text: str | None = None
+
     # HTTP
     api_token: SecretStr | None = None
     admin_token: SecretStr | None = None
@@ -278,6 +291,43 @@ class Settings(BaseSettings):
                 "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
         return value
+
+    @field_validator(
+        "retain_delivered", "retain_failed", "retain_rejected", "retain_attempts", mode="before"
+    )
+    @classmethod
+    def _duration(cls, value: Any) -> float | None:
+        return parse_duration(value)
+
+    @field_validator("form_consent_text", mode="before")
+    @classmethod
+    def _consent_text(cls, value: Any) -> str | None:
+        text = str(value).strip() if value is not None else ""
+        if len(text) > 1000 or any(ord(ch) < 32 and ch not in "\t\n" for ch in text):
+            raise ValueError(
+                "expected the consent sentence the form shows: text of at most 1000 "
+                "characters, without control characters"
+            )
+        return text or None
+
+    @property
+    def retention(self) -> RetentionPolicy:
+        return RetentionPolicy(
+            delivered=self.retain_delivered,
+            failed=self.retain_failed,
+            rejected=self.retain_rejected,
+            attempts=self.retain_attempts,
+        )
+
+    @property
+    def consent_version(self) -> str | None:
+        """The version of ``FORM_CONSENT_TEXT``: the first 12 hex digits of its SHA-256, so
+        a changed text is a new version without anyone remembering to bump it."""
+        if not self.form_consent_text:
+            return None
+        import hashlib
+
+        return hashlib.sha256(self.form_consent_text.encode()).hexdigest()[:12]
 
     @field_validator("rocketchat_url")
     @classmethod

@@ -11,13 +11,13 @@ follow-up channel. Not a channel itself (the leading underscore keeps discovery 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
 
 from adapter.channels import (
+    Background,
     ContactError,
     DeliveryRecord,
     Extraction,
@@ -25,12 +25,13 @@ from adapter.channels import (
     Settings,
     SettingsError,
     Submission,
+    submit_by,
     validate_contact,
 )
+from adapter.channels import outcome_text as chat_outcome_text
 
 __all__ = [
     "LABELS",
-    "Tasks",
     "bytes_setting",
     "check_fields",
     "check_text",
@@ -44,62 +45,30 @@ log = structlog.get_logger("handlers.chatapps")
 LABELS = {"name": "Name", "email": "Email", "phone": "Phone"}
 
 
-class Tasks:
-    """Work started after the answer, referenced until done, awaited at shutdown."""
-
-    def __init__(self) -> None:
-        self.running: set[asyncio.Task[Any]] = set()
-
-    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self.running.add(task)
-        task.add_done_callback(self.running.discard)
-        return task
-
-    async def drain(self, timeout: float = 5.0) -> None:
-        pending = [t for t in self.running if not t.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=timeout)
-        for task in pending:
-            task.cancel()
-
-
 async def submit_within(
     queue: Any,
     submission: Submission,
     *,
     deadline: float,
     budget: float,
-    tasks: Tasks,
+    tasks: Background,
     on_late: Callable[[Outcome | None], Awaitable[None]],
 ) -> Outcome | None:
-    """Accept (and maybe register) ``submission``; None when the answer cannot wait longer.
+    """:func:`adapter.channels.submit_by`, with ``on_late(outcome)`` run once a late
+    accept has finished (``None`` when it raised): only a final or invalid outcome is worth
+    telling there, a pending one is told by the delivery's own notify."""
 
-    ``deadline`` is a ``time.monotonic()`` instant by which the platform must have its
-    answer; the fast path gets at most ``budget`` seconds of it. When the accept has not
-    finished by then it goes on, and ``on_late(outcome)`` runs once it has (``None`` when
-    it raised): only a final or invalid outcome is worth telling there, a pending one is
-    told by the delivery's own notify.
-    """
-    remaining = deadline - time.monotonic()
-    wait = max(0.0, min(budget, remaining - 0.5))
-    task = asyncio.ensure_future(queue.submit(submission, wait=wait))
-    try:
-        result: Outcome = await asyncio.wait_for(asyncio.shield(task), timeout=max(0.05, remaining))
-        return result
-    except TimeoutError:
-        log.warning("chat_answer_deadline", source=submission.source, waited=round(remaining, 2))
-
-    async def late() -> None:
+    async def late(future: asyncio.Future[Outcome]) -> None:
         try:
-            outcome: Outcome | None = await task
+            outcome: Outcome | None = await future
         except Exception:
             log.exception("chat_late_accept_failed", source=submission.source)
             outcome = None
         await on_late(outcome)
 
-    tasks.spawn(late())
-    return None
+    return await submit_by(
+        queue, submission, deadline=deadline, wait=budget, background=tasks, late=late
+    )
 
 
 def check_text(extraction: Extraction, settings: Settings) -> dict[str, str]:
@@ -135,26 +104,20 @@ def outcome_text(
     final: bool = False,
     link: Callable[[str, str], str] | None = None,
 ) -> str:
-    """What the person who asked reads about an accepted contact (``final``: a later report).
-
-    ``bold`` and ``link`` render the platform's markup; user text must be escaped by
-    ``bold`` (the name is the only user text here).
-    """
-    who = bold(name) if name else "The contact"
-    where = f": {link(contact_url, 'open the contact')}" if contact_url and link else ""
-    if status == "delivered":
-        if duplicate:
-            return f"✅ {who} was already registered (this request was received before){where}"
-        return f"✅ {who} is now a contact in Rocket.Chat{where}"
-    if status == "failed":
-        return f"❌ {who} could not be registered: {last_error or 'Rocket.Chat did not accept it'}"
-    if status == "rejected":
-        return f"❌ {who} was not registered: the details are not valid"
-    if final:
-        return f"⏳ {who} is still waiting for Rocket.Chat ({status}); it will be retried."
-    if duplicate:
-        return f"⏳ {who} was already received and is being registered; the outcome follows here."
-    return f"⏳ Registering {who}… Rocket.Chat has not answered yet; the outcome follows here."
+    """:func:`adapter.channels.outcome_text` in the platform's markup (``bold`` escapes
+    the name; without ``link`` the contact's URL is left out)."""
+    return chat_outcome_text(
+        status=status,
+        name=name,
+        contact_url=contact_url if link is not None else None,
+        last_error=last_error,
+        duplicate=duplicate,
+        final=final,
+        later="the outcome follows here",
+        bold=bold,
+        link=link or (lambda url, text: text),
+        escape=lambda text: text,
+    )
 
 
 def record_text(

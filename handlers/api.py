@@ -30,6 +30,7 @@ from adapter.channels import (
     Settings,
     Submission,
     bearer_ok,
+    consent_given,
     error_response,
     read_body,
     validate_contact,
@@ -194,6 +195,13 @@ class _ContactFields(BaseModel):
         default=None, description="E.164 or national with DEFAULT_PHONE_REGION"
     )
     custom_fields: dict[str, str] = Field(default_factory=dict)
+    consent: bool | str | None = Field(
+        default=None, description="The guest agreed (required when REQUIRE_CONSENT=true)"
+    )
+    consent_version: str | None = Field(
+        default=None,
+        description="Which consent text they agreed to (default: the version of FORM_CONSENT_TEXT)",
+    )
     event_id: str | None = Field(
         default=None, description="Idempotency key: the same id is accepted once"
     )
@@ -393,6 +401,10 @@ class ApiChannel:
                     fields=fields,
                     custom_fields=custom_fields,
                     event_id=str(event_id)[:255] if event_id else None,
+                    consent=consent_given(data.get("consent")),
+                    consent_version=str(data["consent_version"])[:64]
+                    if isinstance(data.get("consent_version"), str)
+                    else None,
                 )
             )
             if outcome.duplicate and _another_contact(outcome, dict(fields), settings):

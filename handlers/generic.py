@@ -25,6 +25,8 @@ from adapter.channels import (
     WebhookRequest,
     body_digest,
     check_timestamp,
+    consent_answer,
+    consent_given,
     custom_value,
     json_object,
     map_answers,
@@ -109,6 +111,8 @@ class GenericProvider(WebhookProvider):
             person_key=f"{source}:{person}" if source and person else person,
             custom_fields=custom,
             event_type=source or "generic",
+            consent=consent_given(data.get("consent"))
+            or consent_answer(answers, lookup=request.lookup, prefix="GENERIC"),
         )
 
 

@@ -43,6 +43,7 @@ from adapter.channels import (
     WebhookProvider,
     WebhookRequest,
     body_digest,
+    consent_answer,
     constant_time_equal,
     custom_value,
     json_object,
@@ -205,8 +206,9 @@ class JotformProvider(WebhookProvider):
         except PayloadError as exc:
             raise PayloadError(str(exc).replace("the body", "rawRequest")) from None
 
+        answers = answers_of(raw)
         fields = map_answers(
-            answers_of(raw),
+            answers,
             lookup=request.lookup,
             prefix="JOTFORM",
             name_kinds=(FULL_NAME,),
@@ -224,7 +226,11 @@ class JotformProvider(WebhookProvider):
                 custom[key] = text
         event_id = submission or body_digest(request.body)
         return WebhookEvent.unless_unreachable(
-            event_id, fields, custom_fields=custom, event_type=EVENT_TYPE
+            event_id,
+            fields,
+            custom_fields=custom,
+            event_type=EVENT_TYPE,
+            consent=consent_answer(answers, lookup=request.lookup, prefix="JOTFORM"),
         )
 
 

@@ -30,6 +30,7 @@ from adapter.channels import (
     WebhookEvent,
     WebhookProvider,
     WebhookRequest,
+    consent_answer,
     constant_time_equal,
     custom_value,
     event_kind,
@@ -136,7 +137,11 @@ class TallyProvider(WebhookProvider):
 
         event_id = delivery or (f"response:{response_id}" if response_id else None)
         return WebhookEvent.unless_unreachable(
-            event_id, fields, custom_fields=custom, event_type=event_type
+            event_id,
+            fields,
+            custom_fields=custom,
+            event_type=event_type,
+            consent=consent_answer(answers, lookup=request.lookup, prefix="TALLY"),
         )
 
 

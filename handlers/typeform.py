@@ -31,6 +31,7 @@ from adapter.channels import (
     WebhookEvent,
     WebhookProvider,
     WebhookRequest,
+    consent_answer,
     constant_time_equal,
     custom_value,
     event_kind,
@@ -161,7 +162,11 @@ class TypeformProvider(WebhookProvider):
         else:
             event_id = str(delivery) if delivery else None
         return WebhookEvent.unless_unreachable(
-            event_id, fields, custom_fields=custom, event_type=event_type
+            event_id,
+            fields,
+            custom_fields=custom,
+            event_type=event_type,
+            consent=consent_answer(answers, lookup=request.lookup, prefix="TYPEFORM"),
         )
 
 

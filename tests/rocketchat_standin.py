@@ -46,7 +46,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 JSON_TYPE = "application/json"
-VISITOR_ROUTE = "/api/v1/livechat/visitor/:token"
 METEOR_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTWXYZabcdefghijkmnopqrstuvwxyz"
 LIVECHAT_ROLES = frozenset({"livechat-manager", "livechat-monitor", "livechat-agent", "admin"})
 DEFAULT_PERMISSIONS: dict[str, frozenset[str]] = {
@@ -79,6 +78,11 @@ DEFAULT_USERS: dict[str, dict[str, Any]] = {
     },
 }
 LOGGED_OUT = "You must be logged in to do this."
+VISITOR_PREFIX = "/api/v1/livechat/visitor/"
+VISITOR_ROUTE = VISITOR_PREFIX + ":token"
+# omnichannel/contacts.delete came in 2025 (PR #36589 era); the exact release is unconfirmed:
+# the stand-in offers it from 7.11.
+CONTACTS_DELETE_SINCE = (7, 11, 0)
 FORBIDDEN = "User does not have the permissions required for this action [error-unauthorized]"
 DEFAULT_COUNT = 50
 UPPER_COUNT = 100
@@ -508,7 +512,6 @@ class _Ctx:
     user: dict[str, Any] | None = None
     user_id: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    params: dict[str, str] = field(default_factory=dict)  # a route's path parameters
 
 
 @dataclass(frozen=True)
@@ -570,7 +573,13 @@ class RocketChatStandIn:
         self._index: dict[tuple[str, str], str] = {}
         self._index_size = 0
         self.contacts: dict[str, dict[str, Any]] = {}
+        self.messages: list[dict[str, Any]] = []  # chat.postMessage, as stored
         self.custom_fields: dict[str, dict[str, Any]] = {}
+        # Erasure (contracts §7a): visitor tokens and contact ids with an open conversation,
+        # and Livechat_Allow_collect_and_store_HTTP_header_informations (the "GDPR" setting
+        # that lets a visitor with open rooms be removed).
+        self.open_rooms: set[str] = set()
+        self.gdpr_setting = False
         self.down = False
         # Faults (down, fail_next) answered as a proxy's HTML error page (nginx) instead of JSON
         self.fault_html = False
@@ -752,6 +761,7 @@ class RocketChatStandIn:
             "/api/info": {"GET": _RouteDef(self._info, auth=False, rate_limited=False)},
             "/api/v1/me": {"GET": _RouteDef(self._me)},
             "/api/v1/users.info": {"GET": _RouteDef(self._users_info)},
+            "/api/v1/chat.postMessage": {"POST": _RouteDef(self._post_message)},
             "/api/v1/omnichannel/contact": {
                 "POST": _RouteDef(self._legacy_register, permission=legacy_perm),
                 "GET": _RouteDef(self._legacy_get, permission=legacy_perm),
@@ -759,8 +769,6 @@ class RocketChatStandIn:
             "/api/v1/omnichannel/contact.search": {
                 "GET": _RouteDef(self._legacy_search, permission=legacy_perm),
             },
-            # The Livechat API: no login, the visitor's token is the credential (§7a).
-            VISITOR_ROUTE: {"GET": _RouteDef(self._visitor_by_token, auth=False)},
         }
         base = "/api/v1/omnichannel/contacts"
         if v >= (6, 13, 0):
@@ -784,6 +792,15 @@ class RocketChatStandIn:
                 "GET": _RouteDef(
                     self._contacts_search, permission="view-livechat-contact", schema="search"
                 )
+            }
+        # No authRequired in visitor.ts: the token is the credential.
+        routes[VISITOR_ROUTE] = {
+            "GET": _RouteDef(self._visitor_get, auth=False),
+            "DELETE": _RouteDef(self._visitor_delete, auth=False),
+        }
+        if v >= CONTACTS_DELETE_SINCE:
+            routes[base + ".delete"] = {
+                "POST": _RouteDef(self._contacts_delete, permission="delete-livechat-contact")
             }
         if v >= (7, 10, 0):
             routes[base + ".checkExistence"] = {
@@ -894,16 +911,14 @@ class RocketChatStandIn:
     # ----------------------------------------------------------------- pipeline
 
     def _dispatch(self, request: Request, path: str, query: dict[str, Any], body: Any) -> Response:
-        params: dict[str, str] = {}
-        prefix = VISITOR_ROUTE.removesuffix(":token")
-        if path.startswith(prefix) and "/" not in path[len(prefix) :] and path != prefix:
-            params["token"] = unquote(path[len(prefix) :])
+        if path.startswith(VISITOR_PREFIX) and "/" not in path[len(VISITOR_PREFIX) :]:
+            query = {**query, ":token": unquote(path[len(VISITOR_PREFIX) :])}
             path = VISITOR_ROUTE
         methods = self._routes.get(path)
         route = methods.get(request.method) if methods else None
         if route is None:
             return self._not_routed(request.method, methods)
-        ctx = _Ctx(request=request, query=query, body=body, params=params)
+        ctx = _Ctx(request=request, query=query, body=body)
         try:
             if body is _INVALID_JSON:
                 raise failure("Unexpected token in JSON body")
@@ -1091,6 +1106,26 @@ class RocketChatStandIn:
             "services": {"password": {"exists": True}},
         }
 
+    def _post_message(self, ctx: _Ctx) -> dict[str, Any]:
+        """``chat.postMessage`` by ``roomId`` (or ``channel``), optionally in a thread
+        (``tmid``). [unconfirmed] the exact error text for a missing room: 400 with
+        ``error-invalid-channel`` is what is modelled."""
+        body = ctx.body if isinstance(ctx.body, dict) else {}
+        room = body.get("roomId") or body.get("channel")
+        if not isinstance(room, str) or not room:
+            raise meteor_error("error-invalid-channel", "The channel or roomId is required")
+        user = ctx.user or {}
+        message = {
+            "_id": meteor_id(),
+            "rid": room,
+            "msg": str(body.get("text") or ""),
+            "ts": iso_now(),
+            "u": {"_id": ctx.user_id, "username": user.get("username")},
+            **({"tmid": body["tmid"]} if body.get("tmid") else {}),
+        }
+        self.messages.append(message)
+        return {"ts": int(time.time() * 1000), "channel": room, "message": message}
+
     def _users_info(self, ctx: _Ctx) -> dict[str, Any]:
         """``GET users.info?userId=|username=`` (auth only; the public fields of the user)."""
         user_id, username = ctx.query.get("userId"), ctx.query.get("username")
@@ -1270,15 +1305,6 @@ class RocketChatStandIn:
             doc.pop("token", None)
         return doc
 
-    def _visitor_by_token(self, ctx: _Ctx) -> dict[str, Any]:
-        """``GET livechat/visitor/:token`` (apps/meteor/app/livechat/server/api/v1/
-        visitor.ts@02b16ec4): the whole visitor document, token included; an unknown token
-        is ``Meteor.Error('invalid-token')``."""
-        visitor = self._lookup_visitor("token", ctx.params.get("token", ""))
-        if visitor is None or visitor.get("disabled"):
-            raise meteor_error("invalid-token", "")
-        return {"visitor": dict(visitor)}
-
     def _legacy_get(self, ctx: _Ctx) -> dict[str, Any]:
         meteor_check(ctx.query, ("contactId",), {})
         visitor = self.visitors.get(ctx.query["contactId"])
@@ -1340,6 +1366,51 @@ class RocketChatStandIn:
         )
 
     # ----------------------------------------------------------------- contact-center API
+
+    # ----------------------------------------------------------------- erasure (§7a)
+
+    def _visitor_by_token(self, ctx: _Ctx) -> dict[str, Any]:
+        token = ctx.query.get(":token") or ""
+        visitor = self._lookup_visitor("token", token) if token else None
+        if visitor is None or visitor.get("disabled"):
+            raise meteor_error("invalid-token")
+        return visitor
+
+    def _visitor_get(self, ctx: _Ctx) -> dict[str, Any]:
+        return {"visitor": self._public_visitor(self._visitor_by_token(ctx))}
+
+    def _visitor_delete(self, ctx: _Ctx) -> dict[str, Any]:
+        visitor = self._visitor_by_token(ctx)
+        if visitor.get("token") in self.open_rooms and not self.gdpr_setting:
+            raise meteor_error("visitor-has-open-rooms", "Cannot remove visitors with opened rooms")
+        self._remove_guest(visitor)
+        return {"visitor": {"_id": visitor["_id"], "ts": visitor.get("ts") or iso_now()}}
+
+    def _remove_guest(self, visitor: dict[str, Any]) -> None:
+        """removeGuest: the visitor's details are unset and it is disabled."""
+        for key in ("name", "visitorEmails", "phone", "livechatData", "contactManager", "token"):
+            visitor.pop(key, None)
+        visitor["disabled"] = True
+        self._reindex_visitors()
+
+    def _contacts_delete(self, ctx: _Ctx) -> dict[str, Any]:
+        body = ctx.body if isinstance(ctx.body, dict) else {}
+        contact_id = body.get("contactId")
+        if not isinstance(contact_id, str) or not contact_id:
+            raise invalid_params(["must have required property 'contactId'"])
+        contact = self.contacts.get(contact_id)
+        if contact is None or contact.get("enabled") is False:
+            raise ApiError(404, {"success": False, "error": "error-contact-not-found"})
+        if contact_id in self.open_rooms and not self.gdpr_setting:
+            raise failure("error-invalid-contact")  # error-contact-has-open-rooms, caught
+        for channel in contact.get("channels") or []:
+            visitor = self.visitors.get((channel.get("visitor") or {}).get("visitorId", ""))
+            if visitor is not None:
+                self._remove_guest(visitor)
+        for key in ("name", "emails", "phones", "customFields", "contactManager"):
+            contact.pop(key, None)
+        contact["enabled"] = False
+        return {}
 
     def _gate(self) -> None:
         if self.version_tuple < (7, 1, 0) and not self.test_mode:

@@ -925,7 +925,8 @@ def test_schema_1_database_keeps_its_rows_and_gains_the_attempts_table(db_url: s
         assert tuple(row) == ("failed", 3, None, None, None, None)
         assert {"ix_deliveries_email_key", "ix_deliveries_phone_key"} <= indexes
         assert attempts == 0  # the table exists; the old row's three attempts were only counted
-        assert version == SCHEMA_VERSION == 6
+        assert version == SCHEMA_VERSION == 7
+        assert "ix_deliveries_retention" in indexes  # schema 7: the retention sweep's index
 
     asyncio.run(main())
 

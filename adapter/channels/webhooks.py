@@ -93,6 +93,7 @@ class WebhookEvent:
     ignored: str | None = None  # why it carries no contact (stored only if WEBHOOK_RECORD_IGNORED)
     event_type: str | None = None
     never_sends: frozenset[str] = frozenset()  # contact fields this kind of event never carries
+    consent: bool | None = None  # see Submission.consent (None: this provider never asks)
 
     @classmethod
     def unless_unreachable(
@@ -105,6 +106,7 @@ class WebhookEvent:
         custom_fields: Mapping[str, str] | None = None,
         never_sends: frozenset[str] = frozenset(),
         reason: str = NO_CONTACT,
+        consent: bool | None = None,
     ) -> WebhookEvent:
         """The event carrying ``fields``; the same event ignored, with ``reason`` ("the
         visitor left no email or phone"), when they hold neither an email nor a phone (see
@@ -119,6 +121,7 @@ class WebhookEvent:
             custom_fields=custom_fields or {},
             event_type=event_type,
             never_sends=never_sends,
+            consent=consent,
         )
 
 
@@ -516,6 +519,7 @@ class WebhookChannel:
                     drop_invalid_optional=True,
                     required_fields=own_required,
                     missing_hints=missing_hints(provider, event, required),
+                    consent=event.consent,
                 ),
                 wait=0,
             )

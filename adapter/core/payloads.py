@@ -40,6 +40,8 @@ __all__ = [
     "Answer",
     "Lookup",
     "PayloadError",
+    "consent_answer",
+    "consent_given",
     "custom_value",
     "dig",
     "event_kind",
@@ -399,3 +401,30 @@ def map_answers(
     phone = configured("PHONE") or first(lambda a: a.kind in phone_kinds)
     phone = phone or first(lambda a: _has_phone_word(a.ids))
     return {"name": name, "email": email, "phone": phone}
+
+
+_NO = frozenset({"", "false", "no", "n", "0", "off", "none", "null", "declined", "unchecked"})
+
+
+def consent_given(value: Any) -> bool:
+    """Did the guest agree? ``true``, a ticked checkbox (``on``), ``yes``, ``1``, or a
+    chosen label ("I agree…"); not ``false``/``no``/``0``/``off``/empty, nor a missing value."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, list | tuple):
+        return any(consent_given(v) for v in value)
+    return str(value).strip().lower() not in _NO
+
+
+def consent_answer(answers: Sequence[Answer], *, lookup: Lookup, prefix: str) -> bool:
+    """A form provider's consent question, named by ``<PREFIX>_FIELD_CONSENT`` (ids, keys,
+    refs or labels, comma-separated alternatives): answered and agreed? False when the
+    setting is unset (REQUIRE_CONSENT then rejects, naming the setting to map)."""
+    for parts in mapping_setting(lookup, f"{prefix}_FIELD_CONSENT"):
+        for key in parts:
+            for answer in answers:
+                if key in answer.ids and consent_given(answer.value):
+                    return True
+    return False

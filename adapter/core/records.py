@@ -119,6 +119,13 @@ class Submission:
     required_fields: tuple[str, ...] | None = None  # else CONTACT_REQUIRED_FIELDS
     missing_hints: Mapping[str, str] = field(default_factory=dict)  # field -> what to do
     ignored: str | None = None  # no contact: only kept as an 'ignored' row with this reason
+    # The guest's consent, on channels that collect it (forms, the API, the generic webhook,
+    # form providers' mapped question): True given, False not given; None: this channel
+    # never asks (a chat, an agent's Slack command, an import), so REQUIRE_CONSENT does not
+    # apply. ``consent_version``: the text agreed to, when the sender says (else the
+    # version of FORM_CONSENT_TEXT).
+    consent: bool | None = None
+    consent_version: str | None = None
 
     @property
     def channel(self) -> str:

@@ -56,10 +56,50 @@ __all__ = [
 Checked = tuple[int, Contact, dict[str, str]]  # index in the batch, the contact, its warnings
 
 
+CONSENT_REQUIRED = (
+    "is required: this service registers only guests who agreed (REQUIRE_CONSENT); "
+    'tick the consent box, or send "consent": true'
+)
+
+
 def validate(
     raw: Mapping[str, Any], submission: Submission, settings: Settings
 ) -> tuple[Contact, dict[str, str]]:
-    """The submission's contact and warnings, or ContactError naming every bad field."""
+    """The submission's contact and warnings, or ContactError naming every bad field
+    (``consent`` among them when REQUIRE_CONSENT is on and a channel that asks for it
+    brought none)."""
+    missing_consent = settings.require_consent and submission.consent is False
+    try:
+        found = _validate_fields(raw, submission, settings)
+    except ContactError as exc:
+        if missing_consent:
+            exc.errors = {**exc.errors, "consent": CONSENT_REQUIRED}
+        raise
+    if missing_consent:
+        raise ContactError({"consent": CONSENT_REQUIRED})
+    return found
+
+
+def consent_columns(
+    submission: Submission, settings: Settings, now: float
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The consent's columns for the row, and the custom fields to send it as (only those
+    ROCKETCHAT_CUSTOM_FIELDS names: ``consent_version``, ``consent_at``)."""
+    if not submission.consent:
+        return {}, {}
+    version = submission.consent_version or settings.consent_version
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    sent = {
+        key: value
+        for key, value in (("consent_version", version), ("consent_at", at))
+        if value and key in settings.rocketchat_custom_fields
+    }
+    return {"consent_version": version, "consent_at": now}, sent
+
+
+def _validate_fields(
+    raw: Mapping[str, Any], submission: Submission, settings: Settings
+) -> tuple[Contact, dict[str, str]]:
     return validate_contact(
         raw,
         required=submission.required_fields or settings.contact_required_fields,
@@ -146,6 +186,9 @@ async def _accept_in(
         if person is not None:
             raw = merge_raw(person["fields"], raw)
             token = person["token"]
+    consent, sent_as = consent_columns(submission, settings, now)
+    if sent_as:
+        raw["custom_fields"] = {**(raw.get("custom_fields") or {}), **sent_as}
     try:
         contact, warnings = validate(raw, submission, settings)
     except ContactError as exc:
@@ -196,7 +239,7 @@ async def _accept_in(
             contact_manager=submission.contact_manager,
             warnings=warnings,
         )
-        values["updated_at"] = now
+        values.update(consent, updated_at=now)
         await sql.update_delivery(conn, found["id"], values)
         await sql.record_events(conn, source, submission.event_ids, found["id"], now)
         return Outcome(status=PENDING, delivery_id=found["id"], contact=merged, warnings=warnings)
@@ -204,7 +247,7 @@ async def _accept_in(
     # Delivered or failed before (or nobody): what we knew carries over.
     merged, carried = carried_over(found, contact, submission.contact_manager)
     row = new_row(submission, uuid.uuid4().hex, PENDING, merged.as_dict(), token, now)
-    row.update(carried, next_attempt_at=now + hold, warnings=warnings or None)
+    row.update(carried, next_attempt_at=now + hold, warnings=warnings or None, **consent)
     incomplete = await sql.incomplete_row(conn, source, key) if key else None
     if incomplete is not None:
         # The person was rejected as incomplete before and now is complete: that row

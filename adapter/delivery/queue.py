@@ -122,6 +122,7 @@ class DeliveryQueue:
 
     async def submit(self, submission: Submission, *, wait: float | None = None) -> Outcome:
         """Validate and durably accept a contact; optionally try it now for ``wait`` seconds."""
+        await intake.deployment_key(self.store, self.settings)  # read once: kept event ids
         submission, seen = await intake.seen_before(self.store, submission)
         if seen is not None:
             metrics.CONTACTS.labels(submission.channel, "duplicate").inc()

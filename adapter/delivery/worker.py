@@ -12,7 +12,8 @@ it. An idle worker with Rocket.Chat down costs nothing.
 A worker claims up to twice ROCKETCHAT_CONCURRENCY rows (leased, heartbeated) so a freed
 connection is used at once; calls stay bounded by ROCKETCHAT_CONCURRENCY. On stop, rows not
 yet sent are handed back. A dead worker's rows are taken over when their lease expires, or
-folded into a newer pending delivery of the same person.
+folded into a newer pending delivery of the same person. Between claims it
+also runs the retention sweep every minute, a few batches at a time (adapter.delivery.privacy).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import Callable
 import structlog
 
 from adapter.core.records import DeliveryRecord
+from adapter.delivery.privacy import RetentionSweep
 from adapter.delivery.queue import DeliveryQueue
 
 __all__ = ["DeliveryWorker"]
@@ -50,6 +52,9 @@ class DeliveryWorker:
         self._next_takeover = 0.0  # time.monotonic() of the next look for expired leases
         self._next_sweep = time.monotonic() + _NOTIFY_SWEEP_INTERVAL
         self._next_due: float | None = None  # the earliest pending row, after an empty claim
+        # Personal data past retention is erased every minute, a few batches at a time (every
+        # worker may: batches are disjoint, see adapter.ledger.retention).
+        self.retention = RetentionSweep(queue)
 
     @property
     def in_flight(self) -> int:
@@ -73,6 +78,8 @@ class DeliveryWorker:
                     if time.monotonic() >= self._next_sweep:
                         self._next_sweep = time.monotonic() + _NOTIFY_SWEEP_INTERVAL
                         await self.queue.notify_missed()
+                    if self.retention.due():
+                        await self.retention.run()
                 except Exception:
                     log.exception("worker_loop_error")
                     claimed = 0

@@ -110,7 +110,9 @@ _SQLITE_SYNCHRONOUS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDic
 
 
 def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
-    """Every connection of ``engine``: WAL, the configured fsync policy, a busy timeout."""
+    """Every connection of ``engine``: WAL, the configured fsync policy, a busy timeout, and
+    ``secure_delete`` (deleted or overwritten content is zeroed in the file, so an erased
+    person leaves no bytes behind in free pages or cells: docs/privacy.md)."""
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -118,6 +120,7 @@ def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
 

@@ -22,7 +22,10 @@ which worker), for the admin page's history of a delivery; 5 — ``deployment_ke
 deployment's generated secret (visitor tokens and kept digests are keyed with it, see
 :mod:`adapter.core.keys`) when ``DEPLOYMENT_SECRET`` does not set one; 6 —
 ``conversations`` (what a messenger guest gave so far, until it expires) and
-``conversation_events`` (the messenger updates already handled, for deduplication).
+``conversation_events`` (the messenger updates already handled, for deduplication); 7 — the data's
+lifecycle: ``deliveries.erased_at`` (when its personal data was erased, by retention or
+``forget``), ``consent_version``/``consent_at``, the indexes the retention sweep
+walks, and ``audit_log`` (erasures: who, when, how many rows; never the data).
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ from adapter.ledger.engine import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "audit_log",
     "conversation_events",
     "conversations",
     "create_engine",
@@ -81,7 +85,7 @@ __all__ = [
     "status_is",
 ]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def status_is(*names: str, column: Any = None) -> Any:
@@ -131,6 +135,11 @@ deliveries = Table(
     # earlier deliveries (and token) when a new submission derives a different token.
     Column("email_key", String(320)),
     Column("phone_key", String(32)),
+    # Added in schema 7: when the personal columns were erased (retention or forget), and
+    # the guest's consent (the consent text's version, when it was given).
+    Column("erased_at", Float),
+    Column("consent_version", String(64)),
+    Column("consent_at", Float),
     Index("ix_deliveries_due", "status", "next_attempt_at"),
     Index("ix_deliveries_token", "token"),
     Index("ix_deliveries_created", "created_at"),
@@ -147,6 +156,14 @@ deliveries = Table(
         unique=True,
         sqlite_where=text("status = 'pending'"),
         postgresql_where=text("status = 'pending'"),
+    ),
+    # The retention sweep: final rows still holding personal data, oldest first per status.
+    Index(
+        "ix_deliveries_retention",
+        "status",
+        "updated_at",
+        sqlite_where=text("erased_at IS NULL"),
+        postgresql_where=text("erased_at IS NULL"),
     ),
     # Final outcomes whose callbacks have not been called yet (crash recovery sweep).
     Index(
@@ -170,6 +187,13 @@ delivery_attempts = Table(
     Column("worker", String(64)),  # the lease owner that made the call
     Index("ix_delivery_attempts_delivery", "delivery_id", "started_at"),
     Index("ix_delivery_attempts_started", "started_at"),  # /metrics: the last few minutes
+    # The retention sweep: attempts still holding an error text, oldest first.
+    Index(
+        "ix_delivery_attempts_error",
+        "started_at",
+        sqlite_where=text("error IS NOT NULL"),
+        postgresql_where=text("error IS NOT NULL"),
+    ),
 )
 
 delivery_events = Table(
@@ -179,6 +203,8 @@ delivery_events = Table(
     Column("event_id", String(255), primary_key=True),
     Column("delivery_id", String(32), nullable=False),
     Column("created_at", Float, nullable=False),
+    # Schema 7: a delivery's events, for the retention sweep and forget (kept as digests).
+    Index("ix_delivery_events_delivery", "delivery_id"),
     # The admin page's search by a source's event id, whatever the source (an index adds
     # nothing older code relies on: not versioned).
     Index("ix_delivery_events_event", "event_id"),
@@ -192,6 +218,20 @@ people = Table(
     Column("token", String(64)),
     Column("fields", JSON, nullable=False),  # raw fields as last given, merged
     Column("updated_at", Float, nullable=False),
+    Index("ix_people_updated", "updated_at"),  # the retention sweep
+)
+
+# Erasures and purges (schema 7): who did what, when, how many rows; never the data.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("actor", String(255), nullable=False),  # "cli", "admin api", "admin page"
+    Column("action", String(32), nullable=False),  # "forget", "purge"
+    Column("rows", Integer, nullable=False),
+    Column("summary", JSON, nullable=False),  # counts per table, how the person was found
+    Index("ix_audit_log_at", "at"),
 )
 
 # Schema 6: a messenger guest's conversation with the bot (Telegram, WhatsApp), one row per

@@ -184,6 +184,24 @@ class SQLiteWriter:
         finally:
             reader.rollback()  # SQLAlchemy's bookkeeping only: the driver is in autocommit
 
+    async def checkpoint(self, *, tries: int = 50) -> bool:
+        """Copy the WAL into the database file and truncate the WAL to nothing
+        (``wal_checkpoint(TRUNCATE)``), on a connection of its own, off the loop. A reader
+        in the middle of a read or a batch being written keeps it from completing: tried
+        again (a short while apart) up to ``tries`` times. True when the WAL was emptied."""
+        loop = asyncio.get_running_loop()
+        for attempt in range(tries):
+            if not await loop.run_in_executor(None, self._checkpoint):
+                return True
+            await asyncio.sleep(0.02 * (attempt + 1))  # noqa: sleep-ok - a reader's read ends
+        return False
+
+    def _checkpoint(self) -> bool:
+        """One TRUNCATE checkpoint; True when it was kept from completing (busy)."""
+        with self.engine.connect() as conn:
+            row = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()
+        return bool(row is None or row[0])
+
     def close(self) -> None:
         """Close the connections and the lock thread (the engine's owner disposes of it).
         A later job opens them again."""

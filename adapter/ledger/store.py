@@ -34,6 +34,7 @@ from adapter.core.records import (
     contact_of,
     merge_into,
 )
+from adapter.core.retention import hashed_event_id
 from adapter.ledger.engine import sqlite_writer_engine
 from adapter.ledger.reads import NEXT_DUE as _NEXT_DUE
 from adapter.ledger.reads import LedgerReads
@@ -57,13 +58,16 @@ __all__ = ["LedgerStore", "WriteConnection"]
 T = TypeVar("T")
 d = deliveries.c
 
+# An event id is kept in clear, or as a digest once its delivery was erased (retention or
+# forget: adapter.core.retention): a replay of it is still a duplicate.
 _FIND_EVENT = (
     select(deliveries, delivery_events.c.created_at.label("event_created_at"))
     .join(delivery_events, delivery_events.c.delivery_id == d.id)
     .where(
         delivery_events.c.source == bindparam("source"),
-        delivery_events.c.event_id == bindparam("event_id"),
+        delivery_events.c.event_id.in_([bindparam("event_id"), bindparam("kept_id")]),
     )
+    .limit(1)
 )
 _SEEN_EVENTS = select(delivery_events.c.event_id).where(
     delivery_events.c.source == bindparam("source"),
@@ -161,13 +165,33 @@ class LedgerStore(LedgerReads):
             raise RuntimeError("the deployment secret could not be kept in the ledger")
         return kept
 
+    async def checkpoint(self) -> bool:
+        """SQLite: write the WAL into the database file and empty it (after an erasure, so
+        no copy of the erased bytes stays in the WAL). True when done; PostgreSQL: nothing
+        to do here (docs/privacy.md says what VACUUM and backups keep)."""
+        if self._writer is None:
+            return True
+        return await self._writer.checkpoint()
+
+    def kept_event_id(self, event_id: str) -> str:
+        """The digest an event id is kept as once its delivery was erased (the id itself
+        until the deployment's key was read: nothing can have been erased with it unread
+        in a process that accepts, since accepting reads it first)."""
+        if self._key is None:
+            return event_id
+        return hashed_event_id(event_id, self._key.digest)
+
     # -- reads ---------------------------------------------------------------------------
 
     async def find_event(self, source: str, event_id: str) -> tuple[DeliveryRecord, float] | None:
         """The delivery ``source``'s event led to, and when the event was recorded."""
 
         async def _read(conn: WriteConnection) -> Any:
-            params = {"source": source, "event_id": event_id}
+            params = {
+                "source": source,
+                "event_id": event_id,
+                "kept_id": self.kept_event_id(event_id),
+            }
             return (await conn.execute(_FIND_EVENT, params)).mappings().first()
 
         row = await self.read(_read)
@@ -181,12 +205,16 @@ class LedgerStore(LedgerReads):
         """Which of ``event_ids`` were recorded before; when all were, the delivery the
         first one leads to."""
 
+        kept = {self.kept_event_id(i): i for i in event_ids}
+
         async def _read(conn: WriteConnection) -> tuple[set[str], Any]:
-            params = {"source": source, "event_ids": list(event_ids)}
-            seen = {str(row[0]) for row in await conn.execute(_SEEN_EVENTS, params)}
+            params = {"source": source, "event_ids": [*event_ids, *kept]}
+            found = {str(row[0]) for row in await conn.execute(_SEEN_EVENTS, params)}
+            seen = {kept.get(i, i) for i in found}
             if len(seen) < len(event_ids):
                 return seen, None
-            params = {"source": source, "event_id": event_ids[0]}
+            first = event_ids[0]
+            params = {"source": source, "event_id": first, "kept_id": self.kept_event_id(first)}
             return seen, (await conn.execute(_FIND_EVENT, params)).mappings().first()
 
         seen, row = await self.read(_read)

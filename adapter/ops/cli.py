@@ -574,6 +574,11 @@ def import_csv(
         raise typer.Exit(1)
 
 
+from adapter.ops import cli_privacy  # noqa: E402 - registered after this module's commands
+
+cli_privacy.register(app, _settings, _queue_call)
+
+
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

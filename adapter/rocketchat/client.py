@@ -31,6 +31,14 @@ from adapter.core.errors import (
 )
 from adapter.ops import metrics
 from adapter.rocketchat.contact_center import ContactCenterStrategy
+from adapter.rocketchat.erasure_sansio import (
+    CONTACTS_DELETE,
+    ERASED,
+    Removal,
+    contact_removal_body,
+    removal_from_error,
+    visitor_path,
+)
 from adapter.rocketchat.pacer import Pacer
 from adapter.rocketchat.sansio import (
     RateLimit,
@@ -339,6 +347,22 @@ class RocketChatClient:
             return None
         answer = await self.call("POST", "/api/v1/omnichannel/contact", json=body)
         return str(answer.get("contact") or "")
+
+    async def remove_visitor(self, token: str) -> Removal:
+        """Erase the livechat visitor registered under ``token`` (erasure_sansio)."""
+        try:
+            await self.call("DELETE", visitor_path(token))
+        except RocketChatError as exc:
+            return removal_from_error("visitor", exc)
+        return Removal("visitor", ERASED)
+
+    async def remove_contact(self, contact_id: str) -> Removal:
+        """Erase (disable) a Contact Center contact, where this server offers the route."""
+        try:
+            await self.call("POST", CONTACTS_DELETE, json=contact_removal_body(contact_id))
+        except RocketChatError as exc:
+            return removal_from_error("contact", exc)
+        return Removal("contact", ERASED)
 
     def contact_url(self, contact_id: str, strategy: str | None = None) -> str:
         """Where a person finds the contact in Rocket.Chat's web app.

@@ -33,6 +33,7 @@ from adapter.core.records import STATUSES, Attempt
 from adapter.core.redact import mask_message
 from adapter.ops.logs import redact_text
 from adapter.web.admin_format import DAY, env, row_view, search_match
+from adapter.web.admin_privacy import forget_routes
 from adapter.web.admin_session import Sessions, Throttle, safe_next, same_secret
 from adapter.web.admin_tools import AdminTools
 
@@ -500,4 +501,5 @@ def admin_routes(context: ChannelContext) -> list[BaseRoute]:
             admin.action(admin.retry),
             methods=["POST"],
         ),
+        *forget_routes(admin),  # "Forget this person" (adapter.web.admin_privacy)
     ]

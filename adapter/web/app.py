@@ -32,6 +32,7 @@ from adapter.ops.startup import database_label, log_start_up
 from adapter.settings import Settings, load_settings
 from adapter.web.admin import admin_routes as admin_page_routes
 from adapter.web.admin_api import admin_routes
+from adapter.web.privacy_api import privacy_routes
 from adapter.web.status_page import status_route
 
 __all__ = ["ServiceApp", "create_app"]
@@ -165,6 +166,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/deliveries/{delivery_id:str}", delivery, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *admin_routes(settings, queue),
+        *privacy_routes(settings, queue),
     ]
     by_channel: dict[int, list[BaseRoute]] = {}
     for channel in channels:

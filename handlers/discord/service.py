@@ -15,8 +15,8 @@ from typing import Any
 
 import structlog
 
-from adapter.channels import ChannelContext, Outcome, Submission, extract_contact
-from handlers._chatapps import Tasks, check_fields, check_text, outcome_text, submit_within
+from adapter.channels import Background, ChannelContext, Outcome, Submission, extract_contact
+from handlers._chatapps import check_fields, check_text, outcome_text, submit_within
 from handlers.discord import messages
 from handlers.discord.api import TOKEN_MARGIN, TOKEN_TTL, DiscordApi
 from handlers.discord.config import DiscordConfig
@@ -68,7 +68,7 @@ class DiscordService:
         self.queue = context.queue
         self.budget = min(self.settings.fast_path_budget, ANSWER_BUDGET)
         self.api = DiscordApi(config)
-        self.tasks = Tasks()
+        self.tasks = Background()
 
     async def shutdown(self) -> None:
         await self.tasks.drain()

@@ -20,7 +20,7 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from adapter.channels import Outcome, Settings, error_response, short_reference
+from adapter.channels import Outcome, Settings, consent_given, error_response, short_reference
 from handlers.api import outcome_response
 from handlers.forms.config import CONTACT_INPUTS, MAX_FIELDS, PAGE_TEXTS, FormConfig, origin_of
 
@@ -201,6 +201,18 @@ class FormViews:
             )
         return views
 
+    def consent_view(self, errors: Mapping[str, str], checked: bool) -> dict[str, Any] | None:
+        """The consent checkbox (FORM_CONSENT_TEXT, or REQUIRE_CONSENT with a plain text)."""
+        text = self.settings.form_consent_text
+        if not text and not self.settings.require_consent:
+            return None
+        return {
+            "text": text or "I agree that these details are stored to answer me.",
+            "required": self.settings.require_consent,
+            "checked": checked,
+            "error": "Tick this box to send the form." if errors.get("consent") else "",
+        }
+
     @staticmethod
     def messages(config: FormConfig) -> dict[str, str]:
         """The thank-you texts: FORM_SUCCESS_MESSAGE, when set, for registered and queued."""
@@ -234,6 +246,7 @@ class FormViews:
         errors: Mapping[str, str] | None = None,
         hidden: Sequence[tuple[str, str]] = (),
         headers: Mapping[str, str] | None = None,
+        consented: bool = False,
     ) -> Response:
         errors = errors or {}
         root = request.scope.get("root_path", "")
@@ -268,6 +281,7 @@ class FormViews:
             messages=self.messages(config),
             notice=notice,
             fields=self.field_views(config, values or {}, errors),
+            consent=self.consent_view(errors, consented),
             honeypot=config.honeypot,
             hidden=list(hidden),
             action=f"{root}/forms/{config.name}",
@@ -307,7 +321,7 @@ class FormViews:
         if redirect and ok:
             return RedirectResponse(redirect, status_code=303, headers=dict(cors))
         if outcome.errors:
-            skip = {*config.fields.values(), config.honeypot}
+            skip = {*config.fields.values(), config.honeypot, "consent"}
             hidden = [(k, v) for k, v in pairs if k not in skip][:MAX_FIELDS]
             return self.form_page(
                 request,
@@ -317,6 +331,7 @@ class FormViews:
                 errors=outcome.errors,
                 hidden=hidden,
                 headers=cors,
+                consented=any(k == "consent" and consent_given(v) for k, v in pairs),
             )
         kind = {"delivered": "registered", "failed": "failed"}.get(outcome.status, "queued")
         messages = self.messages(config)

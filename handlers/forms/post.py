@@ -22,6 +22,7 @@ from adapter.channels import (
     Outcome,
     Submission,
     client_address,
+    consent_given,
     read_body,
 )
 from handlers.forms.config import MAX_FIELDS, FormConfig, RateLimiter, origin_of
@@ -267,6 +268,7 @@ class FormPosts:
                 custom_fields=custom,
                 phone_region=region,
                 sender_authenticated=config.trust_sender,
+                consent=consent_given(_first(pairs, "consent")),
             )
         )
         log.info(

@@ -14,10 +14,9 @@ from typing import Any
 import httpx
 import structlog
 
-from adapter.channels import ChannelContext, Outcome, Submission, extract_contact
+from adapter.channels import Background, ChannelContext, Outcome, Submission, extract_contact
 from handlers._chatapps import (
     LABELS,
-    Tasks,
     check_fields,
     check_text,
     outcome_text,
@@ -50,7 +49,7 @@ class GoogleChatService:
         self.http = httpx.AsyncClient(timeout=10)
         self.keys = GoogleKeys(config.certs_url, self.http)
         self.sender = ChatSender(config, self.http)
-        self.tasks = Tasks()
+        self.tasks = Background()
 
     async def shutdown(self) -> None:
         await self.tasks.drain()
