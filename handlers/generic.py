@@ -49,6 +49,7 @@ class GenericProvider(WebhookProvider):
     """Any sender that signs JSON with our recipe (§12): Google Forms, Zapier, Make, n8n."""
 
     name = "generic"
+    label = "Generic webhook"
     secret_setting = "GENERIC_WEBHOOK_SECRET"
     field_prefix = "GENERIC"
     success_status = 200

@@ -118,6 +118,7 @@ class RocketChatOutgoingChannel:
     """The outgoing webhook integration's URL."""
 
     name = SOURCE
+    title = "Rocket.Chat !contact"
 
     def __init__(self) -> None:
         self.clock: Callable[[], float] = time.time  # what the freshness check reads

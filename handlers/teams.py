@@ -144,6 +144,7 @@ class TeamsChannel:
     """The outgoing webhook."""
 
     name = "teams"
+    title = "Microsoft Teams"
 
     def __init__(self) -> None:
         self.clock: Callable[[], float] = time.time  # what the freshness check reads

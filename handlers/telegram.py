@@ -35,6 +35,7 @@ from starlette.routing import BaseRoute, Route
 from adapter.channels import (
     BodyTooLarge,
     ChannelContext,
+    ChannelStatus,
     ConversationRules,
     DeliveryRecord,
     Incoming,
@@ -275,10 +276,16 @@ class TelegramChannel:
     """The Telegram bot webhook."""
 
     name = SOURCE
+    title = "Telegram"
 
     def check(self, settings: Settings) -> None:
         """Raise SettingsError, naming the variable, for a malformed Telegram setting."""
         TelegramConfig.from_settings(settings)
+
+    def status(self, settings: Settings) -> ChannelStatus:
+        on = TelegramConfig.from_settings(settings).on
+        why = None if on else "set TELEGRAM_BOT_TOKEN and TELEGRAM_WEBHOOK_SECRET"
+        return ChannelStatus(SOURCE, on, "/telegram/webhook", why)
 
     def routes(self, context: ChannelContext) -> Sequence[BaseRoute]:
         config = TelegramConfig.from_settings(context.settings)

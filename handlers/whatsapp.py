@@ -37,6 +37,7 @@ from starlette.routing import BaseRoute, Route
 from adapter.channels import (
     BodyTooLarge,
     ChannelContext,
+    ChannelStatus,
     ConversationRules,
     DeliveryRecord,
     Incoming,
@@ -340,10 +341,20 @@ class WhatsAppChannel:
     """The WhatsApp Cloud API webhook."""
 
     name = SOURCE
+    title = "WhatsApp"
 
     def check(self, settings: Settings) -> None:
         """Raise SettingsError, naming the variable, for a malformed WhatsApp setting."""
         WhatsAppConfig.from_settings(settings)
+
+    def status(self, settings: Settings) -> ChannelStatus:
+        on = WhatsAppConfig.from_settings(settings).on
+        why = (
+            None
+            if on
+            else ("set WHATSAPP_APP_SECRET, WHATSAPP_VERIFY_TOKEN and WHATSAPP_ACCESS_TOKEN")
+        )
+        return ChannelStatus(SOURCE, on, "/whatsapp/webhook", why)
 
     def routes(self, context: ChannelContext) -> Sequence[BaseRoute]:
         config = WhatsAppConfig.from_settings(context.settings)

@@ -515,3 +515,18 @@ asyncio.run(main())
     assert "chris@example.com" not in out and "2671" not in out and "Chris Doe" not in out
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     assert {line["event"] for line in lines} >= {"bound"}
+
+
+def test_our_own_sentences_about_secret_settings_are_not_masked_but_values_are() -> None:
+    # The start-up line of a channel that is off names the setting to set: readable.
+    for sentence in (
+        "set CHATWOOT_WEBHOOK_SECRET to the secret from Chatwoot",
+        "set CRISP_WEBHOOK_SECRET or CRISP_WEBHOOK_KEY to the secret from Crisp",
+        "the Discord channel is off: set DISCORD_PUBLIC_KEY (Developer Portal > Public Key)",
+    ):
+        assert redact_text(sentence) == sentence
+    # Values after the same words still are.
+    assert redact_text("secret hunter2 and token xoxb-123") == (
+        f"secret {REDACTED} and token {REDACTED}"
+    )
+    assert redact_text("X-Auth-Token: to") == f"X-Auth-Token: {REDACTED}"

@@ -305,7 +305,8 @@ def test_one_workspace_checks_its_token_once_not_per_command(
 
 def test_text_with_the_word_payload_reaches_the_core(service: Service, slack: SlackStandIn) -> None:
     # bolt 1.30 parses any form body containing "payload" as an interaction (§3.8.1).
-    response, _ = slack.command("Chris Doe payload@example.com +1 415 555 2671 payload")
+    # (text after the details is a note, not the name: the word goes before them)
+    response, _ = slack.command("Chris Doe payload payload@example.com +1 415 555 2671")
     assert response.status_code == 200
     (record,) = deliveries(service)
     assert record["fields"]["email"] == "payload@example.com"

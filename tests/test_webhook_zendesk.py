@@ -354,7 +354,7 @@ def test_sample_end_to_end_refusals_store_nothing_and_three_replays_register_onc
         "hex signature": (body, {**fresh, SIGNATURE: "ab" * 32}),
         "not base64": (body, {**fresh, SIGNATURE: "%%%"}),
         "301 s old": (body, signed(body, now=now - 301)),
-        "301 s ahead": (body, signed(body, now=now + 301)),
+        "330 s ahead": (body, signed(body, now=now + 330)),
         "epoch timestamp": (body, signed(body, stamp=str(int(now)))),
         "untouched sample (2026-11-24)": (body, sample_headers),
     }

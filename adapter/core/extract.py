@@ -1,12 +1,16 @@
 """Pull a contact (name, email, phone) out of free text as people type it.
 
 Sales and support people write things like ``Chris Doe chris@example.com +1 415 555 2671``,
-``name: Chris Doe; email: chris@example.com`` or ``"Chris Doe" | 00 44 20 7946 0958``.
-:func:`extract_contact` finds the email (anything containing ``@``), the phone number
-(``phonenumbers.PhoneNumberMatcher`` plus any other run of digits, so a short or broken
-number is reported instead of ignored), optional labels (``name``, ``email``, ``e-mail``,
-``mail``, ``phone``, ``tel``, ``mobile`` …, followed by ``:`` or ``=``), and takes what is
-left as the name. Slack's auto-links (``<mailto:a@b.com|a@b.com>``) are unwrapped first.
+``name: Chris Doe; email: chris@example.com``, ``"Chris Doe" | 00 44 20 7946 0958`` or
+``please add Donna Moore donna@example.com, thanks!``. :func:`extract_contact` finds the
+email (each token containing ``@``, validated whole; a web address is never one), the phone
+number (``phonenumbers.PhoneNumberMatcher`` in the default region, plus any other run of
+digits, so a short or broken number is reported instead of ignored; dates are not numbers),
+optional labels in many languages (:mod:`adapter.core.extract_words`: ``name``, ``correo``,
+``телефон``, ``電話`` …, followed by ``:`` or ``=``), ignores other keys (``order=…``; listed
+in :attr:`Extraction.warnings`), and takes what is left as the name, without the words people
+type around it (:mod:`adapter.core.extract_names`). Slack's links (``<mailto:a@b.com|a@b.com>``,
+mentions, web links) are unwrapped or dropped first; other ``<…>`` text is kept as typed.
 
 It is pure and never raises: every problem lands in :attr:`Extraction.errors`, with the
 same message style as :mod:`adapter.contact`. Nothing is invented: a field that is not in
@@ -19,7 +23,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import phonenumbers
 
@@ -33,40 +37,55 @@ from adapter.core.contact import (
     normalize_phone,
     validate_contact,
 )
+from adapter.core.extract_names import (
+    clean_piece,
+    name_from,
+    quoted_name,
+    symbols_in,
+    trim_invisible,
+)
+from adapter.core.extract_words import BARE_LABEL_BEFORE, LABEL
 
 __all__ = ["Extraction", "extract_contact"]
 
 log = logging.getLogger(__name__)
 
-_SEPARATORS = ",;|\n"
-_SLACK_LINK = re.compile(r"<([^<>|]*)(?:\|([^<>]*))?>")
-# Slack markup that is never part of a contact: mentions (<@U…>, <#C…>, <!here>, <!subteam^…>)
-# and web links (a plain link is not a name); mailto:/tel: links and <a@b.com> are kept.
+_SEPARATORS = ",;|\n，；،؛"
+# Slack's own markup: a link Slack made (<mailto:…|…>, <tel:…>, <https://…|…>), a mention
+# (<@U…>, <#C…>, <!here>, <!subteam^…>). Anything else in brackets was typed: kept as typed.
+_SLACK_LINK = re.compile(
+    r"<((?:[@#!]|mailto:|tel:|sms:|[a-z][a-z0-9+.\-]*://)[^<>|]*)(?:\|([^<>]*))?>", re.IGNORECASE
+)
+# Of those, never part of a contact: mentions and web links (a plain link is not a name).
 _SLACK_DROPPED = re.compile(r"[@#!]|[a-z][a-z0-9+.\-]*://", re.IGNORECASE)
-_LABEL = re.compile(
-    r"(?<![^\s,;|])"
-    r"(?P<label>full[ _-]?name|name|e-?mail(?:[ _-]?address)?|mailto|mail"
-    r"|phone(?:[ _-]?number)?|telephone|tel|mobile|cell)"
-    r"[ \t]*[:=][ \t]*",
+# Any other key=value, and key: value after a known label (a keyed form): not a field.
+_KEY = re.compile(r"(?<![^\s,;|，；、،؛])(?P<key>[^\W\d_][\w.\-]{0,39})(?:(?P<eq>=)|[:：](?!//))")
+_URL = re.compile(
+    r"(?<![^\s,;|(<\[\"'])(?:[a-z][a-z0-9+.\-]*://|www\.)[^\s,;|<>\"]+|[^\s,;|<>\"]*/@[^\s,;|<>\"]*",
     re.IGNORECASE,
 )
-_BARE_LABEL_BEFORE = {
-    "email": re.compile(r"(?<![^\s,;|])(?:e-?mail|mail)[ \t]*$", re.IGNORECASE),
-    "phone": re.compile(r"(?<![^\s,;|])(?:phone|tel|telephone|mobile|cell)[ \t]*$", re.IGNORECASE),
-}
+_DATE = re.compile(  # 2024-11-05, 05.11.2024, 11/05/24, 10:30: not phone numbers
+    r"(?<![\w.+/:-])(?:\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[./-]\d{1,2}[./-](?:\d{4}|\d{2})"
+    r"|\d{1,2}:\d{2}(?::\d{2})?)(?![\w/:-]|\.\d)"
+)
 _CLOSING_QUOTE = {'"': '"', "'": "'", "“": "”", "”": "”", "‘": "’", "«": "»", "„": "“"}
-_EMAIL = re.compile(r"[^\s,;|<>()\[\]{}\"“”‘’«»:]*@[^\s,;|<>()\[\]{}\"“”‘’«»:]*")
-_EMAIL_EDGE_LEAD = "'`."
-_EMAIL_EDGE_TRAIL = "'`.!?"
-_MARKUP = "*_~"  # Slack bold, italic, strike: never end an address; start one only if paired
+# Full-width and Arabic punctuation and invisible formatting characters end an address
+# (ZWNJ / ZWJ belong to names, not here).
+_EMAIL_STOPS = (
+    "，；、。：،؛\u00ad\u061c\u180e\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff"
+)
+_EMAIL = re.compile(
+    f'[^\\s,;|<>()\\[\\]{{}}"“”‘’«»:{_EMAIL_STOPS}]*@[^\\s,;|<>()\\[\\]{{}}"“”‘’«»:{_EMAIL_STOPS}]*'
+)
+_SENTENCE_END = ".!?,:;"  # after an address, punctuation of the sentence it ends
+_WRAPPERS = "'`*_~"  # quotes and Slack bold, italic, strike: stripped only in pairs
 _IDD_PREFIX = re.compile(  # 00 / 011 / 0011 starting a number, not inside one
     r"(?<![\w+).\-/])(?<![\d).\-/][ \t])(?P<idd>0011|011|00)(?P<sep>[ \t.\-]?)(?=\d)"
 )
-_DIGIT_RUN = re.compile(r"(?<!\w)(?:\+[ \t]*)?[(\[]?\d(?:[\d \t().\-/\[\]]*[\d)\]])?(?!\w)")
-_PIECE_EDGE = " \t\r,;|-–—:/\\·•*_~=&.!?"
-_EMPTY_BRACKETS = re.compile(r"\(\s*\)|<\s*>|\[\s*\]|\{\s*\}")
+_DIGIT_RUN = re.compile(
+    r"(?<!\w)(?<!\w[(\[])(?:\+[ \t]*)?[(\[]?\d(?:[\d \t().\-/\[\]]*[\d)\]])?(?!\w)"
+)
 _WHITESPACE = re.compile(r"\s+")
-_QUOTES = "\"'`“”‘’„«»「」"
 _PLURAL = {"name": "names", "email": "emails", "phone": "phone numbers"}
 
 
@@ -80,19 +99,22 @@ class Extraction:
     phone_extension: str | None
     errors: dict[str, str]  # field -> message naming the value as given and why
     found: dict[str, str]  # field -> the substring as typed, for every field seen
+    # what was read but not used, e.g. {"ignored": "not read: order, profile (…)"}; never errors
+    warnings: dict[str, str] = field(default_factory=dict)
 
     def fields(self) -> dict[str, str]:
         """The raw strings to hand to ``validate_contact`` (or to pre-fill a form).
 
         These are the values as typed, except that a phone written with an
-        international dialling prefix (``00 44 …``, ``011 44 …``) gets ``+`` instead,
-        so ``validate_contact`` reads it the same way without a default region.
+        international dialling prefix (``00 44 …``, ``011 44 …``) gets ``+`` instead
+        when that reads as the same number, so ``validate_contact`` reads it the same
+        way without a default region.
         """
         out = dict(self.found)
         raw_phone = out.get("phone")
         if raw_phone is not None and self.phone is not None:
             plus = _plus_prefixed(raw_phone, None)
-            if _digits(plus).startswith(_digits(self.phone)):
+            if plus != raw_phone and _e164(plus) == self.phone:
                 out["phone"] = plus
         return out
 
@@ -119,11 +141,16 @@ class Extraction:
 
 @dataclass(frozen=True)
 class _Label:
-    field: str
+    field: str | None  # None: a key that is not a contact field (ignored)
+    key: str  # the key as typed
     start: int  # where the label word starts
     value_start: int
     value_end: int
     end: int  # after the closing quote, if the value was quoted
+
+    @property
+    def quoted(self) -> bool:
+        return self.end > self.value_end
 
 
 @dataclass(frozen=True)
@@ -148,6 +175,7 @@ class _Text:
         self.text = text
         self._mask = list(text)
         self._joined: str | None = text
+        self.fields: list[tuple[int, int]] = []  # spans of the details (labels, emails, phones)
 
     @property
     def masked(self) -> str:
@@ -159,9 +187,11 @@ class _Text:
         """Up to ``width`` masked characters before ``end`` (cheap, for look-behinds)."""
         return "".join(self._mask[max(0, end - width) : end])
 
-    def consume(self, start: int, end: int) -> None:
+    def consume(self, start: int, end: int, *, detail: bool = False) -> None:
         self._mask[start:end] = " " * (end - start)
         self._joined = None
+        if detail:
+            self.fields.append((start, end))
 
 
 def extract_contact(text: str, default_region: str | None = None) -> Extraction:
@@ -184,8 +214,14 @@ def _extract(raw_text: str, region: str | None) -> Extraction:
     doc = _Text(_unwrap_slack_links(raw_text))
     labels = _find_labels(doc.text)
     for label in labels:
-        doc.consume(label.start, label.value_start)
-        doc.consume(label.value_end, label.end)
+        if label.field is None:
+            doc.consume(label.start, label.end, detail=True)
+        else:
+            doc.consume(label.start, label.value_start, detail=True)
+            doc.consume(label.value_end, label.end, detail=True)
+    for pattern in (_URL, _DATE):  # neither a field nor a name
+        for match in list(pattern.finditer(doc.masked)):
+            doc.consume(*match.span())
 
     emails = _take_emails(doc, labels)
     phones = _take_phones(doc, labels, region)
@@ -196,6 +232,11 @@ def _extract(raw_text: str, region: str | None) -> Extraction:
     email, _ = _resolve("email", emails, errors, found)
     phone, extension = _resolve("phone", phones, errors, found)
     name, _ = _resolve("name", names, errors, found)
+    ignored = list(dict.fromkeys(label.key for label in labels if label.field is None))
+    warnings = {}
+    if ignored:
+        listed = ", ".join(ignored)
+        warnings["ignored"] = f"not read: {listed} (only the name, email and phone are)"
     return Extraction(
         name=name,
         email=email,
@@ -203,6 +244,7 @@ def _extract(raw_text: str, region: str | None) -> Extraction:
         phone_extension=extension if phone else None,
         errors=errors,
         found=found,
+        warnings=warnings,
     )
 
 
@@ -221,17 +263,19 @@ def _unwrap_slack_links(text: str) -> str:
     return _SLACK_LINK.sub(unwrap, text)
 
 
-def _label_field(word: str) -> str:
-    word = word.casefold()
-    if word.endswith("name"):
-        return "name"
-    if "mail" in word:
-        return "email"
-    return "phone"
-
-
 def _find_labels(text: str) -> list[_Label]:
-    matches = list(_LABEL.finditer(text))
+    """Known labels (any language), then other keys: ``key=…``, or ``key: …`` in a keyed form."""
+    known = list(LABEL.finditer(text))
+    first_known = known[0].start() if known else len(text)
+    starts = {m.start() for m in known}
+    keys = [
+        m
+        for m in _KEY.finditer(text)
+        if m.start() not in starts
+        and not any(k.start() <= m.start() < k.end() for k in known)
+        and (m.group("eq") is not None or m.start() > first_known)
+    ]
+    matches = sorted(known + keys, key=lambda m: m.start())
     labels: list[_Label] = []
     for i, match in enumerate(matches):
         if labels and match.start() < labels[-1].end:
@@ -242,18 +286,24 @@ def _find_labels(text: str) -> list[_Label]:
 
 
 def _label_at(text: str, match: re.Match[str], limit: int) -> _Label:
-    field = _label_field(match.group("label"))
+    field_name = match.lastgroup if match.re is LABEL else None
+    key = match.group(0).rstrip(" \t:=：") if field_name else match.group("key")
+    one_word = field_name is None and match.group("eq") is not None
     start = match.end()
+    if one_word:
+        while start < limit and text[start] in " \t":
+            start += 1
     opening = text[start : start + 1]
     if opening in _CLOSING_QUOTE:
         closing = re.compile(re.escape(_CLOSING_QUOTE[opening]) + r"(?=[\s,;|]|$)")
         close = closing.search(text, start + 1)
         if close is not None:
-            return _Label(field, match.start(), start + 1, close.start(), close.end())
+            return _Label(field_name, key, match.start(), start + 1, close.start(), close.end())
     end = start
-    while end < limit and text[end] not in _SEPARATORS:
+    stops = _SEPARATORS + (" \t" if one_word else "")
+    while end < limit and text[end] not in stops:
         end += 1
-    return _Label(field, match.start(), start, end, end)
+    return _Label(field_name, key, match.start(), start, end, end)
 
 
 def _unlabeled_value(doc: _Text, label: _Label) -> tuple[int, int] | None:
@@ -266,10 +316,10 @@ def _unlabeled_value(doc: _Text, label: _Label) -> tuple[int, int] | None:
     return start, end
 
 
-def _consume_bare_label(doc: _Text, field: str, start: int) -> None:
+def _consume_bare_label(doc: _Text, field_name: str, start: int) -> None:
     """Also consume a label word written without ``:`` right before a value."""
-    window = doc.before(start, 24)
-    match = _BARE_LABEL_BEFORE[field].search(window)
+    window = doc.before(start, 40)
+    match = BARE_LABEL_BEFORE[field_name].search(window)
     if match is not None and (match.start() > 0 or len(window) == start):
         doc.consume(start - len(window) + match.start(), start)
 
@@ -278,16 +328,17 @@ def _consume_bare_label(doc: _Text, field: str, start: int) -> None:
 
 
 def _email_spans(masked: str) -> Iterator[tuple[int, int]]:
+    """Each token with an ``@``, whole: only sentence punctuation after it and pairs of
+    quotes or markup around it are not part of it (``.lena@…`` stays ``.lena@…``)."""
     for match in _EMAIL.finditer(masked):
         start, end = match.span()
-        while start < end and masked[start] in _EMAIL_EDGE_LEAD:
-            start += 1
-        while end > start and masked[end - 1] in _EMAIL_EDGE_TRAIL + _MARKUP:
-            if masked[end - 1] in _MARKUP and masked[start] == masked[end - 1]:
-                start += 1  # *a@b.com*, _a@b.com_, ~a@b.com~
-            end -= 1
-        while start < end and masked[start] in _EMAIL_EDGE_LEAD:
-            start += 1
+        changed = True
+        while changed:
+            changed = False
+            while end > start and masked[end - 1] in _SENTENCE_END:
+                end, changed = end - 1, True
+            if end - start > 2 and masked[start] in _WRAPPERS and masked[end - 1] == masked[start]:
+                start, end, changed = start + 1, end - 1, True
         if "@" in masked[start:end]:
             yield start, end
 
@@ -301,7 +352,7 @@ def _take_emails(doc: _Text, labels: list[_Label]) -> list[_Candidate]:
                 spans.append(span)
     spans.sort()
     for start, end in spans:
-        doc.consume(start, end)
+        doc.consume(start, end, detail=True)
         _consume_bare_label(doc, "email", start)
     return [_checked(doc.text[s:e], normalize_email) for s, e in spans]
 
@@ -311,6 +362,12 @@ def _inside(span: tuple[int, int], label: _Label) -> bool:
 
 
 # --- phones -----------------------------------------------------------------------------
+
+
+def _generic_prefixes(region: str | None) -> bool:
+    """Without a known region, 00 / 011 / 0011 are read as dialling prefixes; in a region
+    phonenumbers applies that region's own (011 is a Delhi or Turin area code, not one)."""
+    return region is None or phonenumbers.PhoneMetadata.metadata_for_region(region) is None
 
 
 def _idd_rewritten(text: str, region: str | None) -> str:
@@ -331,21 +388,41 @@ def _is_nanp(region: str | None) -> bool:
 
 
 def _plus_prefixed(raw: str, region: str | None) -> str:
-    """``raw`` with a leading international dialling prefix written as ``+``."""
+    """``raw`` with a leading international dialling prefix written as ``+`` (no region)."""
     stripped = raw.strip()
+    if not _generic_prefixes(region):
+        return raw
     rewritten = _idd_rewritten(stripped, region)
     if rewritten == stripped or not rewritten.lstrip().startswith("+"):
         return raw
     return rewritten.lstrip()
 
 
-def _digits(text: str) -> str:
-    return "".join(ch for ch in text if ch.isdigit())
+def _e164(text: str) -> str | None:
+    try:
+        number = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def _balanced(text: str, start: int, end: int) -> tuple[int, int]:
+    """A digit run without a bracket it does not open and close itself."""
+    for opening, closing in ("()", "[]"):
+        part = text[start:end]
+        if part.endswith(closing) and part.count(closing) > part.count(opening):
+            end -= 1
+        part = text[start:end]
+        if part.startswith(opening) and part.count(opening) > part.count(closing):
+            start += 1
+    return start, end
 
 
 def _phone_spans(masked: str, region: str | None) -> Iterator[tuple[int, int]]:
     """Numbers the matcher sees (plus their dialling prefix), then any other digit run."""
-    rewritten = _idd_rewritten(masked, region)
+    rewritten = _idd_rewritten(masked, region) if _generic_prefixes(region) else masked
     remaining = list(rewritten)
     leniency = phonenumbers.Leniency.POSSIBLE
     for match in phonenumbers.PhoneNumberMatcher(rewritten, region, leniency=leniency):
@@ -354,8 +431,13 @@ def _phone_spans(masked: str, region: str | None) -> Iterator[tuple[int, int]]:
             start -= 1  # the spaces stand for the 00 / 011 that was typed
         remaining[start : match.end] = " " * (match.end - start)
         yield start, match.end
-    for run in _DIGIT_RUN.finditer("".join(remaining)):
-        yield run.span()
+    joined = "".join(remaining)
+    for run in _DIGIT_RUN.finditer(joined):
+        start, end = _balanced(joined, *run.span())
+        while start > 0 and joined[start - 1] == " " and masked[start - 1] != " ":
+            start -= 1
+        if start < end:
+            yield start, end
 
 
 def _take_phones(doc: _Text, labels: list[_Label], region: str | None) -> list[_Candidate]:
@@ -367,7 +449,7 @@ def _take_phones(doc: _Text, labels: list[_Label], region: str | None) -> list[_
                 spans.append(span)
     spans.sort()
     for start, end in spans:
-        doc.consume(start, end)
+        doc.consume(start, end, detail=True)
         _consume_bare_label(doc, "phone", start)
 
     return [_checked_phone(doc.text[s:e], region) for s, e in spans]
@@ -376,27 +458,57 @@ def _take_phones(doc: _Text, labels: list[_Label], region: str | None) -> list[_
 # --- names ------------------------------------------------------------------------------
 
 
-def _clean_piece(piece: str) -> str:
-    """A leftover piece without empty brackets, surrounding quotes and dangling punctuation."""
-    piece = _EMPTY_BRACKETS.sub(" ", piece)
-    piece = _WHITESPACE.sub(" ", piece)
-    piece = piece.lstrip(_PIECE_EDGE + _QUOTES + ")]}>").rstrip(_PIECE_EDGE + _QUOTES + "([{<")
-    return piece if any(ch.isalnum() for ch in piece) else ""
+def _pieces(text: str) -> list[str]:
+    return re.split(r"[,;|\n，；،؛]", text)
+
+
+def _not_a_name(raw: str) -> _Candidate:
+    return _Candidate(raw, None, None, f"{_shown(raw)} is not a name: give the guest's name")
+
+
+def _labeled_name(doc: _Text, label: _Label) -> _Candidate | None:
+    raw = doc.masked[label.value_start : label.value_end]
+    doc.consume(label.value_start, label.value_end)
+    value = quoted_name(raw) if label.quoted else name_from([raw])
+    if value:
+        return _checked(value, normalize_name)
+    typed = trim_invisible(raw)
+    symbols = typed if label.quoted and typed and clean_piece(typed) == "" else symbols_in([raw])
+    return _not_a_name(symbols) if symbols else None
 
 
 def _take_names(doc: _Text, labels: list[_Label]) -> list[_Candidate]:
+    """Labeled names, then the rest: the text before and between the details, or, when
+    there is no name there, the text after them (``chris@example.com Chris Doe``).
+
+    With a labeled name, the text before the first label is a lead-in (the key wins);
+    text after the last detail is a note when the name came before it.
+    """
     candidates: list[_Candidate] = []
     for label in labels:
-        if label.field != "name":
-            continue
-        value = _clean_piece(doc.masked[label.value_start : label.value_end])
-        doc.consume(label.value_start, label.value_end)
-        if value:
-            candidates.append(_checked(value, normalize_name))
-    pieces = (_clean_piece(p) for p in re.split(r"[,;|\n]", doc.masked))
-    rest = ", ".join(p for p in pieces if p)
-    if rest:
-        candidates.append(_checked(rest, normalize_name))
+        if label.field == "name":
+            candidate = _labeled_name(doc, label)
+            if candidate is not None:
+                candidates.append(candidate)
+    masked = doc.masked
+    last = max((end for _, end in doc.fields), default=None)
+    labeled = any(label.field == "name" for label in labels)
+    if labeled:
+        region = masked[labels[0].start : last]
+    elif last is None:
+        region = masked
+    else:
+        region = masked[:last]
+        if not name_from(_pieces(region)):
+            region = masked[last:]
+    pieces = _pieces(region)
+    name = name_from(pieces)
+    if name:
+        candidates.append(_checked(name, normalize_name))
+    elif not candidates:
+        symbols = symbols_in(pieces if labeled else _pieces(masked))
+        if symbols:
+            candidates.append(_not_a_name(symbols))
     return candidates
 
 

@@ -67,7 +67,7 @@ _SAFE_KEYS = frozenset(
 _EMAIL = re.compile(r"[^\s@<>\"'(),;:|?&=/\[\]]+@[^\s@<>\"'(),;:|?&=/\[\]]+")
 _IPV4 = r"\d{1,3}(?:\.\d{1,3}){3}(?![\d.])"
 _PHONE = re.compile(rf"(?<![\w-])(?!{_IPV4})\+?\d[\d\s().-]{{6,}}\d(?![\w-])")
-_BEARER = re.compile(r"(?i)(bearer|token|secret|key)([=:\s]+)[^\s&,;\"']+")
+_BEARER = re.compile(r"(?i)(bearer|token|secret|key)([=:\s]+)([^\s&,;\"']+)")
 _QUERY_SECRET = re.compile(
     r"(?i)([?&](?:code|state|token|access_token|signature|sig|key|secret|password)=)[^&\s\"']+"
 )
@@ -95,7 +95,55 @@ def _redact_plain(value: str) -> str:
     value = _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, value)
     value = _EMAIL.sub(REDACTED, value)
     value = _PHONE.sub(REDACTED, value)
-    return _BEARER.sub(lambda m: m.group(1) + m.group(2) + REDACTED, value)
+    return _BEARER.sub(_token_value, value)
+
+
+# Words that follow "secret", "token" or "key" in our own sentences ("set X_SECRET to the
+# secret from Chatwoot", "X_KEY (Developer Portal…)"): not a value, so not masked.
+_PROSE = frozenset(
+    [
+        "to",
+        "or",
+        "and",
+        "from",
+        "of",
+        "the",
+        "a",
+        "an",
+        "in",
+        "is",
+        "are",
+        "was",
+        "for",
+        "with",
+        "that",
+        "this",
+        "it",
+        "not",
+        "set",
+        "as",
+        "by",
+        "on",
+        "at",
+        "be",
+        "you",
+        "your",
+        "its",
+        "their",
+        "which",
+    ]
+)
+
+
+def _token_value(match: re.Match[str]) -> str:
+    word, separator, given = (
+        match.group(1),
+        match.group(2),
+        match.group(0)[match.end(2) - match.start(0) :],
+    )
+    if separator.isspace() and (given.lower() in _PROSE or given.startswith("(")):
+        return match.group(0)
+    return word + separator + REDACTED
 
 
 def _scrub(value: Any) -> Any:

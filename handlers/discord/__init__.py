@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 from adapter.channels import (
     BodyTooLarge,
     ChannelContext,
+    ChannelStatus,
     DeliveryRecord,
     Settings,
     error_response,
@@ -49,10 +50,16 @@ class DiscordChannel:
     """The Interactions endpoint, mounted in the service's Starlette app."""
 
     name = "discord"
+    title = "Discord"
 
     def check(self, settings: Settings) -> None:
         """Raise SettingsError naming the variable when a DISCORD_* setting is malformed."""
         DiscordConfig.from_settings(settings)
+
+    def status(self, settings: Settings) -> ChannelStatus:
+        config = DiscordConfig.from_settings(settings)
+        on = config.public_key is not None
+        return ChannelStatus("discord", on, "/discord/interactions", None if on else config.problem)
 
     def routes(self, context: ChannelContext) -> Sequence[BaseRoute]:
         from handlers.discord.service import DiscordService

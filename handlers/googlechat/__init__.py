@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 from adapter.channels import (
     BodyTooLarge,
     ChannelContext,
+    ChannelStatus,
     DeliveryRecord,
     Settings,
     error_response,
@@ -45,10 +46,16 @@ class GoogleChatChannel:
     """The Chat app's HTTP endpoint, mounted in the service's Starlette app."""
 
     name = "googlechat"
+    title = "Google Chat"
 
     def check(self, settings: Settings) -> None:
         """Raise SettingsError naming the variable when a GOOGLE_CHAT_* setting is malformed."""
         GoogleChatConfig.from_settings(settings)
+
+    def status(self, settings: Settings) -> ChannelStatus:
+        config = GoogleChatConfig.from_settings(settings)
+        on = config.audience is not None
+        return ChannelStatus("googlechat", on, "/googlechat/events", None if on else config.problem)
 
     def routes(self, context: ChannelContext) -> Sequence[BaseRoute]:
         from handlers.googlechat.service import GoogleChatService

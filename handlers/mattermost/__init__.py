@@ -48,6 +48,7 @@ class MattermostChannel:
     """The slash command and its dialog."""
 
     name = "mattermost"
+    title = "Mattermost"
 
     def __init__(self) -> None:
         self.clock: Callable[[], float] = time.time  # what freshness checks read
