@@ -166,6 +166,13 @@ class Settings(BaseSettings):
     contact_required_fields: Annotated[tuple[str, ...], NoDecode] = CONTACT_FIELDS
     check_email_deliverability: bool = False
     rocketchat_custom_fields: Annotated[tuple[str, ...], NoDecode] = ()
+    # A visitor custom field id that receives the values an unauthenticated channel sent
+    # but was not allowed to apply (adapter.core.changes), for the agents to see.
+    rocketchat_conflicts_field: str | None = None
+
+    # Whether a proxy that appends the client's address to X-Forwarded-For is in front
+    # (per-address limits read its last entry); unset: yes on Heroku (DYNO is set).
+    behind_proxy: bool | None = None
 
     # Keys: visitor tokens and kept digests are HMACs under this secret (adapter.core.keys);
     # unset, one is generated once and kept in the ledger.
@@ -258,6 +265,15 @@ class Settings(BaseSettings):
         if any(ch.isspace() or ord(ch) < 32 for field_id in ids for ch in field_id):
             raise ValueError("expected comma-separated custom field ids, e.g. company,plan")
         return ids
+
+    @field_validator("rocketchat_conflicts_field")
+    @classmethod
+    def _conflicts_field(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", value.strip()):
+            raise ValueError("expected one custom field id (letters, digits, _ or -), e.g. notes")
+        return value.strip()
 
     @field_validator("contact_required_fields")
     @classmethod

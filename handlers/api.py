@@ -10,10 +10,13 @@ good. :data:`OPENAPI` documents each of them (tests provoke every one).
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
+from urllib.parse import parse_qsl
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -22,6 +25,7 @@ from adapter.channels import (
     BodyTooLarge,
     ChannelContext,
     ChannelStatus,
+    ContactError,
     Outcome,
     Settings,
     Submission,
@@ -29,6 +33,7 @@ from adapter.channels import (
     consent_given,
     error_response,
     read_body,
+    validate_contact,
 )
 
 
@@ -134,32 +139,7 @@ OPENAPI: dict[str, Any] = {
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "schemas": {
-            "ContactIn": {
-                "type": "object",
-                "properties": {
-                    "name": {"type": "string", "maxLength": 255},
-                    "email": {"type": "string", "format": "email"},
-                    "phone": {
-                        "type": "string",
-                        "description": "E.164 or national with DEFAULT_PHONE_REGION",
-                    },
-                    "custom_fields": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "consent": {
-                        "type": "boolean",
-                        "description": "The guest agreed (required when REQUIRE_CONSENT=true)",
-                    },
-                    "consent_version": {
-                        "type": "string",
-                        "description": "Which consent text they agreed to (default: the "
-                        "version of FORM_CONSENT_TEXT)",
-                    },
-                    "event_id": {
-                        "type": "string",
-                        "description": "Idempotency key: the same id is accepted once",
-                    },
-                },
-                "required": ["name"],
-            },
+            "ContactIn": {},  # from contact_model(): see openapi_for()
             "Accepted": {
                 "type": "object",
                 "properties": {
@@ -202,6 +182,112 @@ OPENAPI: dict[str, Any] = {
         },
     },
 }
+
+
+class _ContactFields(BaseModel):
+    """What ``POST /contacts`` takes, every field optional (see :func:`contact_model`)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", title="ContactIn")
+
+    name: str | None = Field(default=None, max_length=255)
+    email: str | None = Field(default=None, json_schema_extra={"format": "email"})
+    phone: str | None = Field(
+        default=None, description="E.164 or national with DEFAULT_PHONE_REGION"
+    )
+    custom_fields: dict[str, str] = Field(default_factory=dict)
+    consent: bool | str | None = Field(
+        default=None, description="The guest agreed (required when REQUIRE_CONSENT=true)"
+    )
+    consent_version: str | None = Field(
+        default=None,
+        description="Which consent text they agreed to (default: the version of FORM_CONSENT_TEXT)",
+    )
+    event_id: str | None = Field(
+        default=None, description="Idempotency key: the same id is accepted once"
+    )
+
+
+def contact_model(required: Iterable[str]) -> type[BaseModel]:
+    """The request model the handler validates with, for ``CONTACT_REQUIRED_FIELDS``:
+    each required field a non-blank string. ``/openapi.json`` is generated from the same
+    model, so the document and the service cannot disagree."""
+    base = _ContactFields.model_fields
+    fields: dict[str, Any] = {
+        name: (
+            str,
+            Field(
+                pattern=r"\S",
+                max_length=255 if name == "name" else None,
+                description=base[name].description,
+                json_schema_extra=base[name].json_schema_extra,
+            ),
+        )
+        for name in required
+    }
+    return create_model("ContactIn", __base__=_ContactFields, **fields)
+
+
+def openapi_for(model: type[BaseModel]) -> dict[str, Any]:
+    """:data:`OPENAPI` with the request schema of ``model``."""
+    document = copy.deepcopy(OPENAPI)
+    schema = model.model_json_schema()
+    for prop in schema.get("properties", {}).values():  # JSON Schema 2020-12, OpenAPI 3.1
+        prop.pop("title", None)
+    schema.pop("title", None)
+    document["components"]["schemas"]["ContactIn"] = schema
+    return document
+
+
+def _field_errors(exc: ValidationError) -> tuple[int, dict[str, str]]:
+    """A missing required field is a 422 like the core's (the core names it with every
+    other problem); text that is not Unicode a 421 (answered 422 at once); a wrong type
+    a 400."""
+    errors: dict[str, str] = {}
+    status = 422
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "body"
+        if error["type"] == "missing" or (
+            error["type"] == "string_pattern_mismatch" and len(error["loc"]) == 1
+        ):
+            errors.setdefault(where, "is required")
+        elif error["type"] == "string_unicode":
+            # A lone UTF-16 surrogate (JSON's \ud800): refused like the core refuses it.
+            status = 400 if status == 400 else 421
+            errors.setdefault(
+                where,
+                "contains text that is not valid Unicode (a lone UTF-16 surrogate such as "
+                "\\ud800): send the text as UTF-8",
+            )
+        else:
+            status = 400
+            if error["type"] == "string_type":
+                why = f"expected a string, got {type(error['input']).__name__}"
+            elif error["loc"][0] == "custom_fields":
+                why = "expected an object of strings"
+            else:
+                why = str(error["msg"])
+            errors.setdefault(where, why)
+    return status, errors
+
+
+def _another_contact(outcome: Outcome, fields: dict[str, Any], settings: Settings) -> bool:
+    """Whether a duplicate's stored contact is someone else than the request's: the key
+    was reused for another person (a payment API's 422), not sent again."""
+    if outcome.contact is None:
+        return False
+    try:
+        contact, _ = validate_contact(
+            fields,
+            required=settings.contact_required_fields,
+            default_region=settings.default_phone_region,
+        )
+    except ContactError:
+        return True
+    stored = outcome.contact
+    return any(
+        getattr(contact, name) and getattr(contact, name) != getattr(stored, name)
+        for name in ("name", "email", "phone")
+    )
 
 
 def outcome_response(outcome: Outcome, *, url_for_delivery: str) -> Response:
@@ -248,6 +334,8 @@ class ApiChannel:
     def routes(self, context: ChannelContext) -> Sequence[BaseRoute]:
         settings = context.settings
         queue = context.queue
+        model = contact_model(settings.contact_required_fields)
+        document = openapi_for(model)
 
         async def create(request: Request) -> Response:
             token = settings.api_token.get_secret_value() if settings.api_token else None
@@ -262,14 +350,23 @@ class ApiChannel:
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
             data: Any
             if ctype == "application/x-www-form-urlencoded":
-                form = await request.form()
-                data = {k: v for k, v in form.items() if isinstance(v, str)}
-                custom = {
+                try:
+                    pairs = parse_qsl(
+                        body.decode("utf-8"),
+                        keep_blank_values=True,
+                        encoding="utf-8",
+                        errors="strict",
+                    )
+                except UnicodeDecodeError:
+                    return error_response(
+                        400, "the form is not valid UTF-8: percent-encode UTF-8 text"
+                    )
+                data = dict(pairs)
+                data["custom_fields"] = {
                     k[len("custom_fields[") : -1]: v
-                    for k, v in data.items()
+                    for k, v in pairs
                     if k.startswith("custom_fields[") and k.endswith("]")
                 }
-                data["custom_fields"] = custom
             else:
                 try:
                     data = json.loads(body)
@@ -279,20 +376,25 @@ class ApiChannel:
                     )
             if not isinstance(data, dict):
                 return error_response(400, "expected a JSON object with name, email and phone")
-            fields: dict[str, str | None] = {}
-            for key in ("name", "email", "phone"):
-                value = data.get(key)
-                if value is not None and not isinstance(value, str):
-                    return error_response(
-                        400, f"{key}: expected a string, got {type(value).__name__}"
-                    )
-                fields[key] = value
-            custom_fields = data.get("custom_fields") or {}
-            if not isinstance(custom_fields, dict) or not all(
-                isinstance(v, str) for v in custom_fields.values()
-            ):
-                return error_response(400, "custom_fields: expected an object of strings")
-            event_id = data.get("event_id") or request.headers.get("idempotency-key")
+            data = {k: v for k, v in data.items() if v is not None}  # null: not given
+            given: BaseModel
+            try:
+                given = model.model_validate(data)
+            except ValidationError as exc:
+                status, errors = _field_errors(exc)
+                if status == 400:
+                    where, why = next(iter(errors.items()))
+                    return error_response(400, f"{where}: {why}", errors=errors)
+                if status == 421:
+                    return JSONResponse({"errors": errors, "delivery_id": None}, status_code=422)
+                # Only required fields missing: the core names them with every other
+                # problem of the contact at once (a 422, as the document says).
+                given = _ContactFields.model_validate(data)
+            fields: dict[str, str | None] = {
+                key: getattr(given, key) for key in ("name", "email", "phone")
+            }
+            custom_fields: dict[str, str] = dict(getattr(given, "custom_fields", {}))
+            event_id = getattr(given, "event_id", None) or request.headers.get("idempotency-key")
             outcome = await queue.submit(
                 Submission(
                     source="api",
@@ -305,10 +407,22 @@ class ApiChannel:
                     else None,
                 )
             )
+            if outcome.duplicate and _another_contact(outcome, dict(fields), settings):
+                key = "event_id" if getattr(given, "event_id", None) else "Idempotency-Key"
+                return JSONResponse(
+                    {
+                        "errors": {
+                            key: "was used before for another contact: send a new key "
+                            "for each new contact"
+                        },
+                        "delivery_id": None,
+                    },
+                    status_code=422,
+                )
             return outcome_response(outcome, url_for_delivery=f"/deliveries/{outcome.delivery_id}")
 
         async def openapi(request: Request) -> Response:
-            return JSONResponse(OPENAPI)
+            return JSONResponse(document)
 
         return [
             Route("/contacts", create, methods=["POST"]),

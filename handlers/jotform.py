@@ -187,6 +187,7 @@ class JotformProvider(WebhookProvider):
     secret_setting = KEY_SETTING
     field_prefix = "JOTFORM"
     success_status = 200  # retries: unknown (widgets.md §10)
+    content_types = frozenset({MULTIPART})
 
     def verify(self, request: WebhookRequest, secret: str, *, now: float) -> bool:
         # Jotform signs nothing: the ?key= we put in the webhook URL is the only check.

@@ -1213,6 +1213,11 @@ class RocketChatStandIn:
             self._reindex_visitors()
         return self._index
 
+    def visitors_changed(self) -> None:
+        """A test edited ``visitors`` in place (a token, an email): index them again."""
+        with self._lock:
+            self._reindex_visitors()
+
     def _reindex_visitors(self) -> None:
         self._index = {}
         for visitor in self.visitors.values():
@@ -1245,6 +1250,11 @@ class RocketChatStandIn:
     def _find_or_create_visitor(
         self, token: str, email: str, username: str | None
     ) -> dict[str, Any]:
+        # registerContact (apps/meteor/app/livechat/server/lib/contacts/registerContact.ts
+        # @4e438400, the same in apps/meteor/server/lib/omnichannel/contacts/ @5d603e27):
+        # by token; else, for an unknown token, the visitor holding the email is reused and
+        # its token overwritten with the new one ($set token, _apply_legacy_update); no
+        # email (or an unknown one) inserts a new visitor, even when the phone is known.
         visitor = self._lookup_visitor("token", token)
         if visitor is not None:
             return visitor

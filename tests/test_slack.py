@@ -268,14 +268,14 @@ def test_duplicate_window_spans_the_minute_boundary(
         """Pretend the first command came ``seconds_ago``, in its own minute."""
         with sqlite3.connect(path) as conn:
             event_id, _created = conn.execute(
-                "SELECT event_id, created_at FROM delivery_events"
+                "SELECT event_id, created_at FROM delivery_events WHERE event_id LIKE 'cmd:%'"
             ).fetchall()[0]
             stamp = time.time() - seconds_ago
             head, _, _ = event_id.rpartition(":")
             bucket = int(time.time() // 60) - 1
             conn.execute(
-                "UPDATE delivery_events SET event_id = ?, created_at = ?",
-                (f"{head}:{bucket}", stamp),
+                "UPDATE delivery_events SET event_id = ?, created_at = ? WHERE event_id = ?",
+                (f"{head}:{bucket}", stamp, event_id),
             )
 
     move_first_event(30)
@@ -746,3 +746,30 @@ def test_oauth_install_and_command_on_postgres(
     assert empty.status_code == 200
     (opened,) = wait_until(lambda: slack.api_calls("views.open"))
     assert opened.token == slack.teams["T222"].bot_token
+
+
+def test_a_command_replayed_inside_the_signature_window_is_a_duplicate(
+    service: Service, slack: SlackStandIn, standin: RocketChatStandIn
+) -> None:
+    """Issue 12, item 3: replayed 130 s later (inside the 5-minute signature window, past
+    the minute buckets) it used to become a second delivery."""
+    sent_at = int(time.time()) - 130
+    body, _ = slack.command_body(CHRIS)
+    first = slack.post(body, timestamp=str(sent_at))
+    assert "is now a contact" in first.json()["text"]
+    path = service.settings.database_url.split(":///", 1)[1]
+    with sqlite3.connect(path) as conn:  # the command's minute buckets, 130 s ago
+        for event_id, _ in conn.execute("SELECT event_id, created_at FROM delivery_events"):
+            head, _, bucket = event_id.rpartition(":")
+            if event_id.startswith("cmd:"):
+                moved = f"{head}:{int(bucket) - 3}"
+                conn.execute(
+                    "UPDATE delivery_events SET event_id = ?, created_at = ? WHERE event_id = ?",
+                    (moved, sent_at, event_id),
+                )
+        conn.execute("UPDATE delivery_events SET created_at = ?", (sent_at,))
+    replay = slack.post(body, timestamp=str(sent_at))
+    assert replay.status_code == 200
+    assert "already registered" in replay.json()["text"]
+    assert len(deliveries(service)) == 1
+    assert len(contact_posts(standin)) == 1

@@ -710,3 +710,29 @@ def test_wrong_shapes_are_400_saying_what_was_expected_and_store_nothing(
         assert answer.body["error"].startswith("not a HubSpot event we understand: ")
         assert needle in answer.body["error"]
     assert service.stored_rows() == 0  # a batch with one bad element is refused whole
+
+
+def test_a_batch_of_foreign_events_logs_one_line_not_one_per_event(
+    hubspot: Callable[..., Service],
+) -> None:
+    """Issue 12, item 8: a signed batch of 5,000 foreign events wrote 5,000 log lines."""
+    import structlog.testing
+
+    service = hubspot()
+    foreign = [
+        {
+            "eventId": n,
+            "subscriptionId": 9,
+            "portalId": PORTAL,
+            "subscriptionType": "contact.associationChange",
+            "fromObjectId": CONTACT,
+            "toObjectId": n,
+        }
+        for n in range(1, 501)
+    ]
+    with structlog.testing.capture_logs() as logs:
+        posted = post(service, encode(foreign))
+    assert posted.status == 200
+    webhook_lines = [line for line in logs if str(line["event"]).startswith("webhook_")]
+    assert [line["event"] for line in webhook_lines] == ["webhook_batch"]
+    assert webhook_lines[0]["events"] == 500 and webhook_lines[0]["ignored"] == 500

@@ -329,8 +329,10 @@ def test_mapped_form_ignored_and_malformed_posts_end_to_end(jotform: Running) ->
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"ok": True, "ignored": "no email or phone in the event"}
 
+    as_json = jotform.post(b'{"rawRequest": "{}"}', {"Content-Type": "application/json"})
+    assert as_json.status_code == 415, as_json.text  # Jotform sends multipart only
+    assert "multipart/form-data, not application/json" in as_json.json()["error"]
     for body, headers, what in (
-        (b'{"rawRequest": "{}"}', {"Content-Type": "application/json"}, "application/json"),
         (multipart({"formID": "1", "submissionID": "9"}), content_type(), "no rawRequest part"),
         (multipart({"rawRequest": '{"q4_email": '}), content_type(), "not valid JSON"),
     ):

@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import time
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -144,6 +145,9 @@ class WebhookProvider(ABC):
     max_body_bytes: int | None = None  # default: the service's MAX_BODY_BYTES
     answer_errors: bool = True  # False where the provider keeps the answer in view of people
     refusal_hint: str = ""  # added to the 401 text: what else the signature depends on
+    # What the provider really sends (its samples in shared/contracts); any other declared
+    # type is a 415. ``+json`` types count as JSON; a request without one is read as sent.
+    content_types: frozenset[str] = frozenset({"application/json"})
     field_prefix: str | None = None  # "TALLY": reads TALLY_FIELD_NAME / _EMAIL / _PHONE
 
     def check(self, lookup: Lookup) -> None:
@@ -409,6 +413,14 @@ class WebhookChannel:
                     },
                     status_code=401,
                 )
+            declared = hook.content_type
+            json_like = declared.endswith("+json") and "application/json" in provider.content_types
+            if declared and declared not in provider.content_types and not json_like:
+                expected = " or ".join(sorted(provider.content_types))
+                return JSONResponse(
+                    {"error": f"{title} sends {expected}, not {declared}: nothing was stored"},
+                    status_code=415,
+                )
             try:
                 events = list(provider.parse_all(hook))
             except PayloadError as exc:
@@ -433,6 +445,7 @@ class WebhookChannel:
                 if event.ignored is None and event.person_key is not None:
                     groups.setdefault(event.person_key, []).append(index)
             answered: dict[int, Answered] = {}
+            tally: Counter[str] = Counter()  # a batch logs one line, not one per event
             for index, event in enumerate(events):
                 if index in answered:
                     continue
@@ -440,13 +453,15 @@ class WebhookChannel:
                 if group is None or len(group) == 1:
                     # Without an event id, each ignored event of a batch needs its own digest.
                     digest = f"{body_digest(body)}#{index}"
-                    answered[index] = (await accept(event, digest), event)
+                    answered[index] = (await accept(event, digest, tally=tally), event)
                 else:
-                    answered.update(await accept_person([(i, events[i]) for i in group]))
+                    members = [(i, events[i]) for i in group]
+                    answered.update(await accept_person(members, tally))
+            log.info("webhook_batch", provider=provider.name, events=len(events), **tally)
             return provider.answer_all([answered[i] for i in range(len(events))])
 
         async def accept_person(
-            members: Sequence[tuple[int, WebhookEvent]],
+            members: Sequence[tuple[int, WebhookEvent]], tally: Counter[str] | None = None
         ) -> dict[int, Answered]:
             """Several events of one person in one request: their details as one submission
             (one delivery, one registration) standing for every event id of the group, so
@@ -456,22 +471,29 @@ class WebhookChannel:
             first = members[0][1]
             whole = replace(first, fields=fields, custom_fields=extras)
             others = tuple(e.event_id for _, e in members[1:] if e.event_id)
-            outcome = await accept(whole, "", also_event_ids=others)
+            outcome = await accept(whole, "", also_event_ids=others, tally=tally)
             return {index: (outcome, event) for index, event in members}
 
         async def accept(
-            event: WebhookEvent, digest: str, *, also_event_ids: tuple[str, ...] = ()
+            event: WebhookEvent,
+            digest: str,
+            *,
+            also_event_ids: tuple[str, ...] = (),
+            tally: Counter[str] | None = None,
         ) -> Outcome | None:
             """One event, as if it had come alone: the outcome to answer with (None when
             it was ignored and not kept). ``also_event_ids``: the other events of the person
             whose details ``event`` carries combined (see Submission.also_event_ids)."""
             if event.ignored is not None:
-                log.info(
-                    "webhook_ignored",
-                    provider=provider.name,
-                    reason=event.ignored,
-                    event_type=event.event_type,
-                )
+                if tally is not None:  # one line for the whole batch (see receive)
+                    tally["ignored"] += 1
+                else:
+                    log.info(
+                        "webhook_ignored",
+                        provider=provider.name,
+                        reason=event.ignored,
+                        event_type=event.event_type,
+                    )
                 if not keep_ignored:
                     return None
                 kind = event.event_type or "event"
@@ -501,6 +523,9 @@ class WebhookChannel:
                 ),
                 wait=0,
             )
+            if tally is not None:
+                tally[outcome.status] += 1 + len(also_event_ids)
+                return outcome
             log.info(
                 "webhook_accepted",
                 provider=provider.name,

@@ -18,12 +18,15 @@ import phonenumbers
 
 __all__ = [
     "CONTACT_FIELDS",
+    "NOT_UNICODE",
     "Contact",
     "ContactError",
     "FieldError",
+    "is_valid_unicode",
     "normalize_email",
     "normalize_name",
     "normalize_phone",
+    "shown_safely",
     "validate_contact",
 ]
 
@@ -32,6 +35,7 @@ NAME_MAX_LENGTH = 255
 DNS_TIMEOUT = 1.0  # seconds for the optional deliverability check (Slack answers within 3 s)
 _QUOTES = "\"'`“”‘’„«»「」"
 _WHITESPACE = re.compile(r"\s+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _JOINERS = "\u200c\u200d"  # zero-width non-joiner / joiner: part of Persian and Indic spelling
 
 
@@ -174,6 +178,28 @@ def _check_required(required: Iterable[str]) -> frozenset[str]:
     return req
 
 
+NOT_UNICODE = (
+    "contains text that is not valid Unicode (a lone UTF-16 surrogate such as \\ud800): "
+    "send the text as UTF-8"
+)
+
+
+def is_valid_unicode(text: str) -> bool:
+    """True unless ``text`` holds a lone surrogate (U+D800-U+DFFF), which JSON's
+    ``\\ud800`` escapes can carry but no UTF-8 page, log or database text can."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown_safely(text: str) -> str:
+    """``text`` with any lone surrogate replaced by U+FFFD, for showing what was stored
+    before intake refused them."""
+    return text if is_valid_unicode(text) else _SURROGATE.sub("\ufffd", text)
+
+
 def validate_contact(
     fields: Mapping[str, str | None],
     *,
@@ -206,6 +232,10 @@ def validate_contact(
             values[name] = None
             continue
         raw = str(raw)
+        if not is_valid_unicode(raw):
+            errors[name] = NOT_UNICODE
+            values[name] = None
+            continue
         try:
             if name == "name":
                 values[name] = normalize_name(raw)
@@ -227,6 +257,9 @@ def validate_contact(
             else:
                 errors[name] = str(exc)
 
+    for key, value in (custom_fields or {}).items():
+        if not is_valid_unicode(str(key)) or not is_valid_unicode(str(value)):
+            errors[f"custom_fields.{shown_safely(str(key))}"] = NOT_UNICODE
     if not errors and values["email"] is None and values["phone"] is None:
         errors["email"] = "is required when no phone is given"
         errors["phone"] = "is required when no email is given"

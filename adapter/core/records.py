@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
-from adapter.core.contact import Contact
+from adapter.core.contact import Contact, shown_safely
 from adapter.core.redact import redact_text
 
 __all__ = [
@@ -109,6 +109,9 @@ class Submission:
     team: str | None = None  # e.g. the Slack workspace id
     contact_manager: str | None = None  # Rocket.Chat username of the agent in charge
     drop_invalid_optional: bool = False  # register valid fields, warn about bad optional ones
+    # The channel verified who sent it (signature, token): it may change what a contact
+    # holds. Unauthenticated channels (public forms) only add what is missing (core.changes).
+    sender_authenticated: bool = True
     keep_rejected: bool = (
         False  # store invalid contacts as 'rejected' (channels that must answer 2xx)
     )
@@ -175,8 +178,10 @@ class DeliveryRecord:
 
     @classmethod
     def from_row(cls, row: Any) -> DeliveryRecord:
+        """The record of a stored row; text stored before intake refused lone surrogates
+        is shown with U+FFFD (every view, page and CLI reads rows through here)."""
         names = cls.__dataclass_fields__
-        return cls(**{k: row[k] for k in names if k in row})
+        return cls(**{k: _displayable(row[k]) for k in names if k in row})
 
     @property
     def callbacks(self) -> list[Callback]:
@@ -214,13 +219,13 @@ class DeliveryRecord:
         }
 
     def detail(self) -> dict[str, Any]:
-        """Everything, for authenticated operators."""
+        """Everything, for authenticated operators, but the visitor token (the guest's
+        credential on Rocket.Chat's Livechat API, which no operator needs to see)."""
         return {
             **self.public(),
             "last_error": self.last_error,
             "event_id": self.event_id,
             "person_key": self.person_key,
-            "token": self.token,
             "fields": dict(self.fields),
             "errors": dict(self.errors or {}),
             "warnings": dict(self.warnings or {}),
@@ -381,3 +386,13 @@ def merge_into(
     if warnings:
         values["warnings"] = {**(waiting.get("warnings") or {}), **warnings}
     return merged, values
+
+
+def _displayable(value: Any) -> Any:
+    if isinstance(value, str):
+        return shown_safely(value)
+    if isinstance(value, dict):
+        return {_displayable(k): _displayable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_displayable(v) for v in value]
+    return value

@@ -71,6 +71,9 @@ _BEARER = re.compile(r"(?i)(bearer|token|secret|key)([=:\s]+)([^\s&,;\"']+)")
 _QUERY_SECRET = re.compile(
     r"(?i)([?&](?:code|state|token|access_token|signature|sig|key|secret|password)=)[^&\s\"']+"
 )
+# Our visitor tokens (keyed "ocak-", and the unkeyed "oca-" of older releases): a guest's
+# only credential on Rocket.Chat's Livechat API, wherever a message might quote one.
+_VISITOR_TOKEN = re.compile(r"\bocak?-[0-9a-f]{32}\b")
 _SQL_PARAMETERS = re.compile(r"\[parameters: [^\n]*")  # SQLAlchemy: the row's values
 _PYDANTIC_INPUT = re.compile(r"input_value=.*?(?=, input_type=|$)", re.MULTILINE)
 REDACTED = "[redacted]"
@@ -87,6 +90,7 @@ def redact_text(value: str) -> str:
 
 def _redact_plain(value: str) -> str:
     value = _SQL_PARAMETERS.sub("[parameters: " + REDACTED + "]", value)
+    value = _VISITOR_TOKEN.sub(REDACTED, value)
     value = _PYDANTIC_INPUT.sub("input_value=" + REDACTED, value)
     value = _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, value)
     value = _EMAIL.sub(REDACTED, value)

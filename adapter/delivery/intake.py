@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from adapter.core.changes import CONFLICT_NOTE, conflict_summary, guarded
 from adapter.core.contact import Contact, ContactError, validate_contact
 from adapter.core.keys import DeploymentKey
 from adapter.core.records import (
@@ -29,6 +30,7 @@ from adapter.core.records import (
     Outcome,
     Submission,
     carried_over,
+    contact_of,
     merge_into,
     merge_raw,
     new_row,
@@ -37,6 +39,7 @@ from adapter.core.records import (
 from adapter.ledger import intake as sql
 from adapter.ledger.store import LedgerStore, WriteConnection
 from adapter.ops import metrics
+from adapter.rocketchat.sansio import contact_token
 from adapter.settings import Settings
 
 __all__ = [
@@ -218,12 +221,16 @@ async def _accept_in(
     # only then, email now; an invalid email dropped): reuse it, or Rocket.Chat would get
     # a second contact for them. Both are looked up in one statement.
     keys = person_keys(contact.as_dict())
-    found, earlier = await sql.latest_or_earlier(conn, token, keys["email_key"], keys["phone_key"])
+    legacy = contact_token(email=contact.email, phone=contact.phone, person_key=person_key)
+    found, earlier = await sql.latest_or_earlier(
+        conn, token, keys["email_key"], keys["phone_key"], legacy
+    )
     if earlier is not None:
         token = earlier
         found = await sql.latest_for_token(conn, token)
     if key:
         await sql.save_person(conn, source, key, raw, token, now)
+    contact, warnings = _guard(found, contact, warnings, submission, settings)
     if found is not None and found["status"] == PENDING:
         merged, values = merge_into(
             found,
@@ -252,6 +259,29 @@ async def _accept_in(
         await sql.insert_deliveries(conn, row)
     await sql.record_events(conn, source, submission.event_ids, row["id"], now)
     return Outcome(status=PENDING, delivery_id=row["id"], contact=merged, warnings=warnings)
+
+
+def _guard(
+    found: Mapping[Any, Any] | None,
+    contact: Contact,
+    warnings: dict[str, str],
+    submission: Submission,
+    settings: Settings,
+) -> tuple[Contact, dict[str, str]]:
+    """What an unauthenticated sender may change of the person's held contact (see
+    :mod:`adapter.core.changes`): conflicting values become warnings (the admin page) and,
+    with ``ROCKETCHAT_CONFLICTS_FIELD``, a custom field for the agents."""
+    held = contact_of(found["fields"]) if found is not None else None
+    contact, conflicts = guarded(held, contact, may_change=submission.sender_authenticated)
+    if not conflicts:
+        return contact, warnings
+    notes = {f"{name} (sent)": f"{value!r} {CONFLICT_NOTE}" for name, value in conflicts.items()}
+    warnings = {**warnings, **notes}
+    field = settings.rocketchat_conflicts_field
+    if field:
+        custom = {**contact.custom_fields, field: conflict_summary(conflicts)}
+        contact = replace(contact, custom_fields=custom)
+    return contact, warnings
 
 
 # -- in bulk (imports) ---------------------------------------------------------------------
@@ -336,6 +366,10 @@ async def accept_many(
         index: deployment.visitor_token(email=contact.email, phone=contact.phone, person_key=None)
         for index, contact, _ in checked
     }
+    legacy = {
+        index: contact_token(email=contact.email, phone=contact.phone, person_key=None)
+        for index, contact, _ in checked
+    }
 
     async def _tx(conn: WriteConnection) -> dict[int, Outcome]:
         await sql.plan_each_batch(conn)
@@ -353,10 +387,15 @@ async def accept_many(
         seen_records: dict[str, DeliveryRecord] = {}
         if seen:
             seen_records = await sql.records(conn, seen.values())
-        wanted = set(tokens.values())
+        wanted = set(tokens.values()) | set(legacy.values())
         waiting = {row["token"]: dict(row) for row in await sql.waiting_for_tokens(conn, wanted)}
         touched: set[str] = set()  # tokens whose waiting row this batch merged into
         known = await sql.known_for_tokens(conn, wanted)
+        for index, token in list(tokens.items()):
+            # Someone registered before keyed tokens keeps their stored (unkeyed) token.
+            old = legacy[index]
+            if token not in waiting and token not in known and (old in waiting or old in known):
+                tokens[index] = old
 
         result: dict[int, Outcome] = {}
         new_rows: dict[str, dict[str, Any]] = {}  # token -> row to insert

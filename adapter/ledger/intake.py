@@ -102,9 +102,12 @@ def _earlier_query(column: Any, key: str) -> Any:
 # some 60 µs of SQLAlchemy's execution on top of SQLite's 10-20 µs): the person's latest
 # delivery under the token (tagged "token"), and, for when there is none, the same person
 # under another token: the latest delivery with the same email ("email") and the latest
-# with the same phone ("phone"); a NULL key finds nothing. Each is a subquery so its
-# ORDER BY / LIMIT (and the token's FOR UPDATE, on PostgreSQL) applies to it alone.
-_LOOKUP_TAGS = ("token", "email", "phone")
+# with the same phone ("phone"); a NULL key finds nothing; and the latest under the
+# person's unkeyed token of releases before keyed tokens ("legacy": rows from before
+# schema 3 have no email_key/phone_key, and the person keeps that token until
+# ``contact-adapter rotate-tokens`` moves them). Each is a subquery so its ORDER BY /
+# LIMIT (and the token's FOR UPDATE, on PostgreSQL) applies to it alone.
+_LOOKUP_TAGS = ("token", "email", "phone", "legacy")
 _LATEST_OR_EARLIER = union_all(
     *(
         select(literal_column(f"'{tag}'").label("lookup"), sub)
@@ -114,6 +117,7 @@ _LATEST_OR_EARLIER = union_all(
                 _LATEST_FOR_TOKEN.subquery("by_token"),
                 _earlier_query(d.email_key, "email_key").subquery("by_email"),
                 _earlier_query(d.phone_key, "phone_key").subquery("by_phone"),
+                _earlier_query(d.token, "legacy_token").subquery("by_legacy"),
             ),
             strict=True,
         )
@@ -183,12 +187,22 @@ def _earlier_token(found: Sequence[Mapping[Any, Any]], email_key: str | None) ->
 
 
 async def latest_or_earlier(
-    conn: WriteConnection, token: str, email_key: str | None, phone_key: str | None
+    conn: WriteConnection,
+    token: str,
+    email_key: str | None,
+    phone_key: str | None,
+    legacy_token: str | None = None,
 ) -> tuple[Mapping[Any, Any] | None, str | None]:
     """The person's waiting or latest delivery under ``token`` (as :func:`latest_for_token`),
     or else None and the token of their most recent earlier delivery under another one
-    by ``email_key`` or ``phone_key`` (None when there is none): one statement."""
-    params = {"token": token, "email_key": email_key or None, "phone_key": phone_key or None}
+    by ``email_key``, ``phone_key`` or their unkeyed ``legacy_token`` (None when there is
+    none): one statement."""
+    params = {
+        "token": token,
+        "email_key": email_key or None,
+        "phone_key": phone_key or None,
+        "legacy_token": legacy_token or None,
+    }
     inline = _LATEST_OR_EARLIER_SQLITE.rows(conn, params)
     rows: Sequence[Mapping[Any, Any]] = (
         inline

@@ -394,6 +394,37 @@ def deliveries_retry_failed() -> None:
     typer.echo(f"{count} failed deliveries queued again")
 
 
+@command("rotate-tokens", cls=PlainCommand)
+def rotate_tokens(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would change; change nothing.")
+    ] = False,
+) -> None:
+    """Move people registered under an unkeyed visitor token (releases before keyed
+    tokens) to their keyed one, in Rocket.Chat and the ledger. Safe to run again."""
+    settings = _settings()
+
+    async def main() -> list[Any]:
+        from adapter.delivery.intake import deployment_key
+        from adapter.ops.rotate import rotate_tokens as run
+        from adapter.ops.runtime import open_runtime
+
+        async with open_runtime(settings) as runtime:
+            key = await deployment_key(runtime.queue.store, settings)
+            return await run(runtime.queue.store, runtime.client, key, dry_run=dry_run)
+
+    results = asyncio.run(main())
+    for result in results:
+        typer.echo(result.line())
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result.outcome] = counts.get(result.outcome, 0) + 1
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+    typer.echo(f"{len(results)} people under unkeyed tokens" + (f": {summary}" if summary else ""))
+    if counts.get("failed"):
+        raise typer.Exit(1)
+
+
 @discord_app.command("register-commands", cls=PlainCommand)
 def discord_register_commands(
     guild: Annotated[

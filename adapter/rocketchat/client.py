@@ -16,12 +16,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import structlog
 
 from adapter.core.errors import (
     ConfigurationError,
+    ContactRejected,
     RateLimited,
     RocketChatError,
     RocketChatUnavailable,
@@ -45,6 +47,7 @@ from adapter.rocketchat.sansio import (
     classify_answer,
     parse_rate_limit,
     parse_version,
+    rekey_body,
 )
 from adapter.rocketchat.strategies import ContactIdRecorder, RegistrationStrategy, VisitorStrategy
 from adapter.settings import Settings
@@ -53,6 +56,7 @@ __all__ = ["ReadyReport", "RocketChatClient"]
 
 log = structlog.get_logger("adapter.rocketchat")
 CONTACT_CENTER_SINCE = (7, 1)  # ``ROCKETCHAT_CONTACT_API=auto`` uses the Contact Center from here
+_VISITOR_ROUTE = "/api/v1/livechat/visitor/:token"  # the Livechat API: no login, the token is it
 VERSION_RECHECK = 3600.0  # seconds between version checks made to notice an upgrade/rollback
 
 
@@ -160,9 +164,11 @@ class RocketChatClient:
         params: dict[str, str] | None = None,
         auth: bool = True,
         paced: bool = True,
+        route_path: str | None = None,
     ) -> dict[str, Any]:
-        """One call: paced, bounded, classified. Raises :mod:`adapter.errors`."""
-        route = path + method.lower()
+        """One call: paced, bounded, classified. Raises :mod:`adapter.errors`.
+        ``route_path`` names the route of a path with a parameter (its rate-limit bucket)."""
+        route = (route_path or path) + method.lower()
         if paced:
             await self.pacer.acquire(route)
         answered = False
@@ -315,6 +321,32 @@ class RocketChatClient:
                 raise
             strategy = await self.strategy(refresh=True)
             return await strategy.register(self, registration, record_contact_id=record_contact_id)
+
+    async def visitor_by_token(self, token: str) -> dict[str, Any] | None:
+        """The livechat visitor holding ``token`` (``GET /api/v1/livechat/visitor/:token``,
+        the whole document), or None when no visitor holds it."""
+        try:
+            answer = await self.call(
+                "GET",
+                _VISITOR_ROUTE.replace(":token", quote(token, safe="")),
+                route_path=_VISITOR_ROUTE,
+            )
+        except ContactRejected as exc:
+            if exc.error_type == "invalid-token":
+                return None
+            raise
+        visitor = answer.get("visitor")
+        return visitor if isinstance(visitor, dict) else None
+
+    async def rekey_visitor(self, visitor: dict[str, Any], new_token: str) -> str | None:
+        """Move ``visitor`` to ``new_token`` with the legacy upsert (which overwrites the
+        token of the visitor it finds by email): the visitor id Rocket.Chat answered, or
+        None when the visitor has no email (Rocket.Chat would make a second visitor)."""
+        body = rekey_body(visitor, new_token)
+        if body is None:
+            return None
+        answer = await self.call("POST", "/api/v1/omnichannel/contact", json=body)
+        return str(answer.get("contact") or "")
 
     async def remove_visitor(self, token: str) -> Removal:
         """Erase the livechat visitor registered under ``token`` (erasure_sansio)."""

@@ -35,6 +35,7 @@ __all__ = [
     "contact_token",
     "parse_rate_limit",
     "parse_version",
+    "rekey_body",
     "visitor_body",
 ]
 
@@ -103,6 +104,45 @@ def visitor_body(
         body["customFields"] = custom
     if registration.contact_manager:
         body["contactManager"] = {"username": registration.contact_manager}
+    return body
+
+
+def rekey_body(visitor: Mapping[str, Any], new_token: str) -> dict[str, Any] | None:
+    """The ``POST /api/v1/omnichannel/contact`` body that moves ``visitor`` (as ``GET
+    /api/v1/livechat/visitor/:token`` returns it) to ``new_token``, everything it holds
+    sent back as it is (the route erases what a call leaves out); None when the visitor
+    has no email.
+
+    Rocket.Chat's ``registerContact`` looks the token up, and for an unknown token reuses
+    the visitor holding the email and overwrites its token; a visitor it cannot find by
+    email (phone only) would be a second one, so it cannot be moved this way.
+    """
+    emails = [
+        str(entry.get("address") or "")
+        for entry in visitor.get("visitorEmails") or []
+        if isinstance(entry, Mapping)
+    ]
+    emails = [email for email in emails if email]
+    if not emails:
+        return None
+    body: dict[str, Any] = {
+        "token": new_token,
+        "name": str(visitor.get("name") or visitor.get("username") or ""),
+        "email": emails[0],
+    }
+    phones = [
+        str(entry.get("phoneNumber") or "")
+        for entry in visitor.get("phone") or []
+        if isinstance(entry, Mapping)
+    ]
+    if phones and phones[0]:
+        body["phone"] = phones[0]
+    custom = visitor.get("livechatData")
+    if isinstance(custom, Mapping) and custom:
+        body["customFields"] = dict(custom)
+    manager = visitor.get("contactManager")
+    if isinstance(manager, Mapping) and manager.get("username"):
+        body["contactManager"] = {"username": str(manager["username"])}
     return body
 
 

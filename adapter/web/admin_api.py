@@ -10,6 +10,7 @@ shows one delivery in full).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from starlette.requests import Request
@@ -24,6 +25,7 @@ from adapter.settings import Settings
 __all__ = ["admin_routes"]
 
 MAX_LIMIT = 500
+MAX_OFFSET = 10_000_000  # SQLite and PostgreSQL take a 64-bit OFFSET; nobody pages that far
 
 
 def admin_routes(settings: Settings, queue: DeliveryQueue) -> list[BaseRoute]:
@@ -56,8 +58,10 @@ def admin_routes(settings: Settings, queue: DeliveryQueue) -> list[BaseRoute]:
             return error_response(
                 400, "limit and offset must be whole numbers, since epoch seconds"
             )
-        if not 1 <= limit <= MAX_LIMIT or offset < 0:
-            return error_response(400, f"limit must be 1-{MAX_LIMIT} and offset 0 or more")
+        if not 1 <= limit <= MAX_LIMIT or not 0 <= offset <= MAX_OFFSET:
+            return error_response(400, f"limit must be 1-{MAX_LIMIT} and offset 0-{MAX_OFFSET}")
+        if since is not None and not math.isfinite(since):
+            return error_response(400, "since must be a finite number of epoch seconds")
         source = query.get("source") or None
         team = query.get("team") or None
         records = await queue.list(

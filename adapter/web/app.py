@@ -8,6 +8,7 @@ instance uvicorn serves (:class:`ServiceApp`), its settings read and checked whe
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
@@ -98,6 +99,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 database=database_label(settings),
                 inprocess_worker=settings.inprocess_worker,
             )
+            if not _behind_proxy(settings):
+                log.warning(
+                    "no_proxy_in_front",
+                    message="per-address limits (the forms' FORM_RATE_LIMIT, the admin "
+                    "login's throttle) trust X-Forwarded-For's last entry, which a client "
+                    "reaching the service directly writes itself: they can be bypassed. "
+                    "Serve behind a proxy that appends the client's address (Heroku's "
+                    "router, nginx, a load balancer) and set BEHIND_PROXY=true",
+                )
             try:
                 yield
             finally:
@@ -219,12 +229,28 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     )
 
 
+def _behind_proxy(settings: Settings) -> bool:
+    """BEHIND_PROXY, else whether this is a Heroku dyno (its router appends the address)."""
+    if settings.behind_proxy is not None:
+        return settings.behind_proxy
+    return bool(os.environ.get("DYNO"))
+
+
 async def _not_found(request: Request, exc: Exception) -> Response:
     return error_response(404, f"nothing at {request.url.path}: see the README for the endpoints")
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
-    return error_response(405, f"{request.method} is not allowed on {request.url.path}")
+    # Starlette's 405 names the route's methods in its headers: keep that Allow header.
+    allow = (getattr(exc, "headers", None) or {}).get("Allow")
+    response = error_response(
+        405,
+        f"{request.method} is not allowed on {request.url.path}"
+        + (f": use {allow}" if allow else ""),
+    )
+    if allow:
+        response.headers["Allow"] = allow
+    return response
 
 
 def _version() -> str:

@@ -90,6 +90,9 @@ class FormConfig:
     allowed_origins: frozenset[str]
     custom_fields: tuple[tuple[str, str], ...]  # (form field, Rocket.Chat custom field id)
     rate_limit: int  # posts per minute per client IP; 0 = off
+    # FORM_TRUST_SENDER: false (the default) = anyone may post, so a known contact is only
+    # added to and the answer never tells whether the person was known.
+    trust_sender: bool
     origins_setting: str  # the variable that lists allowed_origins, for messages
     redirect_setting: str
     title: str = PAGE_TEXTS["FORM_TITLE"][0]  # the hosted page's heading
@@ -225,6 +228,16 @@ def load_forms(settings: Settings) -> dict[str, FormConfig]:
                 "expected posts per minute per client IP, 0 for no limit",
             ) from None
 
+        trust_text, variable = conf.get("TRUST_SENDER")
+        trust = (trust_text or "false").lower()
+        if trust not in ("true", "false"):
+            raise conf.fail(
+                variable,
+                trust_text or "",
+                "expected true (the form's senders are authenticated, e.g. behind a login) "
+                "or false (anyone may post: a known contact is only added to)",
+            )
+
         custom: list[tuple[str, str]] = []
         custom_text, variable = conf.get("CUSTOM_FIELDS")
         for item in re.split(r"[\s,]+", custom_text or ""):
@@ -258,6 +271,7 @@ def load_forms(settings: Settings) -> dict[str, FormConfig]:
             allowed_origins=allowed,
             custom_fields=tuple(custom),
             rate_limit=rate_limit,
+            trust_sender=trust == "true",
             origins_setting=origins_setting,
             redirect_setting=redirect_setting,
             title=conf.text("FORM_TITLE"),

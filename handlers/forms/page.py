@@ -301,6 +301,12 @@ class FormViews:
     ) -> Response:
         api = outcome_response(outcome, url_for_delivery=f"/deliveries/{outcome.delivery_id}")
         ok = api.status_code < 300
+        if ok and not config.trust_sender:
+            # Anyone may post here: the same answer whether the person was known or not
+            # (no contact or delivery id, no warnings, no Location to poll; only the short
+            # reference a person can quote to the team).
+            api = JSONResponse({"status": "received"}, status_code=202)
+            outcome = Outcome(status="pending", delivery_id=outcome.delivery_id)
         headers = {
             **cors,
             **({"Location": api.headers["location"]} if "location" in api.headers else {}),

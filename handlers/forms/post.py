@@ -267,6 +267,7 @@ class FormPosts:
                 fields=values,
                 custom_fields=custom,
                 phone_region=region,
+                sender_authenticated=config.trust_sender,
                 consent=consent_given(_first(pairs, "consent")),
             )
         )

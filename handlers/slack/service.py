@@ -274,7 +274,16 @@ class SlackService:
             await ack(blocks.errors_message(errors, extraction.found, command=self.config.command))
             return
         event_id, previous = self._event_ids(callback, extraction, now)
-        seen = await self._recent(previous, now)
+        # Slack's trigger_id is new for every command typed, and the same in a replay of
+        # the signed request: recorded for good, it makes a replay anywhere inside the
+        # 5-minute signature window a duplicate (the minute buckets alone cover 60-120 s).
+        trigger = str(body.get("trigger_id") or "")
+        replayed = await self.queue.find_event(SOURCE, f"trigger:{trigger}") if trigger else None
+        seen = (
+            self.queue.outcome_of(replayed, duplicate=True)
+            if replayed is not None
+            else await self._recent(event_id, now) or await self._recent(previous, now)
+        )
         if seen is not None:
             await ack(self._message(seen, duplicate=True))
             return
@@ -283,6 +292,7 @@ class SlackService:
             source=SOURCE,
             fields=extraction.fields(),
             event_id=event_id,
+            also_event_ids=(f"trigger:{trigger}",) if trigger else (),
             callback=callback,
             actor=user_id,
             team=callback["team_id"] or callback["enterprise_id"],
