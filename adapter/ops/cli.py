@@ -150,7 +150,7 @@ def worker() -> None:
     """Run a delivery worker on its own (a Procfile worker: dyno). SIGTERM stops it cleanly."""
     from adapter.ops.logs import configure_logging
 
-    settings = _settings(database=True)
+    settings = _settings()  # its output is log lines: the database is in log_start_up's
     configure_logging(settings.log_level, settings.log_format)
 
     async def main() -> None:

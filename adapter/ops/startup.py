@@ -85,6 +85,8 @@ def database_note(settings: Settings) -> str | None:
 def log_start_up(settings: Settings, channels: Sequence[Channel], *, process: str) -> None:
     """One line per channel (on, or off and what to set), and a warning when contacts
     would wait for ever for want of Rocket.Chat credentials."""
+    if (note := database_note(settings)) is not None:
+        log.info("database", process=process, note=note)
     for status in channel_statuses(settings, channels):
         fields: dict[str, Any] = {"channel": status.label, "on": status.on}
         if status.path:
