@@ -8,6 +8,7 @@ the service stops at start-up instead of misbehaving on the first post. See
 
 from __future__ import annotations
 
+import collections
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -286,26 +287,39 @@ def load_forms(settings: Settings) -> dict[str, FormConfig]:
 
 
 class RateLimiter:
-    """Posts per client per one-minute window, in memory (per process)."""
+    """Posts per client in the last minute, in memory (per process): a sliding window, so
+    neither a minute's boundary resets a client's count nor two bursts around one pass
+    twice the limit."""
 
     MAX_KEYS = 100_000
+    WINDOW = 60.0
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self.window = -1
-        self.counts: dict[tuple[str, str], int] = {}
+        self.recent: dict[tuple[str, str], collections.deque[float]] = {}
 
     def hit(self, key: tuple[str, str], limit: int) -> float | None:
-        """Count one post; ``None`` when allowed, else the seconds until the next window."""
+        """Count one post; ``None`` when allowed, else the seconds until one is allowed."""
         if limit <= 0:
             return None
         now = self.clock()
-        window = int(now // 60)
-        if window != self.window or len(self.counts) >= self.MAX_KEYS:
-            self.window = window
-            self.counts.clear()
-        count = self.counts.get(key, 0) + 1
-        self.counts[key] = count
-        if count > limit:
-            return 60 - (now % 60)
+        since = now - self.WINDOW
+        times = self.recent.get(key)
+        if times is None:
+            if len(self.recent) >= self.MAX_KEYS:
+                self._forget(since)
+            times = self.recent[key] = collections.deque()
+        while times and times[0] <= since:
+            times.popleft()
+        if len(times) >= limit:
+            return times[0] - since
+        times.append(now)
         return None
+
+    def _forget(self, since: float) -> None:
+        """Drop clients with no post in the window (all of them when every one has)."""
+        stale = [key for key, times in self.recent.items() if not times or times[-1] <= since]
+        for key in stale:
+            del self.recent[key]
+        if len(self.recent) >= self.MAX_KEYS:
+            self.recent.clear()
