@@ -43,6 +43,7 @@ __all__ = [
     "ReplySender",
     "duration_setting",
     "outcome_reply",
+    "send_outcome",
     "setting",
     "url_setting",
 ]
@@ -124,6 +125,32 @@ def outcome_reply(record: DeliveryRecord) -> Reply:
     """What the guest hears when their registration finished after the answer."""
     name = str((record.fields or {}).get("name") or "")
     return Reply("delivered" if record.status == "delivered" else "failed", {"name": name})
+
+
+async def send_outcome(
+    context: ChannelContext,
+    record: DeliveryRecord,
+    chat_id: str,
+    language: str,
+    *,
+    state_key: str,
+    make_sender: Callable[[], ReplySender | None],
+) -> bool | None:
+    """Tell the guest their registration's outcome: in order behind the replies still going
+    out when this process serves the channel's routes, else (a worker process) through a
+    sender made once from the settings; None when the channel is off here."""
+    messenger = context.state.get(state_key)
+    if isinstance(messenger, Messenger):
+        return await messenger.send_in_order(chat_id, outcome_reply(record), language)
+    sender_key = f"{state_key}_sender"
+    sender = context.state.get(sender_key)
+    if sender is None:
+        sender = make_sender()
+        if sender is None:
+            return None
+        context.state[sender_key] = sender
+    sent: bool = await sender.send(chat_id, [outcome_reply(record)], language)
+    return sent
 
 
 @dataclass

@@ -52,7 +52,7 @@ from handlers._messenger import (
     JsonPoster,
     Messenger,
     duration_setting,
-    outcome_reply,
+    send_outcome,
     setting,
     url_setting,
 )
@@ -389,18 +389,16 @@ class TelegramChannel:
         if not callback or callback.get("v") != 1 or not callback.get("chat_id"):
             return
         chat_id, language = str(callback["chat_id"]), str(callback.get("lang") or "en")
-        messenger = context.state.get(_STATE_KEY)
-        if isinstance(messenger, Messenger):
-            sent = await messenger.send_in_order(chat_id, outcome_reply(record), language)
-        else:  # a worker process: no routes, just settings
-            sender = context.state.get("telegram_sender")
-            if not isinstance(sender, TelegramSender):
-                config = TelegramConfig.from_settings(context.settings)
-                if not config.on:
-                    return
-                sender = TelegramSender(config)
-                context.state["telegram_sender"] = sender
-            sent = await sender.send(chat_id, [outcome_reply(record)], language)
+
+        def make_sender() -> TelegramSender | None:  # a worker process: no routes, just settings
+            config = TelegramConfig.from_settings(context.settings)
+            return TelegramSender(config) if config.on else None
+
+        sent = await send_outcome(
+            context, record, chat_id, language, state_key=_STATE_KEY, make_sender=make_sender
+        )
+        if sent is None:
+            return
         log.info(
             "telegram_outcome_reported", delivery_id=record.id, status=record.status, sent=sent
         )

@@ -56,7 +56,7 @@ from handlers._messenger import (
     JsonPoster,
     Messenger,
     duration_setting,
-    outcome_reply,
+    send_outcome,
     setting,
     url_setting,
 )
@@ -520,18 +520,16 @@ class WhatsAppChannel:
             return
         chat_id = f"{callback.get('pn') or ''}:{callback['to']}"
         language = str(callback.get("lang") or "en")
-        messenger = context.state.get(_STATE_KEY)
-        if isinstance(messenger, Messenger):
-            sent = await messenger.send_in_order(chat_id, outcome_reply(record), language)
-        else:  # a worker process: no routes, just settings
-            sender = context.state.get("whatsapp_sender")
-            if not isinstance(sender, WhatsAppSender):
-                config = WhatsAppConfig.from_settings(context.settings)
-                if not config.on:
-                    return
-                sender = WhatsAppSender(config)
-                context.state["whatsapp_sender"] = sender
-            sent = await sender.send(chat_id, [outcome_reply(record)], language)
+
+        def make_sender() -> WhatsAppSender | None:  # a worker process: no routes, just settings
+            config = WhatsAppConfig.from_settings(context.settings)
+            return WhatsAppSender(config) if config.on else None
+
+        sent = await send_outcome(
+            context, record, chat_id, language, state_key=_STATE_KEY, make_sender=make_sender
+        )
+        if sent is None:
+            return
         log.info(
             "whatsapp_outcome_reported", delivery_id=record.id, status=record.status, sent=sent
         )
